@@ -1,0 +1,222 @@
+// Package store keeps the authority's state in one bbolt file: tokens
+// (metadata only, never a token string), indexes, signing keys (private
+// halves sealed by the caller), the revision-ordered event log, the audit log
+// and the store epoch. bbolt types never leave this package.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sigil-auth/sigil/pkg/scope"
+)
+
+// Errors returned by the store. Callers map them with errors.Is.
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrNameTaken   = errors.New("store: token name taken by a live token")
+	ErrNotActive   = errors.New("store: token is not active")
+	ErrCompacted   = errors.New("store: revision compacted")
+	ErrLocked      = errors.New("store: database file is locked by another process")
+	ErrKeyRevoked  = errors.New("store: signing key revoked")
+	ErrClosed      = errors.New("store: closed")
+	ErrKeyExists   = errors.New("store: key exists")
+	ErrTokenExists = errors.New("store: token id exists")
+)
+
+// Token is the stored metadata of a PAT. It never holds the secret.
+type Token struct {
+	ID           string // lower-case hex of the 128-bit token id
+	OrgID        string
+	Name         string
+	Description  string
+	Grants       []scope.Grant // effective grants
+	CreatedBy    string
+	ParentID     string // token through which it was minted; empty for the operator
+	KeyID        string
+	CreateTime   time.Time
+	ExpireTime   time.Time
+	RevokeTime   time.Time // zero while not revoked
+	RevokeReason string
+	RevokeRev    uint64 // revision of the revocation; 0 while not revoked
+}
+
+// State values of a token at a given time.
+type TokenState int
+
+// Token states.
+const (
+	StateAny TokenState = iota
+	StateActive
+	StateRevoked
+	StateExpired
+)
+
+// StateAt returns the token's state at now.
+func (t *Token) StateAt(now time.Time) TokenState {
+	switch {
+	case !t.RevokeTime.IsZero():
+		return StateRevoked
+	case !now.Before(t.ExpireTime):
+		return StateExpired
+	default:
+		return StateActive
+	}
+}
+
+// KeyState is the state of a signing key.
+type KeyState int
+
+// Key states.
+const (
+	KeyPending KeyState = iota + 1
+	KeyActive
+	KeyVerifyOnly
+	KeyRevoked
+)
+
+// Key is a signing key. SealedPrivate is the private key encrypted by the
+// caller with the key-encryption key; the store never sees it in clear.
+type Key struct {
+	ID            string
+	State         KeyState
+	Public        []byte // Ed25519 public key, 32 bytes
+	SealedPrivate []byte
+	CreateTime    time.Time
+	ActivateTime  time.Time // when it signs (or signed) new tokens
+	RevokeTime    time.Time
+	LastExpiry    time.Time // latest expiry of the tokens it signed
+}
+
+// AuditAction says what an audited mutation did.
+type AuditAction int
+
+// Audit actions.
+const (
+	AuditTokenCreated AuditAction = iota + 1
+	AuditTokenRevoked
+	AuditTokenRotated
+	AuditTokensRevoked
+	AuditKeyRotated
+	AuditKeyRevoked
+)
+
+// AuditRecord is one append-only audit entry. Revision is set by the store.
+type AuditRecord struct {
+	Revision uint64
+	Time     time.Time
+	Actor    string // "operator" or "token:<id>"
+	OrgID    string // empty for deployment-wide actions
+	Action   AuditAction
+	TokenID  string
+	Name     string
+	Grants   []scope.Grant
+	Reason   string
+	Count    int64
+	KeyID    string
+}
+
+// EventKind is the kind of a revision-log event.
+type EventKind int
+
+// Event kinds.
+const (
+	EventTokenCreated EventKind = iota + 1 // not streamed; keeps revisions dense
+	EventTokenRevoked
+	EventKeyAdded // also used when a key changes state (pending → active → verify-only)
+	EventKeyRevoked
+)
+
+// Event is one entry of the revision-ordered event log.
+type Event struct {
+	Revision  uint64
+	Kind      EventKind
+	TokenID   string    // EventTokenCreated, EventTokenRevoked
+	ExpiresAt time.Time // EventTokenRevoked: expiry of the token
+	Key       *Key      // EventKeyAdded: public part only (SealedPrivate nil)
+	KeyID     string    // EventKeyRevoked
+}
+
+// Revoked is a revoked token that has not expired, as in a snapshot.
+type Revoked struct {
+	TokenID   string
+	ExpiresAt time.Time
+}
+
+// Snapshot is what a new follower loads.
+type Snapshot struct {
+	Epoch    string
+	Revision uint64
+	Revoked  []Revoked
+	Keys     []Key // public parts only
+}
+
+// ListFilter selects tokens of an organization. Tokens come newest first;
+// PageToken is opaque and comes from a previous page.
+type ListFilter struct {
+	OrgID     string
+	CreatedBy string
+	State     TokenState
+	Now       time.Time
+	PageSize  int
+	PageToken string
+}
+
+// Store is the authority's storage. Every mutation is committed (fsync)
+// before it returns, appends one event with the next revision, and writes an
+// audit record in the same transaction.
+type Store interface {
+	// Epoch is the random id made when the file was created.
+	Epoch() string
+	// Revision is the last committed revision.
+	Revision() uint64
+	// Changed returns a channel closed at the next committed revision.
+	Changed() <-chan struct{}
+
+	// CreateToken stores a new token. ErrNameTaken when a live token of the
+	// organization has the name (revoked and expired ones free it).
+	CreateToken(ctx context.Context, t Token, a AuditRecord) (uint64, error)
+	// GetToken returns one token. ErrNotFound when unknown.
+	GetToken(ctx context.Context, id string) (Token, error)
+	// ListTokens returns one page and the next page token ("" at the end).
+	ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error)
+	// RevokeToken revokes one token. Revoking a revoked token changes nothing
+	// and returns its original revocation.
+	RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, error)
+	// RevokeTokens revokes every live token of an organization, or only those
+	// of one creator when createdBy is set, atomically. It returns the count
+	// and the revision at which all are revoked.
+	RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error)
+	// RotateToken revokes oldID and stores next (same name) in one
+	// transaction. ErrNotActive when the old token is revoked or expired. It
+	// returns the revision of the old token's revocation.
+	RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, error)
+
+	// AddKey stores a new signing key.
+	AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error)
+	// SetKeyState moves a key to pending, active or verify-only (not revoked).
+	SetKeyState(ctx context.Context, id string, s KeyState) (uint64, error)
+	// RevokeKey revokes a key at once.
+	RevokeKey(ctx context.Context, id string, a AuditRecord) (uint64, error)
+	// ListKeys returns every key, oldest first, with their sealed private halves.
+	ListKeys(ctx context.Context) ([]Key, error)
+
+	// ListAudit returns up to limit audit records of an organization with
+	// revision > after, oldest first.
+	ListAudit(ctx context.Context, orgID string, after uint64, limit int) ([]AuditRecord, error)
+
+	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
+	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)
+	// EventsAfter returns up to limit streamed events with revision > after
+	// (token creations are skipped). ErrCompacted when events after `after`
+	// are gone.
+	EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error)
+	// Compact drops events no follower needs: revocations of tokens expired
+	// before now, and every token-created event. It returns the compacted
+	// revision (followers behind it need a snapshot).
+	Compact(ctx context.Context, now time.Time) (uint64, error)
+
+	// Close closes the file.
+	Close() error
+}
