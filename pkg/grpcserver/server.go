@@ -7,8 +7,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -58,7 +61,8 @@ type Server struct {
 // New builds a server. The interceptor chain, in order:
 //
 //  1. recovery: a panic becomes codes.Internal (and is logged), so no panic
-//     can turn into an answer;
+//     can turn into an answer; a second recovery sits right before the
+//     handler so that the inner layers log and count it;
 //  2. request id: taken from x-request-id or made, echoed in the response
 //     header and added to the log line;
 //  3. logging: one line per finished call, without payloads or metadata;
@@ -74,7 +78,7 @@ func New(opts Options) *Server {
 		maxRecv = DefaultMaxRecvMsgSize
 	}
 	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		logger.ErrorContext(ctx, "panic in handler", "panic", p)
+		logger.ErrorContext(ctx, "panic in handler", "panic", describePanic(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
 	logOpts := []logging.Option{
@@ -102,6 +106,10 @@ func New(opts Options) *Server {
 	}
 	unary = append(unary, opts.Unary...)
 	stream = append(stream, opts.Stream...)
+	// A second recovery right before the handler, so that a handler's panic
+	// is logged with its request id and counted as Internal by the metrics.
+	unary = append(unary, recovery.UnaryServerInterceptor(rec))
+	stream = append(stream, recovery.StreamServerInterceptor(rec))
 
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
@@ -182,8 +190,24 @@ func (s *Server) Shutdown(timeout time.Duration) {
 	case <-t.C:
 		s.logger.Warn("graceful stop timed out, closing remaining calls", "timeout", timeout)
 		s.grpc.Stop()
-		<-done
+		// Stop cancels every call; a handler that ignores its context can
+		// still hold GracefulStop, so the wait stays bounded.
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			s.logger.Error("handlers still running after stop")
+		}
 	}
+}
+
+// describePanic names a panic without its value, which may hold request
+// data: runtime errors (index out of range, nil dereference) are safe to
+// print, anything else is reduced to its type.
+func describePanic(p any) string {
+	if err, ok := p.(runtime.Error); ok {
+		return err.Error()
+	}
+	return fmt.Sprintf("panic of type %T", p)
 }
 
 // codeToLevel logs successful and expected outcomes at debug level, so a
