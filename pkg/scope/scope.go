@@ -1,6 +1,12 @@
 // Package scope holds the permission model of Sigil: the catalog of
 // permissions and their implications, grants, their validation, the subset
 // test that forbids escalation, and the matching of a request against grants.
+//
+// Names are compared byte for byte. A permission is "product:action"; a
+// resource is a path of collection/id pairs such as "domains/example.com" or
+// "domains/example.com/records/www" (see ValidateResource). A grant on a
+// resource covers that resource and everything under it, on segment
+// boundaries only.
 package scope
 
 // Grant is a set of permissions, optionally limited to a set of resources.
@@ -20,45 +26,42 @@ const (
 	PermissionNotGranted
 	// ResourceNotGranted means a grant carries the permission, but none
 	// covers the resource (or the request has no resource and every grant
-	// with the permission is limited to resources).
+	// with the permission is limited to resources, or the requested resource
+	// is not a well-formed resource name).
 	ResourceNotGranted
 )
+
+// String returns the name of the result, for logs and test failures.
+func (r Result) String() string {
+	switch r {
+	case Allowed:
+		return "allowed"
+	case PermissionNotGranted:
+		return "permission not granted"
+	case ResourceNotGranted:
+		return "resource not granted"
+	default:
+		return "unknown result"
+	}
+}
 
 // Permission is one entry of a catalog.
 type Permission struct {
 	Name        string   // product:action
 	Product     string   // product part of Name
 	Description string   // what it allows
-	Implies     []string // permissions directly implied
+	Implies     []string // permissions directly implied, sorted
 }
 
-// Catalog is a set of permissions with their implications.
-type Catalog struct {
-	// Implementation: pkg/scope owner.
-}
-
-// Builtin returns the built-in catalog of the API contract.
-func Builtin() *Catalog { panic("scope: unimplemented") }
-
-// LoadCatalogFile returns the built-in catalog extended by the products and
-// actions of a catalog file.
-func LoadCatalogFile(path string) (*Catalog, error) { panic("scope: unimplemented") }
-
-// Permissions returns every permission, sorted by name.
-func (c *Catalog) Permissions() []Permission { panic("scope: unimplemented") }
-
-// Expand validates grants against the catalog and returns them normalized,
-// with implications expanded (what a token carries).
-func (c *Catalog) Expand(grants []Grant) ([]Grant, error) { panic("scope: unimplemented") }
-
-// ValidateResource checks the syntax of a resource name.
-func ValidateResource(resource string) error { panic("scope: unimplemented") }
-
-// ValidatePermission checks the syntax of a permission name.
-func ValidatePermission(permission string) error { panic("scope: unimplemented") }
-
-// Subset reports whether every request allowed by child is allowed by parent.
-func Subset(child, parent []Grant) bool { panic("scope: unimplemented") }
-
-// Match decides a (permission, resource) request against grants.
-func Match(grants []Grant, permission, resource string) Result { panic("scope: unimplemented") }
+// Limits on grants, checked by Expand. They bound the size of a token and
+// the cost of Match and Subset.
+const (
+	// MaxGrants is the largest number of grants Expand accepts.
+	MaxGrants = 64
+	// MaxPermissionsPerGrant is the largest number of permissions a grant
+	// may list (before implications are expanded).
+	MaxPermissionsPerGrant = 64
+	// MaxResourcesPerGrant is the largest number of resources a grant may
+	// list.
+	MaxResourcesPerGrant = 256
+)
