@@ -1,0 +1,262 @@
+// Package app wires the authorizer together and runs it until its context ends.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/tlsconfig"
+	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/config"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/follower"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
+)
+
+// healthInterval is how often freshness is turned into the health status.
+const healthInterval = 200 * time.Millisecond
+
+// maxSnapshotMsg bounds one message of the revocation stream (a snapshot
+// chunk); the authority chunks its snapshots well below it.
+const maxSnapshotMsg = 16 << 20
+
+// Run validates cfg, starts the authorizer and serves until ctx is done,
+// then drains in-flight calls within cfg.ShutdownTimeout. Logs are JSON on
+// standard error.
+func Run(ctx context.Context, cfg config.Config) error {
+	return run(ctx, cfg, os.Stderr)
+}
+
+func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	level, _ := config.ParseLevel(cfg.LogLevel)
+	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+
+	serverTLS, err := tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	if err != nil {
+		return err
+	}
+	authorityTLS, err := tlsconfig.Client(cfg.AuthorityCA, cfg.AuthorityCert, cfg.AuthorityKey)
+	if err != nil {
+		return err
+	}
+	codec, err := token.NewCodec(cfg.TokenPrefix)
+	if err != nil {
+		return fmt.Errorf("token prefix: %w", err)
+	}
+	credential := func() (string, error) { return "", nil }
+	if cfg.AuthorityTokenFile != "" {
+		cred := &credentialFile{path: cfg.AuthorityTokenFile}
+		if _, err := cred.read(); err != nil {
+			return err
+		}
+		credential = cred.read
+		logger.Info("watch credential", "file", cfg.AuthorityTokenFile)
+	} else {
+		logger.Warn("no --authority-token-file: the revocation stream is requested anonymously, which only a --dev authority accepts")
+	}
+
+	creds := insecure.NewCredentials()
+	if authorityTLS != nil {
+		creds = credentials.NewTLS(authorityTLS)
+	}
+	conn, err := grpc.NewClient(cfg.Authority,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
+	)
+	if err != nil {
+		return fmt.Errorf("authority %s: %w", cfg.Authority, err)
+	}
+	defer conn.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	fol := follower.New(follower.Options{
+		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
+		Credential:   credential,
+		Logger:       logger.With("component", "follower"),
+		MaxStaleness: cfg.MaxStaleness,
+		Retention:    cfg.ClockLeeway + time.Minute,
+		SkewWarning:  cfg.ClockLeeway,
+	})
+	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize})
+	if err != nil {
+		return err
+	}
+	registerStateMetrics(reg, fol, dec)
+
+	srv := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: serverTLS})
+	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{
+		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Registerer: reg,
+	}))
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	var metricsAddr string
+	var metrics *grpcserver.MetricsServer
+	if cfg.MetricsListen != "" {
+		metrics, err = grpcserver.ListenMetrics(cfg.MetricsListen, reg, logger)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		metricsAddr = metrics.Addr().String()
+	}
+	logger.Info("listening", "addr", lis.Addr().String(), "metrics_addr", metricsAddr,
+		"authority", cfg.Authority, "tls", serverTLS != nil, "authority_tls", authorityTLS != nil,
+		"max_staleness", cfg.MaxStaleness.String(), "clock_leeway", cfg.ClockLeeway.String())
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = fol.Run(bg) })
+	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	case runErr = <-serveErr:
+		logger.Error("server stopped", "error", runErr)
+	}
+	// Reverse order of start: stop answering (draining in-flight checks),
+	// then stop following, then close the connection and metrics.
+	srv.Shutdown(cfg.ShutdownTimeout)
+	stopBG()
+	wg.Wait()
+	if metrics != nil {
+		mctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = metrics.Close(mctx)
+		cancel()
+	}
+	if runErr == nil {
+		if err := <-serveErr; err != nil {
+			runErr = err
+		}
+	}
+	logger.Info("stopped")
+	return runErr
+}
+
+// watchHealth turns the follower's readiness into the health status: SERVING
+// only while synced and fresh.
+func watchHealth(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger) {
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	serving := false
+	srv.SetServing(false)
+	for {
+		if ready := fol.Ready(); ready != serving {
+			serving = ready
+			srv.SetServing(serving)
+			stale, _ := fol.Staleness()
+			logger.Info("health changed", "serving", serving, "synced", fol.Synced(), "revision", fol.Revision(), "staleness", stale.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// registerStateMetrics exposes the follower's and the cache's state.
+func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec *decision.Decider) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_applied_revision", Help: "Authority revision applied by the follower."},
+			func() float64 { return float64(fol.Revision()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_staleness_seconds", Help: "Seconds since the last message from the authority (+Inf before the first)."},
+			func() float64 {
+				d, ok := fol.Staleness()
+				if !ok {
+					return posInf
+				}
+				return d.Seconds()
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_clock_skew_seconds", Help: "Local clock minus the authority's, at the last checkpoint."},
+			func() float64 { d, _ := fol.ClockSkew(); return d.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_synced", Help: "1 once a complete snapshot was applied."},
+			func() float64 { return b2f(fol.Synced()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_ready", Help: "1 while synced and fresh (checks are answered)."},
+			func() float64 { return b2f(fol.Ready()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_revoked_tokens", Help: "Revoked, unexpired tokens held."},
+			func() float64 { return float64(fol.RevokedCount()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_reconnects_total", Help: "Revocation streams reopened after the first."},
+			func() float64 { return float64(fol.Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_snapshots_total", Help: "Complete snapshots applied."},
+			func() float64 { return float64(fol.Stats().Snapshots) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_events_total", Help: "Live events applied."},
+			func() float64 { return float64(fol.Stats().Events) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_duplicate_events_total", Help: "Events at or below the applied revision, ignored."},
+			func() float64 { return float64(fol.Stats().Duplicates) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_malformed_total", Help: "Stream messages or entries rejected as malformed or unknown."},
+			func() float64 { return float64(fol.Stats().Malformed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},
+			func() float64 { h, _ := dec.CacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_misses_total", Help: "Checks whose token had to be parsed and verified."},
+			func() float64 { _, m := dec.CacheStats(); return float64(m) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_cache_entries", Help: "Tokens in the verified-claims cache."},
+			func() float64 { return float64(dec.CacheLen()) }),
+	)
+}
+
+var posInf = math.Inf(1)
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// credentialFile reads the watch credential, keeping the last good value
+// when a later read fails (a file being replaced).
+type credentialFile struct {
+	path string
+	mu   sync.Mutex
+	last string
+}
+
+func (c *credentialFile) read() (string, error) {
+	b, err := os.ReadFile(c.path)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			c.last = v
+			return v, nil
+		}
+		err = errors.New("file is empty")
+	}
+	if c.last != "" {
+		return c.last, nil
+	}
+	// The error names the file, never its content.
+	return "", fmt.Errorf("--authority-token-file %s: %w", c.path, err)
+}

@@ -1,0 +1,169 @@
+// Package authoritytest is a scriptable fake of the authority's revocation
+// stream, served over bufconn, for the authorizer's tests.
+package authoritytest
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/token"
+)
+
+// Session is one WatchRevocations call: the test reads the request, sends
+// messages and ends the stream.
+type Session struct {
+	// Req is the follower's request.
+	Req *sigilv1.WatchRevocationsRequest
+	// Auth is the authorization metadata the follower sent.
+	Auth string
+	send chan *sigilv1.WatchRevocationsResponse
+	end  chan error
+}
+
+// Send sends msgs in order, failing t if the stream does not take them.
+func (s *Session) Send(t testing.TB, msgs ...*sigilv1.WatchRevocationsResponse) {
+	t.Helper()
+	for _, m := range msgs {
+		select {
+		case s.send <- m:
+		case <-time.After(5 * time.Second):
+			t.Fatal("authoritytest: stream did not take a message")
+		}
+	}
+}
+
+// End ends the stream with err (nil ends it cleanly).
+func (s *Session) End(err error) { s.end <- err }
+
+// Fake is a TokenAuthorityService whose WatchRevocations hands every call to
+// the test as a Session.
+type Fake struct {
+	sigilv1.UnimplementedTokenAuthorityServiceServer
+	sessions chan *Session
+}
+
+// WatchRevocations implements sigilv1.TokenAuthorityServiceServer.
+func (f *Fake) WatchRevocations(req *sigilv1.WatchRevocationsRequest, st grpc.ServerStreamingServer[sigilv1.WatchRevocationsResponse]) error {
+	s := &Session{Req: req, send: make(chan *sigilv1.WatchRevocationsResponse), end: make(chan error, 1)}
+	if md, ok := metadata.FromIncomingContext(st.Context()); ok {
+		if v := md.Get("authorization"); len(v) == 1 {
+			s.Auth = v[0]
+		}
+	}
+	select {
+	case f.sessions <- s:
+	case <-st.Context().Done():
+		return st.Context().Err()
+	}
+	for {
+		select {
+		case m := <-s.send:
+			if err := st.Send(m); err != nil {
+				return err
+			}
+		case err := <-s.end:
+			return err
+		case <-st.Context().Done():
+			return st.Context().Err()
+		}
+	}
+}
+
+// Next returns the next stream the follower opens.
+func (f *Fake) Next(t testing.TB) *Session {
+	t.Helper()
+	select {
+	case s := <-f.sessions:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("authoritytest: no stream opened")
+		return nil
+	}
+}
+
+// StartTCP serves a Fake on a loopback TCP port and returns it with its
+// address; it stops when the test ends.
+func StartTCP(t testing.TB) (*Fake, string) {
+	t.Helper()
+	f := &Fake{sessions: make(chan *Session, 8)}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	sigilv1.RegisterTokenAuthorityServiceServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return f, lis.Addr().String()
+}
+
+// Start serves a Fake over bufconn and returns it with a client connection
+// to it; both are closed when the test ends.
+func Start(t testing.TB) (*Fake, *grpc.ClientConn) {
+	t.Helper()
+	f := &Fake{sessions: make(chan *Session, 8)}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	sigilv1.RegisterTokenAuthorityServiceServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+	})
+	return f, conn
+}
+
+// Key returns a signing key message.
+func Key(id string, state sigilv1.SigningKeyState, pub []byte) *sigilv1.SigningKey {
+	return &sigilv1.SigningKey{KeyId: id, State: state, PublicKey: pub}
+}
+
+// Revoked returns a revoked-token entry.
+func Revoked(rev uint64, id token.ID, exp time.Time) *sigilv1.TokenRevoked {
+	return &sigilv1.TokenRevoked{Revision: rev, TokenId: id.String(), ExpiresAt: timestamppb.New(exp)}
+}
+
+// Chunk returns a snapshot chunk.
+func Chunk(epoch string, rev uint64, keys []*sigilv1.SigningKey, revoked ...*sigilv1.TokenRevoked) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: &sigilv1.SnapshotChunk{Epoch: epoch, Revision: rev, Keys: keys, RevokedTokens: revoked}}}
+}
+
+// SnapshotEnd returns a snapshot end marker.
+func SnapshotEnd(epoch string, rev uint64) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: epoch, Revision: rev}}}
+}
+
+// TokenRevoked returns a live token revocation.
+func TokenRevoked(rev uint64, id token.ID, exp time.Time) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_TokenRevoked{TokenRevoked: Revoked(rev, id, exp)}}
+}
+
+// KeyAdded returns a live key announcement.
+func KeyAdded(rev uint64, k *sigilv1.SigningKey) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyAdded{KeyAdded: &sigilv1.SigningKeyAdded{Revision: rev, Key: k}}}
+}
+
+// KeyRevoked returns a live key revocation.
+func KeyRevoked(rev uint64, id string) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyRevoked{KeyRevoked: &sigilv1.SigningKeyRevoked{Revision: rev, KeyId: id}}}
+}
+
+// Checkpoint returns a checkpoint at rev.
+func Checkpoint(rev uint64, now time.Time) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(now)}}}
+}

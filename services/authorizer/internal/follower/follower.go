@@ -1,0 +1,564 @@
+// Package follower follows the authority's revocation stream and holds, in
+// memory only, what an authorizer needs to decide: the epoch, the applied
+// revision, the verification keys and the revoked tokens.
+package follower
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/token"
+)
+
+// errProtocol marks a stream that broke the protocol; the follower drops it
+// and reconnects.
+var errProtocol = errors.New("follower: protocol violation")
+
+// Options configures a Follower.
+type Options struct {
+	// Client is the authority's client. Required.
+	Client sigilv1.TokenAuthorityServiceClient
+	// Credential returns the watch credential sent as a bearer token on
+	// every connection; it is called before each (re)connection so that a
+	// rotated credential file is picked up. Nil means anonymous.
+	Credential func() (string, error)
+	// Logger receives stream life-cycle lines. Nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time; time.Now when nil.
+	Now func() time.Time
+	// MaxStaleness is how long the follower counts as fresh after the last
+	// message from the authority. Required.
+	MaxStaleness time.Duration
+	// Retention is how long a revoked token is kept after its expiry: at
+	// least the verifier's clock leeway, so that a token accepted within
+	// the leeway after its expiry is still known as revoked.
+	Retention time.Duration
+	// IdleTimeout drops a stream that has been silent this long (the
+	// authority sends a checkpoint every second); 5s when zero.
+	IdleTimeout time.Duration
+	// SkewWarning, when positive, logs a warning (at most once a minute)
+	// when the authority's clock, as carried by checkpoints, differs from
+	// ours by more than this: tokens are timed by the authority's clock and
+	// checked by ours. Set it to the clock leeway.
+	SkewWarning time.Duration
+	// BackoffBase and BackoffMax shape the jittered exponential reconnect
+	// delay; 100ms and 2s when zero.
+	BackoffBase, BackoffMax time.Duration
+}
+
+// Stats are counters of the follower's life, for metrics.
+type Stats struct {
+	Reconnects  uint64 // streams (re)opened after the first
+	Snapshots   uint64 // complete snapshots applied
+	Events      uint64 // live events applied
+	Duplicates  uint64 // events at or below the applied revision, ignored
+	Malformed   uint64 // messages or entries rejected as malformed
+	Checkpoints uint64 // checkpoints received
+}
+
+type keyEntry struct {
+	pub     ed25519.PublicKey
+	revoked bool
+}
+
+// state is the follower's view of the authority. The maps are replaced
+// whole at a snapshot and changed in place by live events, always under mu.
+type state struct {
+	epoch   string
+	applied uint64
+	synced  bool
+	keys    map[string]keyEntry
+	revoked map[token.ID]time.Time // token id -> expiry
+}
+
+// pending is a snapshot being received, built aside from the live state.
+type pending struct {
+	epoch    string
+	revision uint64
+	keys     map[string]keyEntry
+	revoked  map[token.ID]time.Time
+}
+
+// Follower follows WatchRevocations. It is safe for concurrent use: one
+// goroutine runs Run, any number read the state.
+type Follower struct {
+	opts   Options
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu       sync.RWMutex
+	st       state
+	advanced chan struct{} // closed and replaced whenever applied grows
+	lastMsg  atomic.Int64  // unix nanoseconds of the last message; 0 before any
+
+	lastPrune    time.Time    // touched only by the Run goroutine
+	lastSkewWarn time.Time    // touched only by the Run goroutine
+	skew         atomic.Int64 // our clock minus the authority's, in nanoseconds, at the last checkpoint
+	skewKnown    atomic.Bool
+
+	reconnects, snapshots, events, duplicates, malformed, checkpoints atomic.Uint64
+}
+
+// New returns a follower; call Run to start following.
+func New(opts Options) *Follower {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Second
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 100 * time.Millisecond
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 2 * time.Second
+	}
+	return &Follower{
+		opts:     opts,
+		logger:   opts.Logger,
+		now:      opts.Now,
+		advanced: make(chan struct{}),
+		st: state{
+			keys:    map[string]keyEntry{},
+			revoked: map[token.ID]time.Time{},
+		},
+	}
+}
+
+// Run follows the stream until ctx is done, reconnecting with jittered
+// exponential backoff and resuming from the applied revision. It returns
+// ctx's error.
+func (f *Follower) Run(ctx context.Context) error {
+	attempt := 0
+	for first := true; ; first = false {
+		if !first {
+			f.reconnects.Add(1)
+		}
+		received, err := f.follow(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if received {
+			attempt = 0
+		}
+		delay := f.backoff(attempt)
+		attempt++
+		f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is an "equal jitter" exponential delay: half fixed, half random,
+// capped at BackoffMax.
+func (f *Follower) backoff(attempt int) time.Duration {
+	d := f.opts.BackoffBase
+	for i := 0; i < attempt && d < f.opts.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, f.opts.BackoffMax)
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1))
+}
+
+// follow runs one stream until it fails. received reports whether any
+// message arrived (a healthy connection resets the backoff).
+func (f *Follower) follow(parent context.Context) (received bool, err error) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	if f.opts.Credential != nil {
+		cred, err := f.opts.Credential()
+		if err != nil {
+			return false, fmt.Errorf("follower: watch credential: %w", err)
+		}
+		if cred != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
+		}
+	}
+	f.mu.RLock()
+	req := &sigilv1.WatchRevocationsRequest{Epoch: f.st.epoch}
+	if f.st.synced {
+		req.AfterRevision = f.st.applied
+	}
+	f.mu.RUnlock()
+
+	// A stream that stays silent longer than the idle timeout is dropped:
+	// the authority checkpoints every second, so silence means trouble.
+	idle := time.AfterFunc(f.opts.IdleTimeout, cancel)
+	defer idle.Stop()
+
+	stream, err := f.opts.Client.WatchRevocations(ctx, req)
+	if err != nil {
+		return false, err
+	}
+	f.logger.Info("revocation stream opened", "after_revision", req.AfterRevision, "epoch", req.Epoch)
+	var snap *pending
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("follower: stream ended by the authority")
+			}
+			return received, err
+		}
+		received = true
+		idle.Reset(f.opts.IdleTimeout)
+		if snap, err = f.handle(snap, msg); err != nil {
+			return received, err
+		}
+		// Only a message understood and applied makes the state fresh: an
+		// authority that streams nothing but garbage does not keep an old
+		// state alive.
+		if msg.GetEvent() != nil {
+			f.lastMsg.Store(f.now().UnixNano())
+		}
+	}
+}
+
+// handle applies one message. snap is the snapshot being received, if any;
+// the returned value is the one to use for the next message.
+func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) (*pending, error) {
+	switch ev := msg.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_SnapshotChunk:
+		c := ev.SnapshotChunk
+		if snap == nil {
+			snap = &pending{epoch: c.GetEpoch(), revision: c.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]time.Time{}}
+		} else if c.GetEpoch() != snap.epoch || c.GetRevision() != snap.revision {
+			return nil, fmt.Errorf("%w: snapshot chunk of epoch %q revision %d inside snapshot of epoch %q revision %d", errProtocol, c.GetEpoch(), c.GetRevision(), snap.epoch, snap.revision)
+		}
+		for _, k := range c.GetKeys() {
+			f.applyKey(snap.keys, k)
+		}
+		for _, r := range c.GetRevokedTokens() {
+			f.applyRevoked(snap.revoked, r)
+		}
+		return snap, nil
+
+	case *sigilv1.WatchRevocationsResponse_SnapshotEnd:
+		e := ev.SnapshotEnd
+		if snap == nil {
+			// A snapshot without chunks: no keys and no revoked tokens.
+			snap = &pending{epoch: e.GetEpoch(), revision: e.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]time.Time{}}
+		}
+		if e.GetEpoch() != snap.epoch || e.GetRevision() != snap.revision {
+			return nil, fmt.Errorf("%w: snapshot end of epoch %q revision %d closes snapshot of epoch %q revision %d", errProtocol, e.GetEpoch(), e.GetRevision(), snap.epoch, snap.revision)
+		}
+		f.mu.Lock()
+		old := f.st
+		f.st = state{epoch: snap.epoch, applied: snap.revision, synced: true, keys: snap.keys, revoked: snap.revoked}
+		f.notifyLocked()
+		f.mu.Unlock()
+		f.snapshots.Add(1)
+		f.logger.Info("snapshot applied", "epoch", snap.epoch, "revision", snap.revision,
+			"keys", len(snap.keys), "revoked_tokens", len(snap.revoked),
+			"previous_epoch", old.epoch, "previous_revision", old.applied)
+		return nil, nil
+	}
+
+	// Everything else is live: it needs a complete state to apply to.
+	if snap != nil {
+		return nil, fmt.Errorf("%w: live message inside a snapshot", errProtocol)
+	}
+	f.mu.RLock()
+	synced := f.st.synced
+	f.mu.RUnlock()
+	if !synced {
+		return nil, fmt.Errorf("%w: live message before the first snapshot", errProtocol)
+	}
+
+	switch ev := msg.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_Checkpoint:
+		f.checkpoints.Add(1)
+		f.mu.Lock()
+		if r := ev.Checkpoint.GetRevision(); r > f.st.applied {
+			f.st.applied = r
+			f.notifyLocked()
+		}
+		f.mu.Unlock()
+		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
+		f.prune()
+	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
+		f.applyLive(ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
+	case *sigilv1.WatchRevocationsResponse_KeyAdded:
+		f.applyLive(ev.KeyAdded.GetRevision(), func(s *state) { f.applyKey(s.keys, ev.KeyAdded.GetKey()) })
+	case *sigilv1.WatchRevocationsResponse_KeyRevoked:
+		f.applyLive(ev.KeyRevoked.GetRevision(), func(s *state) {
+			id := ev.KeyRevoked.GetKeyId()
+			k, ok := s.keys[id]
+			if !ok {
+				// A revoked key we never knew: tokens it signed are unknown-key
+				// denials anyway.
+				f.logger.Warn("revocation of an unknown signing key", "key_id", safe(id))
+				return
+			}
+			k.revoked = true
+			s.keys[id] = k
+		})
+	default:
+		// A newer authority may send events this follower does not know.
+		// Skipping one is safe only because every known event is applied;
+		// it is logged and counted so the operator upgrades.
+		f.malformed.Add(1)
+		f.logger.Warn("unknown message on the revocation stream, ignored")
+	}
+	return nil, nil
+}
+
+// applyLive applies one live event of revision rev with apply, unless it is
+// a duplicate.
+func (f *Follower) applyLive(rev uint64, apply func(*state)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if rev <= f.st.applied {
+		f.duplicates.Add(1)
+		return
+	}
+	apply(&f.st)
+	f.st.applied = rev
+	f.events.Add(1)
+	f.notifyLocked()
+}
+
+// notifyLocked wakes every WaitFor caller; f.mu is held for writing.
+func (f *Follower) notifyLocked() {
+	close(f.advanced)
+	f.advanced = make(chan struct{})
+}
+
+// applyKey adds or updates a key in keys. A malformed key is logged and
+// ignored, except that a revocation it carries for a known key is honoured:
+// in doubt, fewer tokens verify, never more.
+func (f *Follower) applyKey(keys map[string]keyEntry, k *sigilv1.SigningKey) {
+	id := k.GetKeyId()
+	if id == "" || len(id) > 128 {
+		f.malformed.Add(1)
+		f.logger.Warn("signing key without a valid id, ignored")
+		return
+	}
+	if len(k.GetPublicKey()) != ed25519.PublicKeySize {
+		f.malformed.Add(1)
+		f.logger.Warn("signing key with a public key of the wrong length, ignored", "key_id", safe(id), "length", len(k.GetPublicKey()))
+		if old, ok := keys[id]; ok && k.GetState() == sigilv1.SigningKeyState_SIGNING_KEY_STATE_REVOKED {
+			old.revoked = true
+			keys[id] = old
+		}
+		return
+	}
+	pub := make(ed25519.PublicKey, ed25519.PublicKeySize)
+	copy(pub, k.GetPublicKey())
+	switch k.GetState() {
+	case sigilv1.SigningKeyState_SIGNING_KEY_STATE_PENDING,
+		sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE,
+		sigilv1.SigningKeyState_SIGNING_KEY_STATE_VERIFY_ONLY:
+		old, ok := keys[id]
+		// Revocation is final: a later message cannot bring a key back.
+		keys[id] = keyEntry{pub: pub, revoked: ok && old.revoked}
+	case sigilv1.SigningKeyState_SIGNING_KEY_STATE_REVOKED:
+		keys[id] = keyEntry{pub: pub, revoked: true}
+	default:
+		// A state this follower does not understand: the key is not
+		// trusted (tokens it signed are denied as unknown-key).
+		f.malformed.Add(1)
+		f.logger.Warn("signing key in an unknown state, not trusted", "key_id", safe(id), "state", int32(k.GetState()))
+		delete(keys, id)
+	}
+}
+
+// applyRevoked adds a revoked token to revoked. A token without an expiry
+// is kept until the next snapshot replaces the state.
+func (f *Follower) applyRevoked(revoked map[token.ID]time.Time, r *sigilv1.TokenRevoked) {
+	id, err := token.ParseID(r.GetTokenId())
+	if err != nil {
+		// No token can carry an id that does not parse, so nothing it could
+		// revoke would ever be allowed.
+		f.malformed.Add(1)
+		f.logger.Warn("revoked token with a malformed id, ignored")
+		return
+	}
+	exp := farFuture
+	if ts := r.GetExpiresAt(); ts != nil && ts.IsValid() {
+		exp = ts.AsTime()
+	}
+	revoked[id] = exp
+}
+
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// prune drops revoked tokens that expired more than Retention ago, at most
+// once a minute.
+func (f *Follower) prune() {
+	now := f.now()
+	if now.Sub(f.lastPrune) < time.Minute {
+		return
+	}
+	f.lastPrune = now
+	cutoff := now.Add(-f.opts.Retention)
+	f.mu.Lock()
+	n := 0
+	for id, exp := range f.st.revoked {
+		if exp.Before(cutoff) {
+			delete(f.st.revoked, id)
+			n++
+		}
+	}
+	f.mu.Unlock()
+	if n > 0 {
+		f.logger.Debug("expired revocations dropped", "count", n)
+	}
+}
+
+// noteSkew records the difference between our clock and the authority's
+// and warns when it exceeds SkewWarning.
+func (f *Follower) noteSkew(ts *timestamppb.Timestamp) {
+	if ts == nil || !ts.IsValid() {
+		return
+	}
+	now := f.now()
+	skew := now.Sub(ts.AsTime())
+	f.skew.Store(int64(skew))
+	f.skewKnown.Store(true)
+	if f.opts.SkewWarning > 0 && (skew > f.opts.SkewWarning || skew < -f.opts.SkewWarning) && now.Sub(f.lastSkewWarn) >= time.Minute {
+		f.lastSkewWarn = now
+		f.logger.Warn("clock differs from the authority's by more than the clock leeway: tokens may be denied as not yet valid or expired, or accepted late",
+			"skew", skew.String(), "leeway", f.opts.SkewWarning.String())
+	}
+}
+
+// ClockSkew returns our clock minus the authority's at the last checkpoint,
+// or false before the first checkpoint.
+func (f *Follower) ClockSkew() (time.Duration, bool) {
+	return time.Duration(f.skew.Load()), f.skewKnown.Load()
+}
+
+// safe bounds and cleans a string from the stream before it is logged.
+func safe(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// Lookup implements token.KeySet: keys of every known state are returned,
+// revoked ones with revoked set.
+func (f *Follower) Lookup(keyID string) (pub ed25519.PublicKey, revoked bool, ok bool) {
+	f.mu.RLock()
+	k, ok := f.st.keys[keyID]
+	f.mu.RUnlock()
+	return k.pub, k.revoked, ok
+}
+
+// Inspect reports, at one consistent point of the state, the key keyID
+// (its public key, whether it is known and whether it is revoked), whether
+// token id is revoked, and the applied revision.
+func (f *Follower) Inspect(keyID string, id token.ID) (pub ed25519.PublicKey, keyKnown, keyRevoked, tokenRevoked bool, revision uint64) {
+	f.mu.RLock()
+	k, keyKnown := f.st.keys[keyID]
+	_, tokenRevoked = f.st.revoked[id]
+	revision = f.st.applied
+	f.mu.RUnlock()
+	return k.pub, keyKnown, k.revoked, tokenRevoked, revision
+}
+
+// Revision returns the applied revision.
+func (f *Follower) Revision() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.applied
+}
+
+// Epoch returns the epoch of the authority store the state comes from.
+func (f *Follower) Epoch() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.epoch
+}
+
+// Synced reports whether a complete snapshot has been applied.
+func (f *Follower) Synced() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.synced
+}
+
+// Staleness returns the time since the last message from the authority, or
+// false when none has arrived yet.
+func (f *Follower) Staleness() (time.Duration, bool) {
+	last := f.lastMsg.Load()
+	if last == 0 {
+		return 0, false
+	}
+	return f.now().Sub(time.Unix(0, last)), true
+}
+
+// Ready reports whether checks may be answered: synced, and a message came
+// from the authority within MaxStaleness.
+func (f *Follower) Ready() bool {
+	if !f.Synced() {
+		return false
+	}
+	d, ok := f.Staleness()
+	return ok && d <= f.opts.MaxStaleness
+}
+
+// WaitFor blocks until the applied revision reaches rev or ctx is done, and
+// returns ctx's error in the latter case.
+func (f *Follower) WaitFor(ctx context.Context, rev uint64) error {
+	for {
+		f.mu.RLock()
+		applied, ch := f.st.applied, f.advanced
+		f.mu.RUnlock()
+		if applied >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// RevokedCount returns how many revoked tokens are held.
+func (f *Follower) RevokedCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.st.revoked)
+}
+
+// Stats returns the follower's counters.
+func (f *Follower) Stats() Stats {
+	return Stats{
+		Reconnects:  f.reconnects.Load(),
+		Snapshots:   f.snapshots.Load(),
+		Events:      f.events.Load(),
+		Duplicates:  f.duplicates.Load(),
+		Malformed:   f.malformed.Load(),
+		Checkpoints: f.checkpoints.Load(),
+	}
+}
