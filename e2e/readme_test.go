@@ -17,16 +17,6 @@ import (
 // walkthroughBlock matches the README's fenced blocks marked for this test.
 var walkthroughBlock = regexp.MustCompile("(?ms)^```sh walkthrough\n(.*?)^```")
 
-// buildServices builds both binaries into dir.
-func buildServices(t *testing.T, dir string) {
-	t.Helper()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./services/authority", "./services/authorizer")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-}
-
 // process is a running service binary with its log captured.
 type process struct {
 	name string
@@ -118,8 +108,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatalf("README has %d walkthrough blocks, this test checks %d: update both together", len(blocks), len(checks))
 	}
 
-	bin := t.TempDir()
-	buildServices(t, bin)
+	bin := binDir
 	// The walkthrough runs at the root of a checkout: `go tool grpcurl`
 	// needs go.mod, and `data/` is the authority's data directory.
 	work := t.TempDir()
