@@ -23,7 +23,25 @@ var (
 	ErrClosed      = errors.New("store: closed")
 	ErrKeyExists   = errors.New("store: key exists")
 	ErrTokenExists = errors.New("store: token id exists")
+
+	// ErrBadPageToken is returned by ListTokens for a page token that is not
+	// one it made for the same filter.
+	ErrBadPageToken = errors.New("store: bad page token")
+	// ErrInvalid is returned for an argument the store cannot accept (an
+	// empty id, a zero time, a rotation that changes the name); the server
+	// validates requests first, so it means a caller bug.
+	ErrInvalid = errors.New("store: invalid argument")
+	// ErrSchemaVersion is returned by Open for a file written with a schema
+	// this build does not know.
+	ErrSchemaVersion = errors.New("store: unsupported schema version")
+	// ErrCorrupt is returned when a stored record or the file's layout cannot
+	// be decoded.
+	ErrCorrupt = errors.New("store: corrupt data")
 )
+
+// ActorSystem is the audit actor of changes the authority makes by itself,
+// such as a pending signing key becoming active (SetKeyState).
+const ActorSystem = "system"
 
 // Token is the stored metadata of a PAT. It never holds the secret.
 type Token struct {

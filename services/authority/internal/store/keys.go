@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// getKey reads a key record; ErrNotFound when absent.
+func getKey(tx *bolt.Tx, id string) (Key, keyMeta, error) {
+	v := tx.Bucket(bucketKeys).Get([]byte(id))
+	if v == nil {
+		return Key{}, keyMeta{}, fmt.Errorf("signing key %s: %w", id, ErrNotFound)
+	}
+	return decodeKey(v)
+}
+
+// publicKey returns k without its sealed private half, for events and
+// snapshots.
+func publicKey(k Key) *Key {
+	k.SealedPrivate = nil
+	return &k
+}
+
+// AddKey stores a new signing key (pending, active or verify-only) with an
+// EventKeyAdded carrying its public part, and an audit record.
+// ErrKeyExists when the id is taken.
+func (s *Bolt) AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error) {
+	switch {
+	case k.ID == "":
+		return 0, fmt.Errorf("%w: key id is empty", ErrInvalid)
+	case k.State != KeyPending && k.State != KeyActive && k.State != KeyVerifyOnly:
+		return 0, fmt.Errorf("%w: signing key %s: a new key is pending, active or verify-only, not state %d", ErrInvalid, k.ID, k.State)
+	case len(k.Public) == 0:
+		return 0, fmt.Errorf("%w: signing key %s: public key is empty", ErrInvalid, k.ID)
+	}
+	return s.mutate(ctx, func(w *writer) error {
+		if w.tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil {
+			return reject(fmt.Errorf("signing key %s: %w", k.ID, ErrKeyExists))
+		}
+		rev, err := w.event(Event{Kind: EventKeyAdded, Key: publicKey(k)})
+		if err != nil {
+			return err
+		}
+		if err := w.put(bucketKeys, []byte(k.ID), encodeKey(&k, keyMeta{addRev: rev, stateRev: rev})); err != nil {
+			return err
+		}
+		rec := a
+		if rec.KeyID == "" {
+			rec.KeyID = k.ID
+		}
+		return w.audit(rec)
+	})
+}
+
+// SetKeyState moves a key to pending, active or verify-only, with an
+// EventKeyAdded carrying the key in its new state. ErrNotFound when
+// unknown, ErrKeyRevoked when revoked (revocation is final), ErrInvalid for
+// any other target state. Setting the state a key already has writes
+// nothing and returns the revision of its last change.
+//
+// The interface gives it no audit record, but every mutation is audited:
+// it writes one with Action AuditKeyRotated, Actor ActorSystem (state
+// changes are the key manager's scheduled steps of a rotation that was
+// audited when the key was added), the time of the call, and the new state
+// in Reason.
+func (s *Bolt) SetKeyState(ctx context.Context, id string, st KeyState) (uint64, error) {
+	if st != KeyPending && st != KeyActive && st != KeyVerifyOnly {
+		return 0, fmt.Errorf("%w: signing key %s: SetKeyState to state %d", ErrInvalid, id, st)
+	}
+	now := time.Now() // taken outside the transaction function, which may run twice
+	var rev uint64
+	last, err := s.mutate(ctx, func(w *writer) error {
+		rev = 0
+		k, km, err := getKey(w.tx, id)
+		if err != nil {
+			if isNotFound(err) {
+				return reject(err)
+			}
+			return err
+		}
+		switch {
+		case k.State == KeyRevoked:
+			return reject(fmt.Errorf("signing key %s: %w", id, ErrKeyRevoked))
+		case k.State == st:
+			rev = km.stateRev
+			return nil
+		}
+		k.State = st
+		if km.stateRev, err = w.event(Event{Kind: EventKeyAdded, Key: publicKey(k)}); err != nil {
+			return err
+		}
+		if err := w.put(bucketKeys, []byte(k.ID), encodeKey(&k, km)); err != nil {
+			return err
+		}
+		return w.audit(AuditRecord{
+			Time: now, Actor: ActorSystem, Action: AuditKeyRotated, KeyID: id,
+			Reason: "key state: " + keyStateName(st),
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	if last != 0 {
+		return last, nil
+	}
+	return rev, nil
+}
+
+// keyStateName names a key state for audit reasons.
+func keyStateName(s KeyState) string {
+	switch s {
+	case KeyPending:
+		return "pending"
+	case KeyActive:
+		return "active"
+	case KeyVerifyOnly:
+		return "verify-only"
+	case KeyRevoked:
+		return "revoked"
+	}
+	return fmt.Sprintf("unknown (%d)", s)
+}
+
+// RevokeKey revokes a key at once (a.Time is the revocation time), with an
+// EventKeyRevoked and an audit record. ErrNotFound when unknown. Revoking a
+// revoked key writes nothing and returns the revision of its revocation.
+func (s *Bolt) RevokeKey(ctx context.Context, id string, a AuditRecord) (uint64, error) {
+	if a.Time.IsZero() {
+		return 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
+	}
+	var rev uint64
+	last, err := s.mutate(ctx, func(w *writer) error {
+		rev = 0
+		k, km, err := getKey(w.tx, id)
+		if err != nil {
+			if isNotFound(err) {
+				return reject(err)
+			}
+			return err
+		}
+		if k.State == KeyRevoked {
+			rev = km.stateRev
+			return nil
+		}
+		k.State, k.RevokeTime = KeyRevoked, a.Time
+		if km.stateRev, err = w.event(Event{Kind: EventKeyRevoked, KeyID: id}); err != nil {
+			return err
+		}
+		if err := w.put(bucketKeys, []byte(k.ID), encodeKey(&k, km)); err != nil {
+			return err
+		}
+		rec := a
+		if rec.KeyID == "" {
+			rec.KeyID = id
+		}
+		return w.audit(rec)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if last != 0 {
+		return last, nil
+	}
+	return rev, nil
+}
+
+// ListKeys returns every key, in the order they were added, with their
+// sealed private halves.
+func (s *Bolt) ListKeys(ctx context.Context) ([]Key, error) {
+	var out []Key
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		out, err = allKeys(tx, true)
+		return err
+	})
+	return out, err
+}
+
+// allKeys reads every key in the order they were added.
+func allKeys(tx *bolt.Tx, withPrivate bool) ([]Key, error) {
+	type entry struct {
+		k   Key
+		rev uint64
+	}
+	var es []entry
+	err := tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
+		k, km, err := decodeKey(v)
+		if err != nil {
+			return err
+		}
+		if !withPrivate {
+			k.SealedPrivate = nil
+		}
+		es = append(es, entry{k, km.addRev})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].rev < es[j].rev })
+	out := make([]Key, len(es))
+	for i, e := range es {
+		out[i] = e.k
+	}
+	return out, nil
+}

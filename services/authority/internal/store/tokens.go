@@ -1,0 +1,473 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Page sizes of ListTokens and ListAudit.
+const (
+	// DefaultPageSize is the page size when the caller asks for none (0 or
+	// less).
+	DefaultPageSize = 50
+	// MaxPageSize caps the page size; larger requests get this many.
+	MaxPageSize = 1000
+)
+
+// maxScanPerPage bounds the index entries one ListTokens call reads, so
+// that a filter matching little cannot hold a read transaction for long; a
+// page may then come back short, with a page token to go on.
+const maxScanPerPage = 10_000
+
+func pageSize(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultPageSize
+	case n > MaxPageSize:
+		return MaxPageSize
+	}
+	return n
+}
+
+// getToken reads a token record; ErrNotFound when absent.
+func getToken(tx *bolt.Tx, id string) (Token, uint64, error) {
+	v := tx.Bucket(bucketTokens).Get([]byte(id))
+	if v == nil {
+		return Token{}, 0, fmt.Errorf("token %s: %w", id, ErrNotFound)
+	}
+	return decodeToken(v)
+}
+
+// checkNewToken validates a token about to be stored.
+func checkNewToken(t *Token) error {
+	switch {
+	case t.ID == "":
+		return fmt.Errorf("%w: token id is empty", ErrInvalid)
+	case t.OrgID == "":
+		return fmt.Errorf("%w: token %s: organization is empty", ErrInvalid, t.ID)
+	case t.Name == "":
+		return fmt.Errorf("%w: token %s: name is empty", ErrInvalid, t.ID)
+	case t.KeyID == "":
+		return fmt.Errorf("%w: token %s: key id is empty", ErrInvalid, t.ID)
+	case t.CreateTime.IsZero() || t.ExpireTime.IsZero():
+		return fmt.Errorf("%w: token %s: create and expire times are required", ErrInvalid, t.ID)
+	case !t.ExpireTime.After(t.CreateTime):
+		return fmt.Errorf("%w: token %s: expires before it is created", ErrInvalid, t.ID)
+	case !t.RevokeTime.IsZero() || t.RevokeRev != 0 || t.RevokeReason != "":
+		return fmt.Errorf("%w: token %s: a new token cannot be revoked", ErrInvalid, t.ID)
+	}
+	return nil
+}
+
+// insertToken stores a new token at the next revision (EventTokenCreated)
+// with its indexes, takes its name, and moves its key's LastExpiry. now is
+// the mutation's time: a live token (active at now) holding the name makes
+// it ErrNameTaken. Everything it rejects is rejected before any write.
+func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
+	tokens := w.tx.Bucket(bucketTokens)
+	if tokens.Get([]byte(t.ID)) != nil {
+		return reject(fmt.Errorf("token %s: %w", t.ID, ErrTokenExists))
+	}
+	nk := nameKey(t.OrgID, t.Name)
+	if holder := w.tx.Bucket(bucketTokenNames).Get(nk); holder != nil && string(holder) != nameFrom {
+		h, _, err := getToken(w.tx, string(holder))
+		if isNotFound(err) {
+			return fmt.Errorf("%w: name index names token %s that is not stored", ErrCorrupt, holder)
+		}
+		if err != nil {
+			return err
+		}
+		if h.StateAt(now) == StateActive {
+			return reject(fmt.Errorf("organization %q, name %q: %w", t.OrgID, t.Name, ErrNameTaken))
+		}
+	}
+	kv := w.tx.Bucket(bucketKeys).Get([]byte(t.KeyID))
+	if kv == nil {
+		return reject(fmt.Errorf("signing key %s: %w", t.KeyID, ErrNotFound))
+	}
+	k, km, err := decodeKey(kv)
+	if err != nil {
+		return err
+	}
+	if k.State == KeyRevoked {
+		return reject(fmt.Errorf("signing key %s: %w", t.KeyID, ErrKeyRevoked))
+	}
+
+	rev, err := w.event(Event{Kind: EventTokenCreated, TokenID: t.ID, ExpiresAt: t.ExpireTime})
+	if err != nil {
+		return err
+	}
+	id := []byte(t.ID)
+	if err := w.put(bucketTokens, id, encodeToken(t, rev)); err != nil {
+		return err
+	}
+	if err := w.put(bucketTokenNames, nk, id); err != nil {
+		return err
+	}
+	if err := w.put(bucketTokensByOrg, byOrgKey(t.OrgID, rev, t.ID), nil); err != nil {
+		return err
+	}
+	if err := w.put(bucketTokensByCreator, byCreatorKey(t.OrgID, t.CreatedBy, rev, t.ID), nil); err != nil {
+		return err
+	}
+	if err := w.put(bucketUnrevoked, unrevokedKey(t.OrgID, t.CreatedBy, t.ID), encodeExpiry(t.ExpireTime)); err != nil {
+		return err
+	}
+	if t.ExpireTime.After(k.LastExpiry) {
+		k.LastExpiry = t.ExpireTime
+		return w.put(bucketKeys, []byte(k.ID), encodeKey(&k, km))
+	}
+	return nil
+}
+
+// revokeToken revokes a live token at the next revision (EventTokenRevoked),
+// updating the indexes. It returns the updated token.
+func revokeToken(w *writer, t Token, createRev uint64, a *AuditRecord) (Token, error) {
+	rev, err := w.event(Event{Kind: EventTokenRevoked, TokenID: t.ID, ExpiresAt: t.ExpireTime})
+	if err != nil {
+		return Token{}, err
+	}
+	t.RevokeTime, t.RevokeReason, t.RevokeRev = a.Time, a.Reason, rev
+	id := []byte(t.ID)
+	if err := w.put(bucketTokens, id, encodeToken(&t, createRev)); err != nil {
+		return Token{}, err
+	}
+	if err := w.del(bucketUnrevoked, unrevokedKey(t.OrgID, t.CreatedBy, t.ID)); err != nil {
+		return Token{}, err
+	}
+	if err := w.put(bucketRevoked, id, encodeExpiry(t.ExpireTime)); err != nil {
+		return Token{}, err
+	}
+	// Free the name if this token holds it (a rotation has already moved it).
+	nk := nameKey(t.OrgID, t.Name)
+	if bytes.Equal(w.tx.Bucket(bucketTokenNames).Get(nk), id) {
+		if err := w.del(bucketTokenNames, nk); err != nil {
+			return Token{}, err
+		}
+	}
+	return t, nil
+}
+
+// fillAudit completes an audit record of a token mutation: the
+// organization is always the token's (ListAudit is by organization), the
+// token id, name and grants are the token's when the caller left them empty.
+func fillAudit(a *AuditRecord, t *Token) {
+	a.OrgID = t.OrgID
+	if a.TokenID == "" {
+		a.TokenID = t.ID
+	}
+	if a.Name == "" {
+		a.Name = t.Name
+	}
+	if a.Grants == nil {
+		a.Grants = t.Grants
+	}
+}
+
+// CreateToken stores a new token, its indexes and its audit record in one
+// fsynced transaction, and returns its revision. The name is taken when no
+// live token of the organization holds it at the time of the create (the
+// audit record's time, or the token's create time when that is zero):
+// ErrNameTaken otherwise. ErrTokenExists when the id is taken; the signing
+// key must exist (ErrNotFound) and not be revoked (ErrKeyRevoked), and its
+// LastExpiry moves up to the token's expiry.
+func (s *Bolt) CreateToken(ctx context.Context, t Token, a AuditRecord) (uint64, error) {
+	if err := checkNewToken(&t); err != nil {
+		return 0, err
+	}
+	now := a.Time
+	if now.IsZero() {
+		now = t.CreateTime
+	}
+	return s.mutate(ctx, func(w *writer) error {
+		if err := insertToken(w, &t, now, ""); err != nil {
+			return err
+		}
+		rec := a
+		fillAudit(&rec, &t)
+		rec.Time = now
+		return w.audit(rec)
+	})
+}
+
+// GetToken returns one token, ErrNotFound when unknown.
+func (s *Bolt) GetToken(ctx context.Context, id string) (Token, error) {
+	var t Token
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		t, _, err = getToken(tx, id)
+		return err
+	})
+	return t, err
+}
+
+// Page tokens are base64url (no padding) of a tag byte saying which index
+// the listing walks, then the index key of the last entry read. The next
+// page starts before that key (the walk goes backwards).
+const (
+	pageTagOrg     byte = 'o'
+	pageTagCreator byte = 'c'
+)
+
+// ListTokens returns one page of an organization's tokens, newest first
+// (by creation revision, walking a listing index backwards), filtered by creator and by state at f.Now, and
+// the token of the next page ("" after the last). PageSize defaults to 50
+// and is capped at 1000. A page may hold fewer tokens than asked when the
+// filter skips many; only "" means the end. A page token that this store
+// did not make for the same organization and creator is ErrBadPageToken.
+func (s *Bolt) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
+	if f.OrgID == "" {
+		return nil, "", fmt.Errorf("%w: organization is empty", ErrInvalid)
+	}
+	size := pageSize(f.PageSize)
+	bucket, tag, prefix := bucketTokensByOrg, pageTagOrg, orgPrefix(f.OrgID)
+	if f.CreatedBy != "" {
+		bucket, tag, prefix = bucketTokensByCreator, pageTagCreator, creatorPrefix(f.OrgID, f.CreatedBy)
+	}
+	var after []byte
+	if f.PageToken != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(f.PageToken)
+		if err != nil || len(raw) < 1+len(prefix)+8+1 || raw[0] != tag || !bytes.HasPrefix(raw[1:], prefix) {
+			return nil, "", ErrBadPageToken
+		}
+		after = raw[1:]
+	}
+	var (
+		out  []Token
+		next string
+	)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		out, next = nil, ""
+		tokens := tx.Bucket(bucketTokens)
+		// Walk backwards from the page token's key, or from the end of
+		// the prefix's range: newest first.
+		c := tx.Bucket(bucket).Cursor()
+		from := after
+		if from == nil {
+			from = prefixEnd(prefix)
+		}
+		var k []byte
+		if from == nil {
+			k, _ = c.Last()
+		} else if k, _ = c.Seek(from); k == nil {
+			k, _ = c.Last() // nothing at or after from: the last key is before it
+		} else {
+			k, _ = c.Prev()
+		}
+		var lastOut, lastSeen []byte
+		for scanned := 0; hasPrefix(k, prefix); k, _ = c.Prev() {
+			if scanned == maxScanPerPage {
+				next = pageToken(tag, lastSeen)
+				return nil
+			}
+			scanned++
+			if len(k) < len(prefix)+8+1 {
+				return fmt.Errorf("%w: short listing key", ErrCorrupt)
+			}
+			id := k[len(prefix)+8:]
+			v := tokens.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: listing names token %s that is not stored", ErrCorrupt, id)
+			}
+			t, _, err := decodeToken(v)
+			if err != nil {
+				return err
+			}
+			lastSeen = k
+			if f.State != StateAny && t.StateAt(f.Now) != f.State {
+				continue
+			}
+			if len(out) == size {
+				// Another match exists: the next page starts after this page.
+				next = pageToken(tag, lastOut)
+				return nil
+			}
+			out = append(out, t)
+			lastOut = k
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// pageToken encodes a listing position; it copies k, which belongs to the
+// transaction.
+func pageToken(tag byte, k []byte) string {
+	raw := make([]byte, 0, 1+len(k))
+	raw = append(raw, tag)
+	raw = append(raw, k...)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// RevokeToken revokes one token (a.Time is the revocation time and a.Reason
+// its reason) and returns it with the revision of the revocation. Revoking
+// a revoked token writes nothing and returns the stored token and its
+// original revision. A token past its expiry can still be revoked.
+func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, error) {
+	if a.Time.IsZero() {
+		return Token{}, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
+	}
+	var (
+		out Token
+		rev uint64
+	)
+	_, err := s.mutate(ctx, func(w *writer) error {
+		out, rev = Token{}, 0
+		t, createRev, err := getToken(w.tx, id)
+		if err != nil {
+			if isNotFound(err) {
+				return reject(err)
+			}
+			return err
+		}
+		if t.RevokeRev != 0 {
+			out, rev = t, t.RevokeRev
+			return nil
+		}
+		if out, err = revokeToken(w, t, createRev, &a); err != nil {
+			return err
+		}
+		rev = out.RevokeRev
+		rec := a
+		fillAudit(&rec, &t)
+		return w.audit(rec)
+	})
+	if err != nil {
+		return Token{}, 0, err
+	}
+	return out, rev, nil
+}
+
+// RevokeTokens revokes, in one transaction, every live token (not revoked,
+// not expired at a.Time) of an organization, or only those made for
+// createdBy when it is set. Each revoked token gets its own event and
+// revision; one audit record (with Count) is written at the last one, which
+// is returned. With no live token nothing is written, and the revision
+// returned is the current one.
+func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error) {
+	if orgID == "" {
+		return 0, 0, fmt.Errorf("%w: organization is empty", ErrInvalid)
+	}
+	if a.Time.IsZero() {
+		return 0, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
+	}
+	prefix := orgPrefix(orgID)
+	if createdBy != "" {
+		prefix = creatorPrefix(orgID, createdBy)
+	}
+	var (
+		count int64
+		rev   uint64
+	)
+	_, err := s.mutate(ctx, func(w *writer) error {
+		count, rev = 0, w.start
+		// Collect first: a bucket must not change under its cursor.
+		var ids []string
+		c := w.tx.Bucket(bucketUnrevoked).Cursor()
+		for k, v := c.Seek(prefix); hasPrefix(k, prefix); k, v = c.Next() {
+			exp, err := decodeExpiry(v)
+			if err != nil {
+				return err
+			}
+			if !a.Time.Before(exp) {
+				continue // expired: not live, nothing to revoke
+			}
+			id, err := tokenIDOfUnrevoked(k)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
+			t, createRev, err := getToken(w.tx, id)
+			if err != nil {
+				return err
+			}
+			if t.RevokeRev != 0 || (createdBy != "" && t.CreatedBy != createdBy) || t.OrgID != orgID {
+				return fmt.Errorf("%w: unrevoked index disagrees with token %s", ErrCorrupt, id)
+			}
+			if _, err := revokeToken(w, t, createRev, &a); err != nil {
+				return err
+			}
+			count++
+		}
+		if count == 0 {
+			return nil
+		}
+		rev = w.rev
+		rec := a
+		rec.OrgID, rec.Count = orgID, count
+		return w.audit(rec)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return count, rev, nil
+}
+
+// tokenIDOfUnrevoked returns the token id of a bucketUnrevoked key
+// lp(org)+lp(createdBy)+id, copied.
+func tokenIDOfUnrevoked(k []byte) (string, error) {
+	d := &decoder{what: "unrevoked index key", b: k}
+	d.raw() // org
+	d.raw() // creator
+	if d.err == nil && len(d.b) == 0 {
+		d.fail("no token id")
+	}
+	if d.err != nil {
+		return "", d.err
+	}
+	return string(d.b), nil
+}
+
+// isNotFound reports whether err is ErrNotFound.
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// RotateToken stores next and revokes oldID in one transaction, and returns
+// the revision of the revocation, which is the last of the two: next is
+// created at the revision before it. The old token must be active at a.Time
+// (ErrNotActive when revoked or expired, ErrNotFound when unknown); next
+// keeps its organization and name (ErrInvalid otherwise), and the name
+// moves to next.
+func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, error) {
+	if err := checkNewToken(&next); err != nil {
+		return 0, err
+	}
+	if a.Time.IsZero() {
+		return 0, fmt.Errorf("%w: rotation time is zero", ErrInvalid)
+	}
+	return s.mutate(ctx, func(w *writer) error {
+		old, createRev, err := getToken(w.tx, oldID)
+		if err != nil {
+			if isNotFound(err) {
+				return reject(err)
+			}
+			return err
+		}
+		if old.StateAt(a.Time) != StateActive {
+			return reject(fmt.Errorf("token %s: %w", oldID, ErrNotActive))
+		}
+		if next.OrgID != old.OrgID || next.Name != old.Name {
+			return reject(fmt.Errorf("%w: rotation of token %s must keep its organization and name", ErrInvalid, oldID))
+		}
+		// The old token holds the name and is live: insertToken may take it.
+		if err := insertToken(w, &next, a.Time, oldID); err != nil {
+			return err
+		}
+		if _, err := revokeToken(w, old, createRev, &a); err != nil {
+			return err
+		}
+		rec := a
+		fillAudit(&rec, &next)
+		return w.audit(rec)
+	})
+}

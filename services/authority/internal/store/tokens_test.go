@@ -1,0 +1,726 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestCreateToken(t *testing.T) {
+	ctx := context.Background()
+	const day = 24 * time.Hour
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, s *Bolt) // state before the create
+		tok   func() Token
+		want  error
+	}{
+		{name: "new", tok: func() Token { return tok("o", "ci", "alice", day) }},
+		{
+			name:  "name taken by a live token",
+			setup: func(t *testing.T, s *Bolt) { mustCreate(t, s, tok("o", "ci", "bob", day)) },
+			tok:   func() Token { return tok("o", "ci", "alice", day) },
+			want:  ErrNameTaken,
+		},
+		{
+			name:  "same name in another organization",
+			setup: func(t *testing.T, s *Bolt) { mustCreate(t, s, tok("o2", "ci", "alice", day)) },
+			tok:   func() Token { return tok("o", "ci", "alice", day) },
+		},
+		{
+			name: "name of a revoked token",
+			setup: func(t *testing.T, s *Bolt) {
+				old := tok("o", "ci", "alice", day)
+				mustCreate(t, s, old)
+				if _, _, err := s.RevokeToken(ctx, old.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			tok: func() Token { return tok("o", "ci", "alice", day) },
+		},
+		{
+			name: "name of an expired token",
+			setup: func(t *testing.T, s *Bolt) {
+				old := tok("o", "ci", "alice", day)
+				old.CreateTime, old.ExpireTime = t0.Add(-2*day), t0.Add(-day)
+				mustCreate(t, s, old)
+			},
+			tok: func() Token { return tok("o", "ci", "alice", day) },
+		},
+		{
+			name: "name of a token expiring exactly now",
+			setup: func(t *testing.T, s *Bolt) {
+				old := tok("o", "ci", "alice", day)
+				old.CreateTime, old.ExpireTime = t0.Add(-day), t0
+				mustCreate(t, s, old)
+			},
+			tok: func() Token { return tok("o", "ci", "alice", day) },
+		},
+		{
+			name: "id taken",
+			setup: func(t *testing.T, s *Bolt) {
+				x := tok("o", "other", "alice", day)
+				x.ID = "fixed"
+				mustCreate(t, s, x)
+			},
+			tok:  func() Token { x := tok("o", "ci", "alice", day); x.ID = "fixed"; return x },
+			want: ErrTokenExists,
+		},
+		{
+			name: "unknown key",
+			tok:  func() Token { x := tok("o", "ci", "alice", day); x.KeyID = "nope"; return x },
+			want: ErrNotFound,
+		},
+		{
+			name: "revoked key",
+			setup: func(t *testing.T, s *Bolt) {
+				addTestKey(t, s, "k2")
+				if _, err := s.RevokeKey(ctx, "k2", auditFor(AuditKeyRevoked, t0)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			tok:  func() Token { x := tok("o", "ci", "alice", day); x.KeyID = "k2"; return x },
+			want: ErrKeyRevoked,
+		},
+		{name: "empty id", tok: func() Token { x := tok("o", "ci", "a", day); x.ID = ""; return x }, want: ErrInvalid},
+		{name: "empty org", tok: func() Token { return tok("", "ci", "a", day) }, want: ErrInvalid},
+		{name: "empty name", tok: func() Token { return tok("o", "", "a", day) }, want: ErrInvalid},
+		{name: "no expiry", tok: func() Token { x := tok("o", "ci", "a", day); x.ExpireTime = time.Time{}; return x }, want: ErrInvalid},
+		{name: "expires before creation", tok: func() Token { return tok("o", "ci", "a", -day) }, want: ErrInvalid},
+		{name: "already revoked", tok: func() Token { x := tok("o", "ci", "a", day); x.RevokeTime = t0; return x }, want: ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			if tc.setup != nil {
+				tc.setup(t, s)
+			}
+			before := s.Revision()
+			x := tc.tok()
+			rev, err := s.CreateToken(ctx, x, auditFor(AuditTokenCreated, t0))
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("err = %v, want %v", err, tc.want)
+				}
+				if rev != 0 || s.Revision() != before {
+					t.Errorf("a refused create changed the revision (%d → %d, returned %d)", before, s.Revision(), rev)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != before+1 {
+				t.Errorf("revision %d, want %d", rev, before+1)
+			}
+			got, err := s.GetToken(ctx, x.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, x) {
+				t.Errorf("stored\n%+v\nwant\n%+v", got, x)
+			}
+			// The name now belongs to the new token: a second create is refused.
+			if _, err := s.CreateToken(ctx, tok(x.OrgID, x.Name, "z", day), auditFor(AuditTokenCreated, t0)); !errors.Is(err, ErrNameTaken) {
+				t.Errorf("second create with the name: %v, want ErrNameTaken", err)
+			}
+		})
+	}
+}
+
+func TestCreateTokenMovesKeyLastExpiry(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	for _, ttl := range []time.Duration{48 * time.Hour, 24 * time.Hour} {
+		mustCreate(t, s, tok("o", fmt.Sprint(ttl), "u", ttl))
+	}
+	keys, err := s.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(48 * time.Hour); !keys[0].LastExpiry.Equal(want) {
+		t.Errorf("LastExpiry %v, want %v (the latest, not the last)", keys[0].LastExpiry, want)
+	}
+}
+
+func TestGetToken(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	x := tok("o", "a", "u", time.Hour)
+	mustCreate(t, s, x)
+	for _, tc := range []struct {
+		name, id string
+		want     error
+	}{
+		{"known", x.ID, nil},
+		{"unknown", newID(), ErrNotFound},
+		{"empty", "", ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.GetToken(ctx, tc.id)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if err == nil && got.ID != tc.id {
+				t.Errorf("got token %s", got.ID)
+			}
+		})
+	}
+}
+
+func TestRevokeToken(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	x := tok("o", "a", "u", time.Hour)
+	mustCreate(t, s, x)
+	expired := tok("o", "old", "u", time.Hour)
+	expired.CreateTime, expired.ExpireTime = t0.Add(-2*time.Hour), t0.Add(-time.Hour)
+	mustCreate(t, s, expired)
+
+	revokeAt := t0.Add(time.Minute)
+	got, rev, err := s.RevokeToken(ctx, x.ID, AuditRecord{Time: revokeAt, Actor: "operator", Action: AuditTokenRevoked, Reason: "leaked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != s.Revision() || got.RevokeRev != rev || !got.RevokeTime.Equal(revokeAt) || got.RevokeReason != "leaked" {
+		t.Fatalf("revoked token %+v at %d (store at %d)", got, rev, s.Revision())
+	}
+	if got.StateAt(revokeAt) != StateRevoked {
+		t.Error("not revoked")
+	}
+
+	for _, tc := range []struct {
+		name    string
+		id      string
+		want    error
+		wantRev uint64
+	}{
+		{"again returns the original revision", x.ID, nil, rev},
+		{"unknown", newID(), ErrNotFound, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Revision()
+			ch := s.Changed()
+			got2, rev2, err := s.RevokeToken(ctx, tc.id, AuditRecord{Time: revokeAt.Add(time.Hour), Action: AuditTokenRevoked, Reason: "again"})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if rev2 != tc.wantRev {
+				t.Errorf("revision %d, want %d", rev2, tc.wantRev)
+			}
+			if err == nil && (!got2.RevokeTime.Equal(revokeAt) || got2.RevokeReason != "leaked") {
+				t.Errorf("second revoke changed the token: %+v", got2)
+			}
+			if s.Revision() != before {
+				t.Error("wrote")
+			}
+			select {
+			case <-ch:
+				t.Error("Changed closed without a write")
+			default:
+			}
+		})
+	}
+
+	t.Run("expired token", func(t *testing.T) {
+		got, rev, err := s.RevokeToken(ctx, expired.ID, auditFor(AuditTokenRevoked, t0))
+		if err != nil || got.RevokeRev != rev || rev != s.Revision() {
+			t.Fatalf("RevokeToken(expired) = %+v, %d, %v", got, rev, err)
+		}
+	})
+	t.Run("zero time", func(t *testing.T) {
+		if _, _, err := s.RevokeToken(ctx, x.ID, AuditRecord{}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("err = %v, want ErrInvalid", err)
+		}
+	})
+
+	recs, err := s.ListAudit(ctx, "o", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokes []AuditRecord
+	for _, r := range recs {
+		if r.Action == AuditTokenRevoked {
+			revokes = append(revokes, r)
+		}
+	}
+	if len(revokes) != 2 || revokes[0].TokenID != x.ID || revokes[0].Name != "a" || revokes[0].Reason != "leaked" || revokes[0].Revision != rev {
+		t.Errorf("revocation audit records %+v", revokes)
+	}
+}
+
+func TestRevokeTokens(t *testing.T) {
+	ctx := context.Background()
+	const day = 24 * time.Hour
+	for _, tc := range []struct {
+		name      string
+		createdBy string
+		wantCount int64
+		wantNames []string // revoked by this call
+	}{
+		{"whole organization", "", 4, []string{"a1", "a2", "b1", "c1"}},
+		{"one creator", "alice", 2, []string{"a1", "a2"}},
+		{"creator without live tokens", "dave", 0, nil},
+		{"unknown creator", "nobody", 0, nil},
+		// "ali" must not match "alice": index components are length-prefixed.
+		{"creator prefix of another", "ali", 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			byName := map[string]Token{}
+			add := func(org, name, creator string, ttl time.Duration) Token {
+				x := tok(org, name, creator, ttl)
+				if ttl < 0 {
+					x.CreateTime, x.ExpireTime = t0.Add(2*ttl), t0.Add(ttl)
+				}
+				mustCreate(t, s, x)
+				byName[org+"/"+name] = x
+				return x
+			}
+			add("o", "a1", "alice", day)
+			add("o", "a2", "alice", day)
+			add("o", "b1", "bob", day)
+			add("o", "c1", "", day)
+			add("o", "a-expired", "alice", -day)
+			gone := add("o", "d-revoked", "dave", day)
+			if _, _, err := s.RevokeToken(ctx, gone.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+				t.Fatal(err)
+			}
+			add("other", "a1", "alice", day)
+			add("o ", "x", "alice", day) // org id with a trailing space: another org
+
+			before := s.Revision()
+			n, rev, err := s.RevokeTokens(ctx, "o", tc.createdBy, AuditRecord{Time: t0.Add(time.Minute), Actor: "operator", Action: AuditTokensRevoked, Reason: "offboarding"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tc.wantCount {
+				t.Fatalf("count %d, want %d", n, tc.wantCount)
+			}
+			if rev != before+uint64(n) || s.Revision() != rev {
+				t.Errorf("revision %d (store %d), want %d: one per revoked token", rev, s.Revision(), before+uint64(n))
+			}
+			// Exactly the wanted tokens are revoked, each at its own revision.
+			want := map[string]bool{}
+			for _, name := range tc.wantNames {
+				want["o/"+name] = true
+			}
+			revs := map[uint64]bool{}
+			for key, x := range byName {
+				got, err := s.GetToken(ctx, x.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				revokedNow := got.RevokeRev > before
+				if revokedNow != want[key] {
+					t.Errorf("%s: revoked by the call = %v, want %v", key, revokedNow, want[key])
+				}
+				if revokedNow {
+					revs[got.RevokeRev] = true
+					if got.RevokeReason != "offboarding" {
+						t.Errorf("%s: reason %q", key, got.RevokeReason)
+					}
+				}
+			}
+			if len(revs) != int(n) {
+				t.Errorf("%d distinct revisions for %d tokens", len(revs), n)
+			}
+			evs, err := s.EventsAfter(ctx, before, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != int(n) {
+				t.Errorf("%d events, want %d", len(evs), n)
+			}
+			recs, err := s.ListAudit(ctx, "o", before, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case n == 0 && len(recs) != 0:
+				t.Errorf("audit records for a no-op: %+v", recs)
+			case n > 0 && (len(recs) != 1 || recs[0].Count != n || recs[0].Revision != rev || recs[0].Action != AuditTokensRevoked):
+				t.Errorf("audit records %+v, want one with count %d at %d", recs, n, rev)
+			}
+		})
+	}
+}
+
+// TestRevokeTokensIsAtomic makes the bulk revocation fail part-way (a token
+// record the transaction cannot decode) and checks that nothing changed.
+func TestRevokeTokensIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []commitMode{commitGroup, commitBatch, commitUpdate} {
+		t.Run(fmt.Sprint("mode ", mode), func(t *testing.T) {
+			s := openTest(t)
+			s.mode = mode
+			var ids []string
+			for i := range 10 {
+				x := tok("o", fmt.Sprint("t", i), "u", time.Hour)
+				mustCreate(t, s, x)
+				ids = append(ids, x.ID)
+			}
+			// Corrupt the newest token: it is revoked last (ids sort by creation).
+			last := ids[len(ids)-1]
+			var saved []byte
+			if err := s.db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketTokens)
+				saved = append([]byte(nil), b.Get([]byte(last))...)
+				return b.Put([]byte(last), []byte{recordV1, 0xff})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			before := s.Revision()
+			if _, _, err := s.RevokeTokens(ctx, "o", "", auditFor(AuditTokensRevoked, t0)); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v, want ErrCorrupt", err)
+			}
+			if s.Revision() != before {
+				t.Errorf("revision moved %d → %d", before, s.Revision())
+			}
+			for _, id := range ids[:len(ids)-1] {
+				got, err := s.GetToken(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.RevokeRev != 0 {
+					t.Errorf("token %s revoked by a failed bulk revocation", id)
+				}
+			}
+			if evs, err := s.EventsAfter(ctx, before, 10); err != nil || len(evs) != 0 {
+				t.Errorf("events after the failure: %v, %v", evs, err)
+			}
+			if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTokens).Put([]byte(last), saved) }); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRotateToken(t *testing.T) {
+	ctx := context.Background()
+	const day = 24 * time.Hour
+	for _, tc := range []struct {
+		name   string
+		old    func(t *testing.T, s *Bolt) string // returns the old id
+		next   func(old string) Token
+		want   error
+		wantOK bool
+	}{
+		{
+			name:   "active",
+			old:    func(t *testing.T, s *Bolt) string { x := tok("o", "ci", "u", day); mustCreate(t, s, x); return x.ID },
+			next:   func(string) Token { return tok("o", "ci", "u", 2*day) },
+			wantOK: true,
+		},
+		{
+			name: "revoked",
+			old: func(t *testing.T, s *Bolt) string {
+				x := tok("o", "ci", "u", day)
+				mustCreate(t, s, x)
+				if _, _, err := s.RevokeToken(ctx, x.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+					t.Fatal(err)
+				}
+				return x.ID
+			},
+			next: func(string) Token { return tok("o", "ci", "u", day) },
+			want: ErrNotActive,
+		},
+		{
+			name: "expired",
+			old: func(t *testing.T, s *Bolt) string {
+				x := tok("o", "ci", "u", day)
+				x.CreateTime, x.ExpireTime = t0.Add(-2*day), t0.Add(-day)
+				mustCreate(t, s, x)
+				return x.ID
+			},
+			next: func(string) Token { return tok("o", "ci", "u", day) },
+			want: ErrNotActive,
+		},
+		{
+			name: "unknown",
+			old:  func(*testing.T, *Bolt) string { return newID() },
+			next: func(string) Token { return tok("o", "ci", "u", day) },
+			want: ErrNotFound,
+		},
+		{
+			name: "new name",
+			old:  func(t *testing.T, s *Bolt) string { x := tok("o", "ci", "u", day); mustCreate(t, s, x); return x.ID },
+			next: func(string) Token { return tok("o", "other", "u", day) },
+			want: ErrInvalid,
+		},
+		{
+			name: "new id taken",
+			old:  func(t *testing.T, s *Bolt) string { x := tok("o", "ci", "u", day); mustCreate(t, s, x); return x.ID },
+			next: func(old string) Token { x := tok("o", "ci", "u", day); x.ID = old; return x },
+			want: ErrTokenExists,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			oldID := tc.old(t, s)
+			next := tc.next(oldID)
+			before := s.Revision()
+			rev, err := s.RotateToken(ctx, oldID, next, auditFor(AuditTokenRotated, t0.Add(time.Minute)))
+			if !tc.wantOK {
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("err = %v, want %v", err, tc.want)
+				}
+				if s.Revision() != before {
+					t.Error("a refused rotation wrote")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != before+2 || s.Revision() != rev {
+				t.Errorf("revision %d (store %d), want %d: creation then revocation", rev, s.Revision(), before+2)
+			}
+			old, err := s.GetToken(ctx, oldID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if old.RevokeRev != rev {
+				t.Errorf("old token revoked at %d, want %d", old.RevokeRev, rev)
+			}
+			got, err := s.GetToken(ctx, next.ID)
+			if err != nil || got.RevokeRev != 0 || got.Name != "ci" {
+				t.Fatalf("new token %+v, %v", got, err)
+			}
+			evs, err := s.EventsAfter(ctx, before, 10)
+			if err != nil || len(evs) != 1 || evs[0].Kind != EventTokenRevoked || evs[0].TokenID != oldID || evs[0].Revision != rev {
+				t.Errorf("streamed events %+v, %v", evs, err)
+			}
+			// The name moved to the new token.
+			if _, err := s.CreateToken(ctx, tok("o", "ci", "u", day), auditFor(AuditTokenCreated, t0)); !errors.Is(err, ErrNameTaken) {
+				t.Errorf("create with the rotated name: %v, want ErrNameTaken", err)
+			}
+			if _, _, err := s.RevokeToken(ctx, next.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+				t.Fatal(err)
+			}
+			mustCreate(t, s, tok("o", "ci", "u", day))
+		})
+	}
+}
+
+func TestListTokensPaging(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const n = 250
+	creators := []string{"alice", "bob", "carol"}
+	var all []Token // newest first
+	for i := range n {
+		x := tok("o", fmt.Sprint("t", i), creators[i%3], time.Duration(1+i%5)*time.Hour)
+		mustCreate(t, s, x)
+		all = append([]Token{x}, all...)
+		if i%10 == 0 { // noise in other organizations, one sorting right after "o"
+			mustCreate(t, s, tok("o2", fmt.Sprint("t", i), "alice", time.Hour))
+			mustCreate(t, s, tok("p", fmt.Sprint("t", i), "alice", time.Hour))
+		}
+	}
+	for i := 0; i < n; i += 4 {
+		if _, _, err := s.RevokeToken(ctx, all[i].ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(150 * time.Minute) // tokens with a 1 or 2 hour ttl have expired
+	stored := map[string]Token{}
+	for _, x := range all {
+		got, err := s.GetToken(ctx, x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored[x.ID] = got
+	}
+
+	for _, tc := range []struct {
+		name      string
+		createdBy string
+		state     TokenState
+	}{
+		{"all", "", StateAny},
+		{"creator", "bob", StateAny},
+		{"active", "", StateActive},
+		{"revoked", "", StateRevoked},
+		{"expired of a creator", "carol", StateExpired},
+		{"unknown creator", "zed", StateAny},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var want []string
+			for _, x := range all {
+				st := stored[x.ID]
+				if (tc.createdBy == "" || st.CreatedBy == tc.createdBy) && (tc.state == StateAny || st.StateAt(now) == tc.state) {
+					want = append(want, x.ID)
+				}
+			}
+			var got []string
+			page := ""
+			for pages := 0; ; pages++ {
+				if pages > n {
+					t.Fatal("paging does not end")
+				}
+				toks, next, err := s.ListTokens(ctx, ListFilter{OrgID: "o", CreatedBy: tc.createdBy, State: tc.state, Now: now, PageSize: 7, PageToken: page})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(toks) > 7 {
+					t.Fatalf("page of %d", len(toks))
+				}
+				if next != "" && len(toks) != 7 {
+					t.Errorf("short page (%d) before the end", len(toks))
+				}
+				for _, x := range toks {
+					got = append(got, x.ID)
+				}
+				if next == "" {
+					break
+				}
+				page = next
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("listed %d tokens, want %d, in order:\ngot  %v\nwant %v", len(got), len(want), got, want)
+			}
+		})
+	}
+
+	t.Run("page size", func(t *testing.T) {
+		for _, c := range []struct{ size, want int }{{0, DefaultPageSize}, {-1, DefaultPageSize}, {5000, n}} {
+			toks, _, err := s.ListTokens(ctx, ListFilter{OrgID: "o", PageSize: c.size})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(toks) != c.want {
+				t.Errorf("PageSize %d: %d tokens, want %d", c.size, len(toks), c.want)
+			}
+		}
+	})
+}
+
+func TestListTokensBadPageToken(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	for i := range 3 {
+		mustCreate(t, s, tok("o", fmt.Sprint("t", i), "alice", time.Hour))
+		mustCreate(t, s, tok("o2", fmt.Sprint("t", i), "alice", time.Hour))
+	}
+	_, orgPage, err := s.ListTokens(ctx, ListFilter{OrgID: "o", PageSize: 1})
+	if err != nil || orgPage == "" {
+		t.Fatal(err)
+	}
+	_, creatorPage, err := s.ListTokens(ctx, ListFilter{OrgID: "o", CreatedBy: "alice", PageSize: 1})
+	if err != nil || creatorPage == "" {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		f    ListFilter
+	}{
+		{"not base64", ListFilter{OrgID: "o", PageToken: "!!!"}},
+		{"padded base64", ListFilter{OrgID: "o", PageToken: orgPage + "="}},
+		{"too short", ListFilter{OrgID: "o", PageToken: base64.RawURLEncoding.EncodeToString([]byte{pageTagOrg, 1})}},
+		{"another organization", ListFilter{OrgID: "o2", PageToken: orgPage}},
+		{"another creator", ListFilter{OrgID: "o", CreatedBy: "bob", PageToken: creatorPage}},
+		{"creator token without creator", ListFilter{OrgID: "o", PageToken: creatorPage}},
+		{"org token with creator", ListFilter{OrgID: "o", CreatedBy: "alice", PageToken: orgPage}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, err := s.ListTokens(ctx, tc.f); !errors.Is(err, ErrBadPageToken) {
+				t.Errorf("err = %v, want ErrBadPageToken", err)
+			}
+		})
+	}
+	if _, _, err := s.ListTokens(ctx, ListFilter{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("no organization: %v, want ErrInvalid", err)
+	}
+}
+
+// TestListTokensScanBudget lists with a filter that matches nothing among
+// more tokens than one call may read: pages come back empty with a token,
+// and the listing still ends.
+func TestListTokensScanBudget(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	const n = maxScanPerPage + 500
+	if err := fillTokens(s, "o", n, 0); err != nil {
+		t.Fatal(err)
+	}
+	var pages int
+	page := ""
+	for {
+		toks, next, err := s.ListTokens(ctx, ListFilter{OrgID: "o", State: StateRevoked, Now: t0, PageToken: page})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(toks) != 0 {
+			t.Fatalf("listed %d revoked tokens", len(toks))
+		}
+		pages++
+		if next == "" {
+			break
+		}
+		page = next
+	}
+	if pages != 2 {
+		t.Errorf("%d pages, want 2", pages)
+	}
+}
+
+// fillTokens stores n tokens of org (none revoked unless revoked > 0: then
+// the first `revoked` are) in a few big transactions, bypassing the API to
+// keep benchmark and test setup fast. The records and indexes are the same
+// as CreateToken's (and RevokeToken's); the creation events and every
+// audit record are left out, and the revision counter moves as if they
+// were written.
+func fillTokens(s *Bolt, org string, n, revoked int) error {
+	const perTx = 20_000
+	for done := 0; done < n; {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			rev, err := currentRevision(tx)
+			if err != nil {
+				return err
+			}
+			w := &writer{tx: tx, start: rev, rev: rev}
+			for ; done < n && w.rev-w.start < perTx; done++ {
+				x := tok(org, fmt.Sprint("fill-", done), "filler", 30*24*time.Hour)
+				createRev := w.next()
+				id := []byte(x.ID)
+				if err := w.put(bucketTokens, id, encodeToken(&x, createRev)); err != nil {
+					return err
+				}
+				if err := w.put(bucketTokenNames, nameKey(x.OrgID, x.Name), id); err != nil {
+					return err
+				}
+				if err := w.put(bucketTokensByOrg, byOrgKey(x.OrgID, createRev, x.ID), nil); err != nil {
+					return err
+				}
+				if err := w.put(bucketTokensByCreator, byCreatorKey(x.OrgID, x.CreatedBy, createRev, x.ID), nil); err != nil {
+					return err
+				}
+				if done >= revoked {
+					if err := w.put(bucketUnrevoked, unrevokedKey(x.OrgID, x.CreatedBy, x.ID), encodeExpiry(x.ExpireTime)); err != nil {
+						return err
+					}
+					continue
+				}
+				a := auditFor(AuditTokenRevoked, t0)
+				if _, err := revokeToken(w, x, createRev, &a); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketMeta).Put(metaRevision, be(w.rev))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		rev, err := currentRevision(tx)
+		s.rev.Store(rev)
+		return err
+	})
+}
