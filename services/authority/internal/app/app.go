@@ -1,0 +1,214 @@
+// Package app wires the authority together and runs it until its context ends.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
+	"github.com/sigil-auth/sigil/pkg/tlsconfig"
+	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authority/internal/config"
+	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
+	"github.com/sigil-auth/sigil/services/authority/internal/server"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
+)
+
+// DBFile is the name of the bbolt file in the data directory.
+const DBFile = "sigil.db"
+
+// compactInterval is how often the event log is compacted.
+const compactInterval = time.Minute
+
+// Options are the process-level inputs of Run, replaceable in tests.
+type Options struct {
+	// Stderr receives the JSON log; os.Stderr when nil.
+	Stderr io.Writer
+	// LookupEnv reads SIGIL_AUTHORITY_KEK; os.LookupEnv when nil.
+	LookupEnv func(string) (string, bool)
+	// Ready, when set, is called once the server serves, with its addresses
+	// (metrics nil when disabled).
+	Ready func(grpcAddr, metricsAddr net.Addr)
+}
+
+// Run runs the authority with cfg until ctx ends, then stops gracefully.
+func Run(ctx context.Context, cfg config.Config) error {
+	return RunWithOptions(ctx, cfg, Options{})
+}
+
+// RunWithOptions is Run with process-level inputs replaced.
+func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	level, _ := config.ParseLevel(cfg.LogLevel)
+	logger := slog.New(slog.NewJSONHandler(opts.Stderr, &slog.HandlerOptions{Level: level})).With("service", "authority")
+
+	// Everything that can fail without side effects first.
+	tlsCfg, err := tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	if err != nil {
+		return err
+	}
+	catalog := scope.Builtin()
+	if cfg.CatalogFile != "" {
+		if catalog, err = scope.LoadCatalogFile(cfg.CatalogFile); err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+	}
+	codec, err := token.NewCodec(cfg.TokenPrefix)
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	operator, err := secrets.LoadOrCreateCredential(cfg.OperatorTokenFile, secrets.OperatorPrefix, logger)
+	if err != nil {
+		return err
+	}
+	watch, err := secrets.LoadOrCreateCredential(cfg.WatchTokenFile, secrets.WatchPrefix, logger)
+	if err != nil {
+		return err
+	}
+	kekEnv, kekSet := opts.LookupEnv(config.EnvPrefix + "_KEK")
+	kek, err := secrets.LoadOrCreateKEK(kekEnv, kekSet, cfg.KEKFile, logger)
+	if err != nil {
+		return err
+	}
+	sealer, err := secrets.NewSealer(kek)
+	if err != nil {
+		return err
+	}
+
+	// From here on, what is opened is closed in reverse order, also when
+	// start-up fails halfway.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	dbPath := filepath.Join(cfg.DataDir, DBFile)
+	st, err := openStore(dbPath, cfg)
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return fmt.Errorf("database %s is in use by another process (waited %s): %w", dbPath, cfg.LockTimeout, err)
+		}
+		return fmt.Errorf("open database %s: %w", dbPath, err)
+	}
+	closers = append(closers, func() {
+		if err := st.Close(); err != nil {
+			logger.Error("closing the database", "error", err)
+		}
+	})
+	logger.Info("database open", "path", dbPath, "epoch", st.Epoch(), "revision", st.Revision())
+
+	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, km.Close)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := server.NewMetrics(reg, st.Revision)
+
+	srv, err := server.New(server.Options{
+		Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch,
+		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Dev: cfg.Dev, Logger: logger, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Dev {
+		logger.Warn("dev mode: WatchRevocations is open to anonymous callers")
+	}
+
+	gs := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: tlsCfg})
+	gs.RegisterService(&sigilv1.TokenAuthorityService_ServiceDesc, srv)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	var metricsAddr net.Addr
+	if cfg.MetricsListen != "" {
+		ms, err := grpcserver.ListenMetrics(cfg.MetricsListen, reg, logger)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
+		}
+		metricsAddr = ms.Addr()
+		closers = append(closers, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = ms.Close(ctx)
+		})
+		logger.Info("metrics listening", "addr", metricsAddr.String())
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	closers = append(closers, func() { stopBG(); wg.Wait() })
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.RunCompaction(bg, compactInterval) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	// The gRPC server goes before the store, keys and metrics: its
+	// closer runs first.
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		gs.SetServing(false)
+		srv.Shutdown() // ends streams: GracefulStop does not cancel them
+		gs.Shutdown(cfg.ShutdownTimeout)
+	}
+	closers = append(closers, stop)
+
+	gs.SetServing(true)
+	logger.Info("listening", "addr", lis.Addr().String(), "tls", tlsCfg != nil, "mtls", cfg.TLSClientCA != "",
+		"operator_token_file", cfg.OperatorTokenFile, "watch_token_file", cfg.WatchTokenFile)
+	if opts.Ready != nil {
+		opts.Ready(lis.Addr(), metricsAddr)
+	}
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+		start := time.Now()
+		stop()
+		logger.Info("stopped", "took", time.Since(start).String())
+		return nil
+	case err := <-serveErr:
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,202 @@
+// Package config parses and validates the authority's command line and environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sigil-auth/sigil/pkg/flagenv"
+	"github.com/sigil-auth/sigil/pkg/token"
+)
+
+// EnvPrefix is the prefix of the environment variables that set flags.
+const EnvPrefix = "SIGIL_AUTHORITY"
+
+// CheckpointInterval is how often the revocation stream sends a checkpoint.
+// The key activation delay must exceed it, so that every connected
+// authorizer has received a new key before it signs anything.
+const CheckpointInterval = time.Second
+
+// Config is the authority's whole configuration.
+type Config struct {
+	Listen             string        // gRPC address
+	MetricsListen      string        // Prometheus /metrics address; empty disables
+	DataDir            string        // holds the bbolt file and, by default, the credential files
+	OperatorTokenFile  string        // operator credential file
+	WatchTokenFile     string        // watch (stream) credential file
+	KEKFile            string        // key-encryption key file, when SIGIL_AUTHORITY_KEK is not set
+	MinTTL             time.Duration // shortest token lifetime
+	MaxTTL             time.Duration // longest token lifetime
+	TLSCert            string        // server certificate (PEM)
+	TLSKey             string        // server private key (PEM)
+	TLSClientCA        string        // client CA (PEM); set means mTLS required
+	TokenPrefix        string        // prefix of minted tokens
+	CatalogFile        string        // extra permission catalog; empty means built-in only
+	KeyActivationDelay time.Duration // time between announcing a new signing key and signing with it
+	ShutdownTimeout    time.Duration // bound of the graceful stop
+	LogLevel           string        // debug, info, warn or error
+	LockTimeout        time.Duration // how long to wait for the bbolt file lock
+	Dev                bool          // development mode: anonymous WatchRevocations allowed
+}
+
+// Parse reads the flags in args (without the program name) and, for flags
+// not given, the SIGIL_AUTHORITY_* variables found by lookup. Usage and
+// parse errors go to out. It does not validate: call Validate.
+func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("sigil-authority", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7001", "gRPC listen address (host:port; port 0 picks a free port)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9101", "Prometheus /metrics listen address (empty disables)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory holding the bbolt file")
+	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "operator credential file, created with mode 0600 if missing (default <data-dir>/operator.token)")
+	fs.StringVar(&c.WatchTokenFile, "watch-token-file", "", "credential file authorizers use for the revocation stream, created if missing (default <data-dir>/watch.token)")
+	fs.StringVar(&c.KEKFile, "kek-file", "", "key-encryption key file, created if missing; "+EnvPrefix+"_KEK (base64) takes precedence (default <data-dir>/kek)")
+	fs.DurationVar(&c.MinTTL, "min-ttl", 168*time.Hour, "shortest token lifetime")
+	fs.DurationVar(&c.MaxTTL, "max-ttl", 8760*time.Hour, "longest token lifetime")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key enables TLS")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "server private key (PEM)")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "client CA (PEM); when set, clients must present a certificate (mTLS)")
+	fs.StringVar(&c.TokenPrefix, "token-prefix", token.DefaultPrefix, "prefix of minted tokens, for secret scanners")
+	fs.StringVar(&c.CatalogFile, "catalog-file", "", "permission catalog file extending the built-in catalog")
+	fs.DurationVar(&c.KeyActivationDelay, "key-activation-delay", 5*time.Second, "delay between announcing a new signing key and signing with it (must exceed the 1s checkpoint interval)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.LockTimeout, "lock-timeout", 3*time.Second, "how long to wait for the database file lock held by another process")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: allow anonymous WatchRevocations")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	if err := flagenv.Apply(fs, EnvPrefix, lookup); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c.fillDefaults()
+	return c, nil
+}
+
+// fillDefaults derives the file paths that default to the data directory.
+func (c *Config) fillDefaults() {
+	if c.OperatorTokenFile == "" {
+		c.OperatorTokenFile = filepath.Join(c.DataDir, "operator.token")
+	}
+	if c.WatchTokenFile == "" {
+		c.WatchTokenFile = filepath.Join(c.DataDir, "watch.token")
+	}
+	if c.KEKFile == "" {
+		c.KEKFile = filepath.Join(c.DataDir, "kek")
+	}
+}
+
+// Validate checks the whole configuration and returns every problem found,
+// each naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(flagName, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, args...)))
+	}
+	if err := checkAddr(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if err := checkAddr(c.MetricsListen); err != nil {
+			bad("metrics-listen", "%v", err)
+		}
+	}
+	if c.DataDir == "" {
+		bad("data-dir", "must not be empty")
+	}
+	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile} {
+		if v == "" {
+			bad(name, "must not be empty")
+		}
+	}
+	if c.OperatorTokenFile != "" && c.OperatorTokenFile == c.WatchTokenFile {
+		bad("watch-token-file", "must differ from --operator-token-file")
+	}
+	if c.MinTTL <= 0 {
+		bad("min-ttl", "must be positive, got %s", c.MinTTL)
+	}
+	if c.MaxTTL <= 0 {
+		bad("max-ttl", "must be positive, got %s", c.MaxTTL)
+	}
+	if c.MinTTL > 0 && c.MaxTTL > 0 && c.MinTTL > c.MaxTTL {
+		bad("min-ttl", "%s exceeds --max-ttl %s", c.MinTTL, c.MaxTTL)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls-cert", "--tls-cert and --tls-key go together")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		bad("tls-client-ca", "needs --tls-cert and --tls-key")
+	}
+	if err := checkPrefix(c.TokenPrefix); err != nil {
+		bad("token-prefix", "%v", err)
+	}
+	if c.KeyActivationDelay <= CheckpointInterval {
+		bad("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.LockTimeout <= 0 {
+		bad("lock-timeout", "must be positive, got %s", c.LockTimeout)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		bad("log-level", "%v", err)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("config: %w", errors.Join(errs...))
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %v", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("address %q: missing port", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("address %q: bad port", addr)
+	}
+	_ = host // an empty host listens on every interface
+	return nil
+}
+
+// checkPrefix accepts what the token codec accepts, and not the empty
+// string (which the codec would silently replace by the default).
+func checkPrefix(p string) error {
+	if p == "" {
+		return errors.New("must not be empty")
+	}
+	if _, err := token.NewCodec(p); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "token: "))
+	}
+	return nil
+}

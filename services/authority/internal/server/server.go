@@ -1,0 +1,150 @@
+// Package server implements sigil.v1.TokenAuthorityService over the store,
+// the key manager and the token codec.
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
+	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
+)
+
+// Defaults of the stream tunables.
+const (
+	DefaultCheckpointInterval = time.Second
+	DefaultSendTimeout        = 5 * time.Second
+	// SnapshotChunkSize is the most revoked tokens per snapshot chunk.
+	SnapshotChunkSize = 1000
+	// eventBatch is the most events read from the store at once.
+	eventBatch = 1000
+)
+
+// Options are the server's dependencies and settings.
+type Options struct {
+	// Store keeps tokens, keys, events and the audit log.
+	Store store.Store
+	// Keys signs new tokens and verifies presented ones.
+	Keys *keys.Manager
+	// Codec mints and parses tokens with the deployment's prefix.
+	Codec *token.Codec
+	// Catalog validates and expands requested grants.
+	Catalog *scope.Catalog
+	// Operator is the operator credential (full control).
+	Operator secrets.Credential
+	// Watch is the credential authorizers present to WatchRevocations.
+	Watch secrets.Credential
+	// MinTTL and MaxTTL bound a token's lifetime.
+	MinTTL time.Duration
+	MaxTTL time.Duration
+	// Dev allows anonymous WatchRevocations.
+	Dev bool
+	// Logger receives internal errors (never credentials or tokens).
+	Logger *slog.Logger
+	// Metrics, when set, counts minted and revoked tokens and subscribers.
+	Metrics *Metrics
+	// Now returns the current time; time.Now when nil.
+	Now func() time.Time
+	// CheckpointInterval of the revocation stream; DefaultCheckpointInterval when 0.
+	CheckpointInterval time.Duration
+	// SendTimeout is how long one stream message may wait for a slow
+	// consumer before the stream is cut off; DefaultSendTimeout when 0.
+	SendTimeout time.Duration
+}
+
+// Server implements sigilv1.TokenAuthorityServiceServer.
+type Server struct {
+	sigilv1.UnimplementedTokenAuthorityServiceServer
+
+	store    store.Store
+	keys     *keys.Manager
+	codec    *token.Codec
+	catalog  *scope.Catalog
+	operator secrets.Credential
+	watch    secrets.Credential
+	minTTL   time.Duration
+	maxTTL   time.Duration
+	dev      bool
+	logger   *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+
+	checkpointEvery time.Duration
+	sendTimeout     time.Duration
+
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+}
+
+// New returns a server. Every dependency in opts is required except Metrics,
+// Logger and Now.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Keys == nil || opts.Codec == nil || opts.Catalog == nil {
+		return nil, errors.New("server: store, keys, codec and catalog are required")
+	}
+	if opts.MinTTL <= 0 || opts.MaxTTL < opts.MinTTL {
+		return nil, errors.New("server: bad ttl bounds")
+	}
+	s := &Server{
+		store: opts.Store, keys: opts.Keys, codec: opts.Codec, catalog: opts.Catalog,
+		operator: opts.Operator, watch: opts.Watch, minTTL: opts.MinTTL, maxTTL: opts.MaxTTL,
+		dev: opts.Dev, logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
+		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
+		shutdown: make(chan struct{}),
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.checkpointEvery <= 0 {
+		s.checkpointEvery = DefaultCheckpointInterval
+	}
+	if s.sendTimeout <= 0 {
+		s.sendTimeout = DefaultSendTimeout
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil, nil)
+	}
+	return s, nil
+}
+
+// Shutdown ends every revocation stream with codes.Unavailable. grpc-go's
+// GracefulStop waits for streams without cancelling them, so call this first.
+func (s *Server) Shutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+}
+
+// Metrics are the authority's own Prometheus metrics.
+type Metrics struct {
+	minted      prometheus.Counter
+	revoked     prometheus.Counter
+	subscribers prometheus.Gauge
+}
+
+// NewMetrics creates the metrics and registers them with reg (when not nil),
+// with sigil_revision read from revision (when not nil).
+func NewMetrics(reg prometheus.Registerer, revision func() uint64) *Metrics {
+	m := &Metrics{
+		minted:      prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_tokens_minted_total", Help: "Tokens minted (created or rotated)."}),
+		revoked:     prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_tokens_revoked_total", Help: "Tokens revoked (singly, in bulk, or by rotation)."}),
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_watch_subscribers", Help: "Open revocation streams."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.minted, m.revoked, m.subscribers)
+		if revision != nil {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_revision", Help: "Last committed store revision."},
+				func() float64 { return float64(revision()) }))
+		}
+	}
+	return m
+}

@@ -1,0 +1,174 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
+	"github.com/sigil-auth/sigil/pkg/token"
+)
+
+// Field limits.
+const (
+	maxIdentLen       = 128 // org_id, name, created_by, key_id
+	maxDescriptionLen = 1024
+	maxReasonLen      = 512
+	maxPageSize       = 1000
+	defaultPageSize   = 50
+	maxGrants         = 64
+	maxPageTokenLen   = 512
+	// expirySlack accepts an expires_at a few seconds outside the bounds:
+	// the client computed it from its own clock a moment ago.
+	expirySlack = 10 * time.Second
+)
+
+// checkIdent checks a required identifier-like field: 1..128 printable
+// characters, no control characters.
+func checkIdent(v *violations, field, s string, required bool) {
+	if s == "" {
+		if required {
+			v.add(field, "required")
+		}
+		return
+	}
+	if strings.TrimSpace(s) == "" {
+		v.add(field, "must not be blank")
+		return
+	}
+	checkText(v, field, s, maxIdentLen, false)
+}
+
+// checkText checks free text: valid UTF-8, at most max bytes, printable
+// (newlines and tabs allowed when multiline).
+func checkText(v *violations, field, s string, max int, multiline bool) {
+	if s == "" {
+		return
+	}
+	if len(s) > max {
+		v.add(field, "at most %d bytes, got %d", max, len(s))
+		return
+	}
+	if !utf8.ValidString(s) {
+		v.add(field, "not valid UTF-8")
+		return
+	}
+	for _, r := range s {
+		if multiline && (r == '\n' || r == '\t') {
+			continue
+		}
+		if !unicode.IsPrint(r) && r != ' ' {
+			v.add(field, "contains a control or non-printable character")
+			return
+		}
+	}
+}
+
+// checkTokenRef checks token_id/self: exactly one.
+func checkTokenRef(v *violations, id string, self bool) {
+	switch {
+	case id != "" && self:
+		v.add("token_id", "give either token_id or self, not both")
+	case id == "" && !self:
+		v.add("token_id", "required unless self is set")
+	case id != "":
+		if _, err := token.ParseID(id); err != nil || len(id) != 32 || strings.ToLower(id) != id {
+			v.add("token_id", "must be 32 lower-case hex characters")
+		}
+	}
+}
+
+// checkPageSize returns the page size to use.
+func checkPageSize(v *violations, n int32) int {
+	switch {
+	case n < 0:
+		v.add("page_size", "must not be negative")
+	case n > maxPageSize:
+		v.add("page_size", "at most %d, got %d", maxPageSize, n)
+	case n == 0:
+		return defaultPageSize
+	}
+	return int(n)
+}
+
+// expiry computes the expiry from expires_at or ttl and checks it against
+// the bounds. It returns the expiry truncated to the second, as tokens carry.
+func (s *Server) expiry(v *violations, now time.Time, at *timestamppb.Timestamp, ttl *durationpb.Duration) time.Time {
+	switch {
+	case at == nil && ttl == nil:
+		v.add("ttl", "give the expiry as expires_at or ttl")
+		return time.Time{}
+	case at != nil:
+		if err := at.CheckValid(); err != nil {
+			v.add("expires_at", "invalid timestamp")
+			return time.Time{}
+		}
+		exp := at.AsTime().Truncate(time.Second)
+		d := exp.Sub(now)
+		if d < s.minTTL-expirySlack || d > s.maxTTL+expirySlack {
+			v.add("expires_at", "must be between %s and %s from now", s.minTTL, s.maxTTL)
+			return time.Time{}
+		}
+		return exp
+	default:
+		if err := ttl.CheckValid(); err != nil {
+			v.add("ttl", "invalid duration")
+			return time.Time{}
+		}
+		d := ttl.AsDuration()
+		if d < s.minTTL || d > s.maxTTL {
+			v.add("ttl", "must be between %s and %s, got %s", s.minTTL, s.maxTTL, d)
+			return time.Time{}
+		}
+		return now.Add(d).Truncate(time.Second)
+	}
+}
+
+// grants validates and expands the requested grants with the catalog.
+func (s *Server) grants(v *violations, in []*sigilv1.Grant) []scope.Grant {
+	if len(in) == 0 {
+		v.add("grants", "at least one grant is required")
+		return nil
+	}
+	if len(in) > maxGrants {
+		v.add("grants", "at most %d grants, got %d", maxGrants, len(in))
+		return nil
+	}
+	gs := make([]scope.Grant, len(in))
+	for i, g := range in {
+		gs[i] = scope.Grant{Permissions: g.GetPermissions(), Resources: g.GetResources()}
+	}
+	out, err := s.catalog.Expand(gs)
+	if err != nil {
+		field, desc := grantViolation(err)
+		v.add(field, "%s", desc)
+		return nil
+	}
+	return out
+}
+
+// Page tokens of the audit log: the last revision returned, opaque to clients.
+func encodeAuditPage(after uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], after)
+	return "a" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func decodeAuditPage(v *violations, s string) uint64 {
+	if s == "" {
+		return 0
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimPrefix(s, "a"))
+	if !strings.HasPrefix(s, "a") || err != nil || len(b) != 8 {
+		v.add("page_token", "not a page token from a previous response")
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}

@@ -1,0 +1,265 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
+)
+
+// WatchRevocations streams revocations and keys to an authorizer. The
+// protocol, which the authorizer's follower relies on:
+//
+//  1. When after_revision is 0, the epoch differs from the store's,
+//     after_revision is compacted, or it is ahead of the store: a snapshot.
+//     One or more SnapshotChunk (≤ 1000 revoked tokens each, every key in the
+//     first), then SnapshotEnd, then a Checkpoint at the snapshot revision.
+//  2. Otherwise (resume) the stream starts directly with the live events
+//     after after_revision, or a Checkpoint when there is none.
+//  3. Live events in revision order, without gap or duplicate: token_revoked,
+//     key_added (also for a key's change of state) and key_revoked. A
+//     Checkpoint{revision: R} promises that every streamed event with a
+//     revision ≤ R was sent before it. One follows each batch of commits and
+//     one is sent every second.
+//  4. The stream reads from the store at its own pace; writers never wait for
+//     it. A message that cannot be sent within the send timeout ends the
+//     stream with RESOURCE_EXHAUSTED; so does falling behind compaction. The
+//     client reconnects and resumes (or gets a snapshot).
+//  5. The watch credential or the operator token; anonymous only in dev mode.
+//  6. Server shutdown ends the stream with UNAVAILABLE.
+func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream sigilv1.TokenAuthorityService_WatchRevocationsServer) error {
+	ctx := stream.Context()
+	if _, err := s.authenticateWatcher(ctx); err != nil {
+		return s.toStatus(ctx, err)
+	}
+	s.metrics.subscribers.Inc()
+	defer s.metrics.subscribers.Dec()
+	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan *sigilv1.WatchRevocationsResponse), out: make(chan error, 1)}
+	go w.sender()
+	defer close(w.in)
+	w.timer = time.NewTimer(time.Hour)
+	defer w.timer.Stop()
+	err := w.run(req)
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return s.toStatus(ctx, err)
+}
+
+// watch is one revocation stream.
+type watch struct {
+	s      *Server
+	stream sigilv1.TokenAuthorityService_WatchRevocationsServer
+	ctx    context.Context
+
+	// in hands messages to the sender goroutine, out returns Send's result:
+	// so that a Send blocked by a consumer that does not read can be given up
+	// on after the send timeout.
+	in    chan *sigilv1.WatchRevocationsResponse
+	out   chan error
+	timer *time.Timer
+
+	lastCheckpoint uint64 // revision of the last checkpoint sent
+	safe           uint64 // every event ≤ safe has been sent
+}
+
+func (w *watch) sender() {
+	for m := range w.in {
+		w.out <- w.stream.Send(m)
+	}
+}
+
+var errShutdown = status.Error(codes.Unavailable, "authority is shutting down; reconnect and resume")
+
+// send sends one message, giving up after the send timeout.
+func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
+	select {
+	case w.in <- m:
+	case <-w.s.shutdown:
+		return errShutdown
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+	w.timer.Reset(w.s.sendTimeout)
+	select {
+	case err := <-w.out:
+		w.timer.Stop()
+		return err
+	case <-w.timer.C:
+		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String())
+		return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
+	case <-w.s.shutdown:
+		return errShutdown
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+}
+
+func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
+	st := w.s.store
+	after := req.GetAfterRevision()
+	snapshot := after == 0 || req.GetEpoch() != st.Epoch() || after > st.Revision()
+	if !snapshot {
+		if _, err := st.EventsAfter(w.ctx, after, 1); errors.Is(err, store.ErrCompacted) {
+			snapshot = true
+		} else if err != nil {
+			return err
+		}
+	}
+	last := after
+	if snapshot {
+		var err error
+		if last, err = w.snapshot(); err != nil {
+			return err
+		}
+	}
+	return w.live(last)
+}
+
+// snapshot sends the chunks, the end marker and a checkpoint, and returns
+// the snapshot's revision.
+func (w *watch) snapshot() (uint64, error) {
+	snap, err := w.s.store.Snapshot(w.ctx, w.s.now().Add(-ExpiryMargin))
+	if err != nil {
+		return 0, err
+	}
+	keys := make([]*sigilv1.SigningKey, len(snap.Keys))
+	for i, k := range snap.Keys {
+		keys[i] = keyToProto(k)
+	}
+	revoked := snap.Revoked
+	for first := true; first || len(revoked) > 0; first = false {
+		n := min(len(revoked), SnapshotChunkSize)
+		chunk := &sigilv1.SnapshotChunk{Epoch: snap.Epoch, Revision: snap.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, n)}
+		for i, r := range revoked[:n] {
+			chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
+		}
+		if first {
+			chunk.Keys = keys
+		}
+		revoked = revoked[n:]
+		if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}}); err != nil {
+			return 0, err
+		}
+	}
+	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
+		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision},
+	}}); err != nil {
+		return 0, err
+	}
+	w.safe = snap.Revision
+	return snap.Revision, w.checkpoint()
+}
+
+func (w *watch) checkpoint() error {
+	w.lastCheckpoint = w.safe
+	return w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
+		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now())},
+	}})
+}
+
+// live streams events after last until the stream ends.
+func (w *watch) live(last uint64) error {
+	st := w.s.store
+	ticker := time.NewTicker(w.s.checkpointEvery)
+	defer ticker.Stop()
+	for {
+		// Take the channel and the revision before reading, so that a commit
+		// racing with the read is either in it or wakes the next round.
+		changed := st.Changed()
+		rev := st.Revision()
+		for {
+			evs, err := st.EventsAfter(w.ctx, last, eventBatch)
+			if errors.Is(err, store.ErrCompacted) {
+				return status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
+			}
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				if m := eventToProto(ev); m != nil {
+					if err := w.send(m); err != nil {
+						return err
+					}
+				}
+				last = ev.Revision
+			}
+			if len(evs) < eventBatch {
+				break
+			}
+		}
+		w.safe = max(rev, last)
+		if w.safe > w.lastCheckpoint {
+			if err := w.checkpoint(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-changed:
+		case <-ticker.C:
+			if err := w.checkpoint(); err != nil {
+				return err
+			}
+		case <-w.s.shutdown:
+			return errShutdown
+		case <-w.ctx.Done():
+			return w.ctx.Err()
+		}
+	}
+}
+
+// eventToProto returns the stream message of an event, or nil for events
+// that are not streamed.
+func eventToProto(ev store.Event) *sigilv1.WatchRevocationsResponse {
+	switch ev.Kind {
+	case store.EventTokenRevoked:
+		return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_TokenRevoked{
+			TokenRevoked: &sigilv1.TokenRevoked{Revision: ev.Revision, TokenId: ev.TokenID, ExpiresAt: ts(ev.ExpiresAt)},
+		}}
+	case store.EventKeyAdded:
+		if ev.Key == nil {
+			return nil
+		}
+		return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyAdded{
+			KeyAdded: &sigilv1.SigningKeyAdded{Revision: ev.Revision, Key: keyToProto(*ev.Key)},
+		}}
+	case store.EventKeyRevoked:
+		return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyRevoked{
+			KeyRevoked: &sigilv1.SigningKeyRevoked{Revision: ev.Revision, KeyId: ev.KeyID},
+		}}
+	}
+	return nil
+}
+
+// ExpiryMargin keeps revocations of tokens that expired less than this ago
+// in snapshots and in the event log: an authorizer accepts a token up to its
+// clock leeway after expiry, and its clock may run behind ours.
+const ExpiryMargin = 10 * time.Minute
+
+// RunCompaction compacts the event log at once and then every interval
+// until ctx ends: events no follower needs (revocations of expired tokens,
+// token creations) are dropped.
+func (s *Server) RunCompaction(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rev, err := s.store.Compact(ctx, s.now().Add(-ExpiryMargin))
+		if err != nil && ctx.Err() == nil {
+			s.logger.Error("compaction failed", "error", fmt.Sprint(err))
+		} else if err == nil {
+			s.logger.Debug("compacted event log", "revision", rev)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
