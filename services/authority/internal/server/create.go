@@ -24,6 +24,10 @@ func (s *Server) CreateToken(ctx context.Context, req *sigilv1.CreateTokenReques
 	checkIdent(&v, "name", req.GetName(), true)
 	checkText(&v, "description", req.GetDescription(), maxDescriptionLen, true)
 	checkIdent(&v, "created_by", req.GetCreatedBy(), false)
+	s.checkNoSecret(&v, "org_id", req.GetOrgId())
+	s.checkNoSecret(&v, "name", req.GetName())
+	s.checkNoSecret(&v, "description", req.GetDescription())
+	s.checkNoSecret(&v, "created_by", req.GetCreatedBy())
 	grants := s.grants(&v, req.GetGrants())
 	expire := s.expiry(&v, now, req.GetExpiresAt(), req.GetTtl())
 	if err := v.err(); err != nil {

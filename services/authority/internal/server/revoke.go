@@ -15,6 +15,7 @@ func (s *Server) RevokeToken(ctx context.Context, req *sigilv1.RevokeTokenReques
 	var v violations
 	checkTokenRef(&v, req.GetTokenId(), req.GetSelf())
 	checkText(&v, "reason", req.GetReason(), maxReasonLen, false)
+	s.checkNoSecret(&v, "reason", req.GetReason())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -50,6 +51,7 @@ func (s *Server) RevokeTokens(ctx context.Context, req *sigilv1.RevokeTokensRequ
 	checkIdent(&v, "org_id", req.GetOrgId(), true)
 	checkIdent(&v, "created_by", req.GetCreatedBy(), false)
 	checkText(&v, "reason", req.GetReason(), maxReasonLen, false)
+	s.checkNoSecret(&v, "reason", req.GetReason())
 	if err := v.err(); err != nil {
 		return nil, err
 	}

@@ -41,6 +41,9 @@ func TestCreateTokenValidation(t *testing.T) {
 			r.Expiry = &sigilv1.CreateTokenRequest_ExpiresAt{ExpiresAt: timestamppb.New(time.Now().Add(-time.Hour))}
 		}, field: "expires_at"},
 		{name: "created_by required from operator", mutate: func(r *sigilv1.CreateTokenRequest) { r.CreatedBy = "" }, field: "created_by"},
+		{name: "token pasted in description", mutate: func(r *sigilv1.CreateTokenRequest) { r.Description = "use sigil_pat_AQoQabc for CI" }, field: "description"},
+		{name: "operator credential pasted in name", mutate: func(r *sigilv1.CreateTokenRequest) { r.Name = "Sigil_Op_xyz" }, field: "name"},
+		{name: "watch credential in created_by", mutate: func(r *sigilv1.CreateTokenRequest) { r.CreatedBy = "sigil_watch_abc" }, field: "created_by"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -337,6 +340,11 @@ func TestRevokeToken(t *testing.T) {
 		t.Fatalf("revoke: %+v", r1)
 	}
 	e.mint("org-1", "other", "alice") // moves the revision on
+	_, err = e.client.RevokeToken(op(), &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "pasted sigil_pat_AQabc by mistake"})
+	wantCode(t, err, codes.InvalidArgument, "reason")
+	if strings.Contains(err.Error(), "sigil_pat_AQabc") {
+		t.Fatalf("error echoes the pasted secret: %v", err)
+	}
 	r2, err := e.client.RevokeToken(op(), &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "again"})
 	if err != nil {
 		t.Fatal(err)

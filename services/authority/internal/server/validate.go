@@ -14,6 +14,7 @@ import (
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 )
 
 // Field limits.
@@ -66,6 +67,23 @@ func checkText(v *violations, field, s string, max int, multiline bool) {
 		}
 		if !unicode.IsPrint(r) && r != ' ' {
 			v.add(field, "contains a control or non-printable character")
+			return
+		}
+	}
+}
+
+// checkNoSecret refuses stored text (names, descriptions, reasons) that
+// holds a token or a credential: an administrator pasting a secret into a
+// description would otherwise put it in the database file and the audit
+// log (design §5, promise 6). The message never repeats the text.
+func (s *Server) checkNoSecret(v *violations, field, text string) {
+	if text == "" {
+		return
+	}
+	lower := strings.ToLower(text)
+	for _, marker := range [...]string{s.codec.Prefix(), secrets.OperatorPrefix, secrets.WatchPrefix} {
+		if marker != "" && strings.Contains(lower, marker) {
+			v.add(field, "looks like it holds a token or credential; never paste a secret here")
 			return
 		}
 	}
