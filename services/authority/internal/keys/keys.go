@@ -179,8 +179,8 @@ func (m *Manager) Rotate(ctx context.Context, actor string) (store.Key, uint64, 
 // Revoke revokes a key at once. When it was the active key and no pending
 // key will take over, a new pending key is added: minting fails with
 // ErrNoActiveKey until it activates, so that no authorizer meets a token
-// signed by a key it has not received. Revoking a revoked key returns the
-// store's answer (store.ErrKeyRevoked).
+// signed by a key it has not received. Revoking a revoked key changes nothing
+// and returns the revision of its original revocation, as the store does.
 func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()

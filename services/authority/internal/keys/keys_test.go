@@ -18,10 +18,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // memStore is an in-memory keys.Store.
 type memStore struct {
-	mu   sync.Mutex
-	rev  uint64
-	keys []store.Key
-	log  []string
+	mu        sync.Mutex
+	rev       uint64
+	keys      []store.Key
+	log       []string
+	revokedAt map[string]uint64
 }
 
 func (s *memStore) AddKey(_ context.Context, k store.Key, _ store.AuditRecord) (uint64, error) {
@@ -53,10 +54,14 @@ func (s *memStore) RevokeKey(_ context.Context, id string, _ store.AuditRecord) 
 	for i := range s.keys {
 		if s.keys[i].ID == id {
 			if s.keys[i].State == store.KeyRevoked {
-				return 0, store.ErrKeyRevoked
+				return s.revokedAt[id], nil // idempotent, like the bbolt store
 			}
 			s.rev++
 			s.keys[i].State = store.KeyRevoked
+			if s.revokedAt == nil {
+				s.revokedAt = map[string]uint64{}
+			}
+			s.revokedAt[id] = s.rev
 			return s.rev, nil
 		}
 	}

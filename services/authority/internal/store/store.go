@@ -182,8 +182,11 @@ type ListFilter struct {
 }
 
 // Store is the authority's storage. Every mutation is committed (fsync)
-// before it returns, appends one event with the next revision, and writes an
-// audit record in the same transaction.
+// before it returns, appends its events with the next revisions (one per
+// token or key it changes: a bulk revocation and a rotation append several),
+// and writes its audit record in the same transaction. The interface is
+// small and free of bbolt types so that an etcd-backed store (design §6)
+// can implement it with etcd's revisions and watch.
 type Store interface {
 	// Epoch is the random id made when the file was created.
 	Epoch() string
