@@ -17,6 +17,12 @@ import (
 // loader, as `docker compose` would, validating it against the schema.
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
+	return loadComposeProfiles(t)
+}
+
+// loadComposeProfiles loads docker-compose.yml with the given profiles enabled.
+func loadComposeProfiles(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +31,7 @@ func loadCompose(t *testing.T) *types.Project {
 		cli.WithWorkingDirectory(root),
 		cli.WithEnv(nil),
 		cli.WithResolvedPaths(true),
+		cli.WithProfiles(profiles),
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -27,7 +28,9 @@ import (
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/config"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/extauthz"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/follower"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
 )
 
@@ -59,6 +62,13 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	authorityTLS, err := tlsconfig.Client(cfg.AuthorityCA, cfg.AuthorityCert, cfg.AuthorityKey)
 	if err != nil {
 		return err
+	}
+	var policy *routes.Policy
+	if cfg.Routes != "" {
+		if policy, err = routes.Load(cfg.Routes); err != nil {
+			return fmt.Errorf("--routes: %w", err)
+		}
+		logger.Info("ext_authz enabled", "routes_file", cfg.Routes, "routes", len(policy.Routes), "default_allow", policy.Default == routes.DefaultAllow)
 	}
 	codec, err := token.NewCodec(cfg.TokenPrefix)
 	if err != nil {
@@ -108,9 +118,16 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	registerStateMetrics(reg, fol, dec)
 
 	srv := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: serverTLS})
+	decisionMetrics := server.NewMetrics(reg)
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{
-		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Registerer: reg,
+		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Metrics: decisionMetrics,
 	}))
+	if policy != nil {
+		srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(extauthz.Options{
+			Policy: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
+			Logger: logger.With("component", "extauthz"),
+		}))
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

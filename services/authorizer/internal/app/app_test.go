@@ -184,6 +184,11 @@ func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "authority-token-file") {
 		t.Fatalf("run with a missing credential file = %v", err)
 	}
+	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--routes", "/nonexistent/routes.yaml"}, func(string) (string, bool) { return "", false }, io.Discard)
+	err = run(context.Background(), cfg, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--routes") || !strings.Contains(err.Error(), "/nonexistent/routes.yaml") {
+		t.Fatalf("run with a missing routes file = %v", err)
+	}
 }
 
 func TestCredentialFileKeepsLastGoodValue(t *testing.T) {

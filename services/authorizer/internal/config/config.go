@@ -37,6 +37,7 @@ type Config struct {
 	CacheSize          int           // number of verified tokens kept in the claims cache
 	ShutdownTimeout    time.Duration // bound of the graceful stop
 	LogLevel           string        // debug, info, warn or error
+	Routes             string        // route policy file (YAML) enabling Envoy ext_authz; empty disables it
 }
 
 // Parse reads the flags in args (without the program name) and, for flags
@@ -63,6 +64,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.IntVar(&c.CacheSize, "cache-size", 100000, "number of verified tokens kept in the claims cache")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.Routes, "routes", "", "route policy file (YAML) mapping HTTP requests to permissions; when set, Envoy's ext_authz Check is served on the gRPC port")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}

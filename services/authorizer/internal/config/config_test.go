@@ -39,6 +39,7 @@ func TestParseFlagsAndEnv(t *testing.T) {
 		{"flag", []string{"--max-staleness", "2s"}, nil, func(c Config) bool { return c.MaxStaleness == 2*time.Second }},
 		{"env", nil, map[string]string{"SIGIL_AUTHORIZER_AUTHORITY_TOKEN_FILE": "/run/watch.token"}, func(c Config) bool { return c.AuthorityTokenFile == "/run/watch.token" }},
 		{"env with dash", nil, map[string]string{"SIGIL_AUTHORIZER_CLOCK_LEEWAY": "5s"}, func(c Config) bool { return c.ClockLeeway == 5*time.Second }},
+		{"routes from env", nil, map[string]string{"SIGIL_AUTHORIZER_ROUTES": "/etc/sigil/routes.yaml"}, func(c Config) bool { return c.Routes == "/etc/sigil/routes.yaml" }},
 		{"flag wins over env", []string{"--listen", "127.0.0.1:0"}, map[string]string{"SIGIL_AUTHORIZER_LISTEN": "127.0.0.1:1"}, func(c Config) bool { return c.Listen == "127.0.0.1:0" }},
 		{"every TLS flag", []string{"--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--authority-ca", "aca", "--authority-cert", "ac", "--authority-key", "ak"}, nil,
 			func(c Config) bool {

@@ -44,8 +44,12 @@ type Options struct {
 	Follower Follower
 	// MaxWait bounds a min_revision wait for a call without a deadline.
 	MaxWait time.Duration
-	// Registerer receives the decision metrics. Nil disables them.
+	// Registerer receives the decision metrics. Nil disables them. Ignored
+	// when Metrics is set.
 	Registerer prometheus.Registerer
+	// Metrics, when set, are the decision metrics to use, shared with the
+	// other check APIs of the process (ext_authz).
+	Metrics *Metrics
 }
 
 // server implements sigilv1.AuthorizerServiceServer.
@@ -71,34 +75,67 @@ type server struct {
 	decider  *decision.Decider
 	follower Follower
 	maxWait  time.Duration
-
-	decisions [decision.Allow + 1]prometheus.Counter // by reason
-	latency   prometheus.Histogram
+	metrics  *Metrics
 }
 
 // New returns the AuthorizerService implementation.
 func New(opts Options) sigilv1.AuthorizerServiceServer {
-	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait}
+	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait, metrics: opts.Metrics}
 	if s.maxWait <= 0 {
 		s.maxWait = 5 * time.Second
 	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(opts.Registerer)
+	}
+	return s
+}
+
+// Metrics are the decision metrics every check API of the authorizer
+// updates: decisions by reason and check latency.
+type Metrics struct {
+	decisions [decision.Allow + 1]prometheus.Counter // by reason
+	latency   prometheus.Histogram
+}
+
+// NewMetrics makes the decision metrics and registers them on reg (nil: not
+// exported).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sigil_authorizer_decisions_total",
-		Help: "Permission decisions, by reason (allowed, or why denied).",
+		Help: "Permission decisions, by reason (allowed, or why denied), of every check API (CheckPermission, CheckPermissions, ext_authz Check).",
 	}, []string{"reason"})
 	// Resolved once, so a check does not look its label up.
 	for _, r := range decision.Reasons() {
-		s.decisions[r] = vec.WithLabelValues(r.String())
+		m.decisions[r] = vec.WithLabelValues(r.String())
 	}
-	s.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sigil_authorizer_check_duration_seconds",
-		Help:    "Time to answer a CheckPermission or CheckPermissions call, from validation to answer, including min_revision waits.",
+		Help:    "Time to answer a CheckPermission, CheckPermissions or ext_authz Check call, from validation to answer, including min_revision waits.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
-	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(vec, s.latency)
+	if reg != nil {
+		reg.MustRegister(vec, m.latency)
 	}
-	return s
+	return m
+}
+
+// Decided counts one decision.
+func (m *Metrics) Decided(r decision.Reason) { m.decisions[r].Inc() }
+
+// Observe records the latency of a call that started at start.
+func (m *Metrics) Observe(start time.Time) { m.latency.Observe(time.Since(start).Seconds()) }
+
+// Ready returns nil when f is synced and fresh, else the UNAVAILABLE error
+// every check API answers (fail closed).
+func Ready(f Follower) error {
+	if f.Ready() {
+		return nil
+	}
+	if !f.Synced() {
+		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
+	}
+	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
 }
 
 // CheckPermission decides one permission for one token.
@@ -114,7 +151,7 @@ func (s *server) CheckPermission(ctx context.Context, req *sigilv1.CheckPermissi
 		return nil, err
 	}
 	d := s.decider.Decide(req.GetToken(), req.GetPermission(), req.GetResource(), req.GetOrgId())
-	s.decisions[d.Reason].Inc()
+	s.metrics.Decided(d.Reason)
 	resp := &sigilv1.CheckPermissionResponse{Allowed: false, Reason: denyReason(d.Reason), Revision: d.Revision}
 	if d.Claims != nil {
 		resp.TokenId = d.Claims.ID.String()
@@ -158,7 +195,7 @@ func (s *server) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermiss
 	}
 	for i, c := range checks {
 		d := v.Check(c.GetPermission(), c.GetResource())
-		s.decisions[d.Reason].Inc()
+		s.metrics.Decided(d.Reason)
 		r := &sigilv1.PermissionCheckResult{Allowed: false, Reason: denyReason(d.Reason)}
 		r.Allowed = d.Allowed()
 		resp.Results[i] = r
@@ -166,7 +203,7 @@ func (s *server) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermiss
 	return resp, nil
 }
 
-func (s *server) observe(start time.Time) { s.latency.Observe(time.Since(start).Seconds()) }
+func (s *server) observe(start time.Time) { s.metrics.Observe(start) }
 
 // await fails with UNAVAILABLE unless the state is synced and fresh and, when
 // minRevision is set, reaches it before the call's deadline (or MaxWait when
@@ -190,15 +227,7 @@ func (s *server) await(ctx context.Context, minRevision uint64) error {
 	return s.ready()
 }
 
-func (s *server) ready() error {
-	if s.follower.Ready() {
-		return nil
-	}
-	if !s.follower.Synced() {
-		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
-	}
-	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
-}
+func (s *server) ready() error { return Ready(s.follower) }
 
 // fieldValue names a (permission, resource) pair and its fields.
 type fieldValue struct {
@@ -264,3 +293,10 @@ func denyReason(r decision.Reason) sigilv1.DenyReason {
 		return sigilv1.DenyReason_DENY_REASON_MALFORMED
 	}
 }
+
+// DenyReason maps a decision reason onto the API's DenyReason, for the other
+// check APIs of the process.
+func DenyReason(r decision.Reason) sigilv1.DenyReason { return denyReason(r) }
+
+// MaxOrgIDLen bounds an organization id given with a check.
+const MaxOrgIDLen = maxOrgIDLen
