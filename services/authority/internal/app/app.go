@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
+	"github.com/sigil-auth/sigil/pkg/logging"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/tlsconfig"
@@ -61,8 +61,8 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	if opts.LookupEnv == nil {
 		opts.LookupEnv = os.LookupEnv
 	}
-	level, _ := config.ParseLevel(cfg.LogLevel)
-	logger := slog.New(slog.NewJSONHandler(opts.Stderr, &slog.HandlerOptions{Level: level})).With("service", "authority")
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated with the config
+	logger := logging.New(opts.Stderr, level, "authority")
 
 	// Everything that can fail without side effects first.
 	tlsCfg, err := tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)

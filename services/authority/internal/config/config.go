@@ -6,13 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/sigil-auth/sigil/pkg/flagenv"
+	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
 )
 
@@ -150,28 +150,13 @@ func (c Config) Validate() error {
 	if c.LockTimeout <= 0 {
 		bad("lock-timeout", "must be positive, got %s", c.LockTimeout)
 	}
-	if _, err := ParseLevel(c.LogLevel); err != nil {
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log-level", "%v", err)
 	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("config: %w", errors.Join(errs...))
-}
-
-// ParseLevel parses a log level name.
-func ParseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info", "":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
 }
 
 func checkAddr(addr string) error {

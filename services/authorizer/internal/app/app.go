@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
+	"github.com/sigil-auth/sigil/pkg/logging"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/tlsconfig"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -52,8 +53,8 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	level, _ := config.ParseLevel(cfg.LogLevel)
-	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated with the config
+	logger := logging.New(logOut, level, "authorizer")
 
 	serverTLS, err := tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 	if err != nil {
