@@ -525,7 +525,8 @@ func TestGhz(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(call, dataFile string) (rps float64, p50, p99 time.Duration) {
-		cmd := exec.Command("go", "tool", "ghz", "--insecure", "-c", "50", "-n", fmt.Sprint(*ghzTotal), "-O", "json",
+		cmd := exec.Command("go", "tool", "ghz", "--insecure", "--disable-template-data", "--disable-template-functions",
+			"-c", "50", "-n", fmt.Sprint(*ghzTotal), "-O", "json",
 			"--call", call, "-B", dataFile, z.addr)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
