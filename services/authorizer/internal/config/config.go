@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/sigil-auth/sigil/pkg/flagenv"
@@ -147,17 +148,14 @@ func checkAddr(addr string) error {
 	return nil
 }
 
+// checkPrefix defers to the token format's own rule, so the flag accepts
+// exactly the prefixes a codec can be built with.
 func checkPrefix(p string) error {
 	if p == "" {
 		return errors.New("must not be empty")
 	}
-	if len(p) > 32 {
-		return errors.New("at most 32 characters")
-	}
-	for _, r := range p {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
-			return fmt.Errorf("%q: only letters, digits and '_'", p)
-		}
+	if _, err := token.NewCodec(p); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "token: "))
 	}
 	return nil
 }

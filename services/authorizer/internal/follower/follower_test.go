@@ -22,6 +22,7 @@ import (
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/authoritytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -185,33 +186,16 @@ func tid(t *testing.T) token.ID {
 	return id
 }
 
-func key(id string, state sigilv1.SigningKeyState, pub []byte) *sigilv1.SigningKey {
-	return &sigilv1.SigningKey{KeyId: id, State: state, PublicKey: pub}
-}
-
-func revokedTok(rev uint64, id token.ID, exp time.Time) *sigilv1.TokenRevoked {
-	return &sigilv1.TokenRevoked{Revision: rev, TokenId: id.String(), ExpiresAt: timestamppb.New(exp)}
-}
-
-func chunk(epoch string, rev uint64, keys []*sigilv1.SigningKey, revoked ...*sigilv1.TokenRevoked) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: &sigilv1.SnapshotChunk{Epoch: epoch, Revision: rev, Keys: keys, RevokedTokens: revoked}}}
-}
-
-func snapEnd(epoch string, rev uint64) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: epoch, Revision: rev}}}
-}
-
-func evRevoked(rev uint64, id token.ID, exp time.Time) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_TokenRevoked{TokenRevoked: revokedTok(rev, id, exp)}}
-}
-
-func evKeyAdded(rev uint64, k *sigilv1.SigningKey) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyAdded{KeyAdded: &sigilv1.SigningKeyAdded{Revision: rev, Key: k}}}
-}
-
-func evKeyRevoked(rev uint64, id string) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyRevoked{KeyRevoked: &sigilv1.SigningKeyRevoked{Revision: rev, KeyId: id}}}
-}
+// The stream message builders are the fake authority's own.
+var (
+	key          = authoritytest.Key
+	revokedTok   = authoritytest.Revoked
+	chunk        = authoritytest.Chunk
+	snapEnd      = authoritytest.SnapshotEnd
+	evRevoked    = authoritytest.TokenRevoked
+	evKeyAdded   = authoritytest.KeyAdded
+	evKeyRevoked = authoritytest.KeyRevoked
+)
 
 func checkpoint(rev uint64) *sigilv1.WatchRevocationsResponse {
 	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(t0)}}}
