@@ -1,58 +1,18 @@
 package tlsconfig
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-)
 
-// writePair writes a self-signed certificate and its key, and returns their paths.
-func writePair(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "sigil-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
+	"github.com/sigil-auth/sigil/internal/testpki"
+)
 
 func TestServer(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writePair(t, dir)
+	pk := testpki.New(t, dir)
+	cert, key, ca := pk.ServerCertFile, pk.ServerKeyFile, pk.CAFile
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
 		t.Fatal(err)
@@ -65,10 +25,10 @@ func TestServer(t *testing.T) {
 	}{
 		{name: "plaintext", wantNil: true},
 		{name: "tls", cert: cert, key: key, wantClientAuth: tls.NoClientCert},
-		{name: "mtls", cert: cert, key: key, ca: cert, wantClientAuth: tls.RequireAndVerifyClientCert},
+		{name: "mtls", cert: cert, key: key, ca: ca, wantClientAuth: tls.RequireAndVerifyClientCert},
 		{name: "cert without key", cert: cert, wantErr: true},
 		{name: "key without cert", key: key, wantErr: true},
-		{name: "client CA without server cert", ca: cert, wantErr: true},
+		{name: "client CA without server cert", ca: ca, wantErr: true},
 		{name: "missing file", cert: filepath.Join(dir, "nope.pem"), key: key, wantErr: true},
 		{name: "CA file without certificates", cert: cert, key: key, ca: notPEM, wantErr: true},
 	}
@@ -102,7 +62,8 @@ func TestServer(t *testing.T) {
 
 func TestClient(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writePair(t, dir)
+	pk := testpki.New(t, dir)
+	ca, cert, key := pk.CAFile, pk.ClientCertFile, pk.ClientKeyFile
 	tests := []struct {
 		name              string
 		ca, cert, key     string
@@ -110,9 +71,9 @@ func TestClient(t *testing.T) {
 		wantRoots, wantCC bool
 	}{
 		{name: "plaintext", wantNil: true},
-		{name: "server CA only", ca: cert, wantRoots: true},
-		{name: "mtls", ca: cert, cert: cert, key: key, wantRoots: true, wantCC: true},
-		{name: "cert without key", ca: cert, cert: cert, wantErr: true},
+		{name: "server CA only", ca: ca, wantRoots: true},
+		{name: "mtls", ca: ca, cert: cert, key: key, wantRoots: true, wantCC: true},
+		{name: "cert without key", ca: ca, cert: cert, wantErr: true},
 		{name: "missing CA", ca: filepath.Join(dir, "nope.pem"), wantErr: true},
 	}
 	for _, tc := range tests {

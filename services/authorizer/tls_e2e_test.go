@@ -2,16 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,92 +11,22 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sigil-auth/sigil/internal/testpki"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
-
-// testPKI is a CA with a server certificate for 127.0.0.1 and a client
-// certificate, written as PEM files.
-type testPKI struct {
-	caFile, serverCert, serverKey, clientCert, clientKey string
-	pool                                                 *x509.CertPool
-	client                                               tls.Certificate
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, ca, caDER := issue(t, nil, nil, "sigil test ca", true, nil)
-	p := &testPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	p.caFile = writePEMFile(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER)
-	srvKey, _, srvDER := issue(t, ca, caKey, "authority", false, []net.IP{net.ParseIP("127.0.0.1")})
-	p.serverCert = writePEMFile(t, filepath.Join(dir, "server.pem"), "CERTIFICATE", srvDER)
-	p.serverKey = writeKeyFile(t, filepath.Join(dir, "server.key"), srvKey)
-	cliKey, _, cliDER := issue(t, ca, caKey, "authorizer", false, nil)
-	p.clientCert = writePEMFile(t, filepath.Join(dir, "client.pem"), "CERTIFICATE", cliDER)
-	p.clientKey = writeKeyFile(t, filepath.Join(dir, "client.key"), cliKey)
-	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
-	return p
-}
-
-func issue(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, isCA bool, ips []net.IP) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: ips, BasicConstraintsValid: true, IsCA: isCA,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	signer, signerKey := tmpl, key
-	if parent != nil {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
-}
-
-func writePEMFile(t *testing.T, path, typ string, der []byte) string {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func writeKeyFile(t *testing.T, path string, key *ecdsa.PrivateKey) string {
-	t.Helper()
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEMFile(t, path, "EC PRIVATE KEY", der)
-}
 
 // TestE2EFollowsAuthorityOverMutualTLS runs the authority with mTLS
 // required: an authorizer given the CA and a client certificate syncs and
 // enforces revocations; one without a client certificate, or without TLS,
 // never becomes SERVING (it fails closed) and answers UNAVAILABLE.
 func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t, t.TempDir())
 	dataDir := t.TempDir()
 	proc := start(t, "authority", authorityBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--data-dir", dataDir, "--shutdown-timeout", "5s",
-		"--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.caFile)
+		"--tls-cert", p.ServerCertFile, "--tls-key", p.ServerKeyFile, "--tls-client-ca", p.CAFile)
 	conn, err := grpc.NewClient(proc.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: p.pool, Certificates: []tls.Certificate{p.client}, MinVersion: tls.VersionTLS12,
+		RootCAs: p.Pool, Certificates: []tls.Certificate{p.Client}, MinVersion: tls.VersionTLS12,
 	})))
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +34,7 @@ func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	a := &authority{proc: proc, dataDir: dataDir, client: sigilv1.NewTokenAuthorityServiceClient(conn)}
 
-	z := startAuthorizer(t, a, "--authority-ca", p.caFile, "--authority-cert", p.clientCert, "--authority-key", p.clientKey)
+	z := startAuthorizer(t, a, "--authority-ca", p.CAFile, "--authority-cert", p.ClientCertFile, "--authority-key", p.ClientKeyFile)
 	tok, id := a.mint(t)
 	wantDecision(t, z, tok, 0, allowed)
 	rev := a.revoke(t, id)
@@ -123,7 +44,7 @@ func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"no client certificate", []string{"--authority-ca", p.caFile}},
+		{"no client certificate", []string{"--authority-ca", p.CAFile}},
 		{"plaintext", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
