@@ -290,13 +290,15 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 	switch ev := msg.GetEvent().(type) {
 	case *sigilv1.WatchRevocationsResponse_Checkpoint:
 		f.checkpoints.Add(1)
+		// The skew is recorded before the revision is published, so that a
+		// waiter woken by this checkpoint sees the skew it carried.
+		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
 		f.mu.Lock()
 		if r := ev.Checkpoint.GetRevision(); r > f.st.applied {
 			f.st.applied = r
 			f.notifyLocked()
 		}
 		f.mu.Unlock()
-		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
 		f.prune()
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
 		f.applyLive(ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
