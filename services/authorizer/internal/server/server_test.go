@@ -258,7 +258,7 @@ func TestCheckPermissionDecisions(t *testing.T) {
 		want       sigilv1.DenyReason
 		reportedID bool
 	}{
-		{"forged", &sigilv1.CheckPermissionRequest{Token: tok[:len(tok)-1] + "x", Permission: "domain:renew"}, sigilv1.DenyReason_DENY_REASON_MALFORMED, false},
+		{"forged", &sigilv1.CheckPermissionRequest{Token: tok[:len(tok)-1] + otherChar(tok[len(tok)-1]), Permission: "domain:renew"}, sigilv1.DenyReason_DENY_REASON_MALFORMED, false},
 		{"oversized", &sigilv1.CheckPermissionRequest{Token: strings.Repeat("x", token.MaxLen+1), Permission: "domain:renew"}, sigilv1.DenyReason_DENY_REASON_MALFORMED, false},
 		{"other org", &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", OrgId: "org-b"}, sigilv1.DenyReason_DENY_REASON_ORG_MISMATCH, true},
 		{"other permission", &sigilv1.CheckPermissionRequest{Token: tok, Permission: "billing:view"}, sigilv1.DenyReason_DENY_REASON_PERMISSION_NOT_GRANTED, true},
@@ -441,4 +441,14 @@ func TestPanicIsAnErrorNeverAnAllow(t *testing.T) {
 	if status.Code(err) != codes.Internal || many != nil {
 		t.Fatalf("CheckPermissions = %v, %v; want INTERNAL", many, err)
 	}
+}
+
+// otherChar returns a checksum character different from c, so that a
+// "forged" token is never the original one by chance (1 in 62 with a fixed
+// replacement).
+func otherChar(c byte) string {
+	if c == 'x' {
+		return "y"
+	}
+	return "x"
 }
