@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -11,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 var crashCycles = flag.Int("crash.cycles", 50, "kill -9 cycles of TestCrashRecovery")
@@ -106,19 +105,8 @@ func TestCrashRecovery(t *testing.T) {
 	p.kill()
 	t.Logf("%d cycles: %d mints, %d revocations and %d key rotations acknowledged", *crashCycles, len(a.minted), len(a.revoked), len(a.keys))
 
-	db, err := bolt.Open(filepath.Join(dir, "sigil.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
-	if err != nil {
+	if err := store.CheckFile(filepath.Join(dir, "sigil.db"), 5*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	}); err != nil {
-		t.Fatalf("bbolt check: %v", err)
 	}
 }
 

@@ -3,14 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/sigil-auth/sigil/pkg/scope"
@@ -89,117 +87,11 @@ func mustCreate(t testing.TB, s *Bolt, tk Token) uint64 {
 	return rev
 }
 
-// verifyFile reopens a closed store file read-only, runs bbolt's
-// consistency check and checks the store's invariants.
+// verifyFile checks a closed store file: bbolt's consistency check and the
+// store's own invariants (CheckFile).
 func verifyFile(t testing.TB, path string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		t.Errorf("reopen for check: %v", err)
-		return
+	if err := CheckFile(path, time.Second); err != nil {
+		t.Errorf("check %s: %v", filepath.Base(path), err)
 	}
-	defer db.Close()
-	if err := db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			t.Errorf("bbolt check: %v", err)
-		}
-		return checkInvariants(tx)
-	}); err != nil {
-		t.Errorf("store invariants: %v", err)
-	}
-}
-
-// checkInvariants checks that the indexes agree with the records and that
-// no event or audit record is beyond the revision counter.
-func checkInvariants(tx *bolt.Tx) error {
-	rev, err := currentRevision(tx)
-	if err != nil {
-		return err
-	}
-	floor, err := compactedRevision(tx)
-	if err != nil {
-		return err
-	}
-	if floor > rev {
-		return fmt.Errorf("compacted %d > revision %d", floor, rev)
-	}
-	for _, b := range [][]byte{bucketEvents, bucketAudit} {
-		if k, _ := tx.Bucket(b).Cursor().Last(); k != nil && binary.BigEndian.Uint64(k) > rev {
-			return fmt.Errorf("bucket %s has revision %d > %d", b, binary.BigEndian.Uint64(k), rev)
-		}
-	}
-	if err := tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
-		_, err := decodeEvent(binary.BigEndian.Uint64(k), v)
-		return err
-	}); err != nil {
-		return err
-	}
-	// Audit log and its index: one index entry per record.
-	audit, byOrg := tx.Bucket(bucketAudit), tx.Bucket(bucketAuditByOrg)
-	if err := audit.ForEach(func(k, v []byte) error {
-		a, err := decodeAudit(binary.BigEndian.Uint64(k), v)
-		if err != nil {
-			return err
-		}
-		if byOrg.Get(auditOrgKey(a.OrgID, a.Revision)) == nil {
-			return fmt.Errorf("audit %d not indexed under %q", a.Revision, a.OrgID)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if a, b := audit.Stats().KeyN, byOrg.Stats().KeyN; a != b {
-		return fmt.Errorf("%d audit records, %d index entries", a, b)
-	}
-	// Tokens and their indexes.
-	var n, unrevoked int
-	tokens := tx.Bucket(bucketTokens)
-	if err := tokens.ForEach(func(k, v []byte) error {
-		tk, createRev, err := decodeToken(v)
-		if err != nil {
-			return err
-		}
-		n++
-		if tk.ID != string(k) || createRev == 0 || createRev > rev || tk.RevokeRev > rev {
-			return fmt.Errorf("token %s: bad record (create %d, revoke %d)", k, createRev, tk.RevokeRev)
-		}
-		if tx.Bucket(bucketTokensByOrg).Get(byOrgKey(tk.OrgID, createRev, tk.ID)) == nil ||
-			tx.Bucket(bucketTokensByCreator).Get(byCreatorKey(tk.OrgID, tk.CreatedBy, createRev, tk.ID)) == nil {
-			return fmt.Errorf("token %s: not in a listing index", tk.ID)
-		}
-		inUnrevoked := tx.Bucket(bucketUnrevoked).Get(unrevokedKey(tk.OrgID, tk.CreatedBy, tk.ID)) != nil
-		if inUnrevoked != (tk.RevokeRev == 0) || (tk.RevokeRev == 0) != tk.RevokeTime.IsZero() {
-			return fmt.Errorf("token %s: revoked at %d but unrevoked index says %v", tk.ID, tk.RevokeRev, inUnrevoked)
-		}
-		if inUnrevoked {
-			unrevoked++
-		}
-		if tk.RevokeRev == 0 && tx.Bucket(bucketRevoked).Get(k) != nil {
-			return fmt.Errorf("token %s: in revoked bucket but not revoked", tk.ID)
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, c := range []struct {
-		b    []byte
-		want int
-	}{{bucketTokensByOrg, n}, {bucketTokensByCreator, n}, {bucketUnrevoked, unrevoked}} {
-		if got := tx.Bucket(c.b).Stats().KeyN; got != c.want {
-			return fmt.Errorf("bucket %s: %d entries, want %d", c.b, got, c.want)
-		}
-	}
-	return tx.Bucket(bucketTokenNames).ForEach(func(k, v []byte) error {
-		tk, _, err := getToken(tx, string(v))
-		if err != nil {
-			return fmt.Errorf("name index: %w", err)
-		}
-		if !bytes.Equal(k, nameKey(tk.OrgID, tk.Name)) {
-			return fmt.Errorf("name index entry for token %s has the wrong key", tk.ID)
-		}
-		if tk.RevokeRev != 0 {
-			return fmt.Errorf("name index points to revoked token %s", tk.ID)
-		}
-		return nil
-	})
 }
