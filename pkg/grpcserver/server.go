@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -42,10 +43,6 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// TLS, when set, serves TLS (mTLS when it requires client certificates).
 	TLS *tls.Config
-	// Unary and Stream are appended to the chain after recovery, request id,
-	// logging and metrics: authentication goes here.
-	Unary  []grpc.UnaryServerInterceptor
-	Stream []grpc.StreamServerInterceptor
 	// MaxRecvMsgSize bounds request messages; DefaultMaxRecvMsgSize when 0.
 	MaxRecvMsgSize int
 }
@@ -53,9 +50,12 @@ type Options struct {
 // Server is a gRPC server with Sigil's interceptor chain, health and
 // reflection registered. Health starts NOT_SERVING.
 type Server struct {
-	grpc   *grpc.Server
-	health *health.Server
-	logger *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	logger  *slog.Logger
+	metrics *grpcprom.ServerMetrics // nil without a Registerer
+
+	initMetrics sync.Once
 }
 
 // New builds a server. The interceptor chain, in order:
@@ -67,7 +67,10 @@ type Server struct {
 //     header and added to the log line;
 //  3. logging: one line per finished call, without payloads or metadata;
 //  4. metrics: counts and latencies by method and code;
-//  5. the caller's interceptors (authentication).
+//  5. recovery again, right before the handler.
+//
+// Authentication is not an interceptor: each handler states which callers
+// it admits, after validating its request.
 func New(opts Options) *Server {
 	logger := opts.Logger
 	if logger == nil {
@@ -104,8 +107,6 @@ func New(opts Options) *Server {
 		unary = append(unary, metrics.UnaryServerInterceptor())
 		stream = append(stream, metrics.StreamServerInterceptor())
 	}
-	unary = append(unary, opts.Unary...)
-	stream = append(stream, opts.Stream...)
 	// A second recovery right before the handler, so that a handler's panic
 	// is logged with its request id and counted as Internal by the metrics.
 	unary = append(unary, recovery.UnaryServerInterceptor(rec))
@@ -128,16 +129,14 @@ func New(opts Options) *Server {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
 	s := &Server{
-		grpc:   grpc.NewServer(serverOpts...),
-		health: health.NewServer(),
-		logger: logger,
+		grpc:    grpc.NewServer(serverOpts...),
+		health:  health.NewServer(),
+		logger:  logger,
+		metrics: metrics,
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
-	if metrics != nil {
-		defer metrics.InitializeMetrics(s.grpc)
-	}
 	return s
 }
 
@@ -164,7 +163,14 @@ func (s *Server) SetServing(serving bool) {
 }
 
 // Serve serves on lis until Shutdown. It returns nil after a Shutdown.
+// The first call gives every method of every registered service its zero
+// series, so dashboards and alerts see a method before its first call.
 func (s *Server) Serve(lis net.Listener) error {
+	s.initMetrics.Do(func() {
+		if s.metrics != nil {
+			s.metrics.InitializeMetrics(s.grpc)
+		}
+	})
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

@@ -204,3 +204,37 @@ func TestShutdownIsBounded(t *testing.T) {
 		t.Fatal("stream still open after Shutdown")
 	}
 }
+
+// TestMetricsInitializedForRegisteredServices checks that a service
+// registered after New has its zero series before its first call, like
+// health and reflection: an alert on a method's error rate must not wait for
+// that method's first call.
+func TestMetricsInitializedForRegisteredServices(t *testing.T) {
+	f := start(t, &panicHealth{block: make(chan struct{})})
+	// A call on a connection proves Serve has begun.
+	if _, err := healthpb.NewHealthClient(f.conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_started_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			started[labels["grpc_service"]+"/"+labels["grpc_method"]] = true
+		}
+	}
+	for _, want := range []string{"test.PanicHealth/Check", "test.PanicHealth/Watch", "grpc.health.v1.Health/Watch"} {
+		if !started[want] {
+			t.Errorf("no grpc_server_started_total series for %s; have %v", want, started)
+		}
+	}
+}
