@@ -1535,7 +1535,7 @@ type WatchRevocationsResponse_KeyRevoked struct {
 }
 
 type WatchRevocationsResponse_Checkpoint struct {
-	// Periodic checkpoint (every second).
+	// Periodic checkpoint (every checkpoint interval, one second by default).
 	Checkpoint *Checkpoint `protobuf:"bytes,6,opt,name=checkpoint,proto3,oneof"`
 }
 

@@ -68,8 +68,9 @@ type TokenAuthorityServiceClient interface {
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	// WatchRevocations streams what authorizers need: a snapshot of revoked but
 	// unexpired tokens and of all verification keys, then live events in
-	// revision order, and a checkpoint every second. Callers present the watch
-	// credential (or the operator token).
+	// revision order, and a checkpoint every checkpoint interval (one second
+	// by default). Callers present the watch credential (or the operator
+	// token).
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 	// RotateSigningKey adds a new signing key (operator only). It is announced
 	// at once and signs new tokens after an activation delay.
@@ -253,8 +254,9 @@ type TokenAuthorityServiceServer interface {
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	// WatchRevocations streams what authorizers need: a snapshot of revoked but
 	// unexpired tokens and of all verification keys, then live events in
-	// revision order, and a checkpoint every second. Callers present the watch
-	// credential (or the operator token).
+	// revision order, and a checkpoint every checkpoint interval (one second
+	// by default). Callers present the watch credential (or the operator
+	// token).
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	// RotateSigningKey adds a new signing key (operator only). It is announced
 	// at once and signs new tokens after an activation delay.
