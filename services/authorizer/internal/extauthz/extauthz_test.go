@@ -27,6 +27,7 @@ import (
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
@@ -124,7 +125,7 @@ func newEnv(t testing.TB, src string) *env {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	metrics := server.NewMetrics(e.reg)
+	metrics := check.NewMetrics(e.reg)
 	srv := grpcserver.New(grpcserver.Options{Logger: logger})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{Decider: dec, Follower: e.state, Metrics: metrics}))
 	srv.RegisterService(&authv3.Authorization_ServiceDesc, New(Options{
