@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,9 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -73,30 +70,18 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcserver.New(grpcserver.Options{})
-	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
-		Decider: dec, Follower: e.fol, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
-	}))
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan struct{})
-	go func() { _ = srv.Serve(lis); close(served) }()
-	cc, err := grpc.NewClient("passthrough:///authorizer",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.client = sigilv1.NewAuthorizerServiceClient(cc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.fol.Run(ctx); close(done) }()
 	t.Cleanup(func() {
-		cc.Close()
-		srv.Shutdown(time.Second)
-		<-served
 		cancel()
 		<-done
 	})
+	srv := grpcserver.New(grpcserver.Options{})
+	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
+		Decider: dec, Follower: e.fol, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+	}))
+	e.client = sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	return e
 }
 
@@ -405,17 +390,7 @@ func TestPanicIsAnErrorNeverAnAllow(t *testing.T) {
 	dec, _ := decision.New(decision.Options{Codec: codec, State: st, CacheSize: 10})
 	srv := grpcserver.New(grpcserver.Options{})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{Decider: dec, Follower: st}))
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Shutdown(time.Second)
-	cc, err := grpc.NewClient("passthrough:///x",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := sigilv1.NewAuthorizerServiceClient(cc)
+	client := sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	resp, err := client.CheckPermission(context.Background(), &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view"})
 	if status.Code(err) != codes.Internal || resp.GetAllowed() {
 		t.Fatalf("CheckPermission = %v, %v; want INTERNAL", resp, err)
