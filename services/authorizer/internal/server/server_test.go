@@ -48,11 +48,27 @@ type env struct {
 	codec  *token.Codec
 	priv   ed25519.PrivateKey
 	pub    ed25519.PublicKey
+	waits  chan uint64 // the revision of every min_revision wait the server begins
+}
+
+// waitSignal is a follower that tells the test when the server begins a
+// min_revision wait.
+type waitSignal struct {
+	*follower.Follower
+	waits chan<- uint64
+}
+
+func (w waitSignal) WaitFor(ctx context.Context, rev uint64) error {
+	select {
+	case w.waits <- rev:
+	default:
+	}
+	return w.Follower.WaitFor(ctx, rev)
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{clock: &testClock{t: t0}}
+	e := &env{clock: &testClock{t: t0}, waits: make(chan uint64, 16)}
 	var conn *grpc.ClientConn
 	e.fake, conn = authoritytest.Start(t)
 	e.fol = follower.New(follower.Options{
@@ -79,7 +95,7 @@ func newEnv(t *testing.T) *env {
 	})
 	srv := grpcserver.New(grpcserver.Options{})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
-		Decider: dec, Follower: e.fol, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+		Decider: dec, Follower: waitSignal{e.fol, e.waits}, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
 	}))
 	e.client = sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	return e
@@ -323,17 +339,30 @@ func TestMinRevision(t *testing.T) {
 		}
 	})
 	t.Run("no deadline: bounded by max wait", func(t *testing.T) {
-		start := time.Now()
-		_, err := e.client.CheckPermission(context.Background(), req)
-		wantCode(t, err, codes.Unavailable, "")
-		if time.Since(start) > 3*time.Second {
-			t.Fatal("wait not bounded")
+		got := make(chan error, 1)
+		go func() {
+			_, err := e.client.CheckPermission(context.Background(), req)
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			// Ended by MaxWait: the revision was not reached, and the
+			// server says so (not the client's deadline: it has none).
+			wantCode(t, err, codes.Unavailable, "")
+			if !strings.Contains(err.Error(), "min_revision 20 not reached") {
+				t.Fatalf("err = %v, want the min_revision wait to have ended", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("a call without a deadline waits for ever")
 		}
 	})
 	t.Run("revision arrives", func(t *testing.T) {
 		type result struct {
 			resp *sigilv1.CheckPermissionResponse
 			err  error
+		}
+		for len(e.waits) > 0 {
+			<-e.waits // the earlier subtests' waits
 		}
 		got := make(chan result, 1)
 		go func() {
@@ -342,7 +371,15 @@ func TestMinRevision(t *testing.T) {
 			r, err := e.client.CheckPermission(ctx, req)
 			got <- result{r, err}
 		}()
-		time.Sleep(20 * time.Millisecond)
+		// The revocation comes once the call is waiting for it.
+		select {
+		case rev := <-e.waits:
+			if rev != 20 {
+				t.Fatalf("waiting for revision %d, want 20", rev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the call did not wait for min_revision")
+		}
 		e.sess.Send(t, authoritytest.TokenRevoked(20, id, t0.Add(24*time.Hour)))
 		r := <-got
 		if r.err != nil || r.resp.GetAllowed() || r.resp.GetReason() != sigilv1.DenyReason_DENY_REASON_REVOKED || r.resp.GetRevision() < 20 {
