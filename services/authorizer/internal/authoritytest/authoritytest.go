@@ -6,6 +6,7 @@ package authoritytest
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,3 +194,19 @@ func KeyRevoked(rev uint64, id string) *sigilv1.WatchRevocationsResponse {
 func Checkpoint(rev uint64, now time.Time) *sigilv1.WatchRevocationsResponse {
 	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(now)}}}
 }
+
+// Clock is a settable clock for the follower and the decider under test, so
+// that staleness and token times move only when the test says.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,28 +22,19 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 type harness struct {
 	f     *Follower
 	fake  *authoritytest.Fake
-	clock *testClock
+	clock *authoritytest.Clock
 }
 
 // start serves a fake authority and runs a follower against it; every
 // stream the follower opens is a session of h.fake.
 func start(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{clock: &testClock{t: t0}}
+	h := &harness{clock: authoritytest.NewClock(t0)}
 	var conn *grpc.ClientConn
 	h.fake, conn = authoritytest.Start(t)
 	h.f = New(Options{

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,21 +28,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 // env is an authorizer (follower, decider, service on the shared gRPC
 // server) following a fake authority, reached over bufconn.
 type env struct {
 	fake   *authoritytest.Fake
 	sess   *authoritytest.Session
 	fol    *follower.Follower
-	clock  *testClock
+	clock  *authoritytest.Clock
 	client sigilv1.AuthorizerServiceClient
 	codec  *token.Codec
 	priv   ed25519.PrivateKey
@@ -68,7 +59,7 @@ func (w waitSignal) WaitFor(ctx context.Context, rev uint64) error {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{clock: &testClock{t: t0}, waits: make(chan uint64, 16)}
+	e := &env{clock: authoritytest.NewClock(t0), waits: make(chan uint64, 16)}
 	var conn *grpc.ClientConn
 	e.fake, conn = authoritytest.Start(t)
 	e.fol = follower.New(follower.Options{
