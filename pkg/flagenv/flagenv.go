@@ -37,3 +37,20 @@ func Apply(fs *flag.FlagSet, prefix string, lookup func(string) (string, bool)) 
 	})
 	return err
 }
+
+// Parse parses args (without the program name) into fs, refuses positional
+// arguments, then applies the environment as Apply does. The flag package's
+// own errors (flag.ErrHelp among them) are returned as they are; the others
+// start with "config: ", as every configuration error does.
+func Parse(fs *flag.FlagSet, args []string, prefix string, lookup func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	if err := Apply(fs, prefix, lookup); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}

@@ -2,15 +2,12 @@
 package config
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"net"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/sigil-auth/sigil/pkg/flagcheck"
 	"github.com/sigil-auth/sigil/pkg/flagenv"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -71,14 +68,8 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.LockTimeout, "lock-timeout", 3*time.Second, "how long to wait for the database file lock held by another process")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: allow anonymous WatchRevocations")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
-	}
-	if err := flagenv.Apply(fs, EnvPrefix, lookup); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	c.fillDefaults()
 	return c, nil
@@ -100,88 +91,35 @@ func (c *Config) fillDefaults() {
 // Validate checks the whole configuration and returns every problem found,
 // each naming its flag.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(flagName, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, args...)))
-	}
-	if err := checkAddr(c.Listen); err != nil {
-		bad("listen", "%v", err)
-	}
+	var p flagcheck.Problems
+	p.Check("listen", flagcheck.Addr(c.Listen))
 	if c.MetricsListen != "" {
-		if err := checkAddr(c.MetricsListen); err != nil {
-			bad("metrics-listen", "%v", err)
-		}
+		p.Check("metrics-listen", flagcheck.Addr(c.MetricsListen))
 	}
 	if c.DataDir == "" {
-		bad("data-dir", "must not be empty")
+		p.Add("data-dir", "must not be empty")
 	}
 	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile} {
 		if v == "" {
-			bad(name, "must not be empty")
+			p.Add(name, "must not be empty")
 		}
 	}
 	if c.OperatorTokenFile != "" && c.OperatorTokenFile == c.WatchTokenFile {
-		bad("watch-token-file", "must differ from --operator-token-file")
+		p.Add("watch-token-file", "must differ from --operator-token-file")
 	}
-	if c.MinTTL <= 0 {
-		bad("min-ttl", "must be positive, got %s", c.MinTTL)
-	}
-	if c.MaxTTL <= 0 {
-		bad("max-ttl", "must be positive, got %s", c.MaxTTL)
-	}
+	p.Positive("min-ttl", c.MinTTL)
+	p.Positive("max-ttl", c.MaxTTL)
 	if c.MinTTL > 0 && c.MaxTTL > 0 && c.MinTTL > c.MaxTTL {
-		bad("min-ttl", "%s exceeds --max-ttl %s", c.MinTTL, c.MaxTTL)
+		p.Add("min-ttl", "%s exceeds --max-ttl %s", c.MinTTL, c.MaxTTL)
 	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		bad("tls-cert", "--tls-cert and --tls-key go together")
-	}
-	if c.TLSClientCA != "" && c.TLSCert == "" {
-		bad("tls-client-ca", "needs --tls-cert and --tls-key")
-	}
-	if err := checkPrefix(c.TokenPrefix); err != nil {
-		bad("token-prefix", "%v", err)
-	}
+	p.ServerTLS(c.TLSCert, c.TLSKey, c.TLSClientCA)
+	p.Check("token-prefix", flagcheck.TokenPrefix(c.TokenPrefix))
 	if c.KeyActivationDelay <= CheckpointInterval {
-		bad("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
+		p.Add("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout", "must be positive, got %s", c.ShutdownTimeout)
-	}
-	if c.LockTimeout <= 0 {
-		bad("lock-timeout", "must be positive, got %s", c.LockTimeout)
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		bad("log-level", "%v", err)
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("config: %w", errors.Join(errs...))
-}
-
-func checkAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q: %v", addr, err)
-	}
-	if port == "" {
-		return fmt.Errorf("address %q: missing port", addr)
-	}
-	if _, err := net.LookupPort("tcp", port); err != nil {
-		return fmt.Errorf("address %q: bad port", addr)
-	}
-	_ = host // an empty host listens on every interface
-	return nil
-}
-
-// checkPrefix accepts what the token codec accepts, and not the empty
-// string (which the codec would silently replace by the default).
-func checkPrefix(p string) error {
-	if p == "" {
-		return errors.New("must not be empty")
-	}
-	if _, err := token.NewCodec(p); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "token: "))
-	}
-	return nil
+	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	p.Positive("lock-timeout", c.LockTimeout)
+	_, err := logging.ParseLevel(c.LogLevel)
+	p.Check("log-level", err)
+	return p.Err()
 }

@@ -27,6 +27,7 @@ import (
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/tlsconfig"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/config"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/extauthz"
@@ -119,7 +120,7 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	registerStateMetrics(reg, fol, dec)
 
 	srv := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: serverTLS})
-	decisionMetrics := server.NewMetrics(reg)
+	decisionMetrics := check.NewMetrics(reg)
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{
 		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Metrics: decisionMetrics,
 	}))

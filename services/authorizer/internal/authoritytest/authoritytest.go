@@ -1,10 +1,12 @@
 // Package authoritytest is a scriptable fake of the authority's revocation
-// stream, served over bufconn, for the authorizer's tests.
+// stream, served over bufconn, for the authorizer's tests; and Serve, which
+// serves the authorizer's own services over bufconn the same way.
 package authoritytest
 
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
 )
@@ -115,17 +118,41 @@ func Start(t testing.TB) (*Fake, *grpc.ClientConn) {
 	srv := grpc.NewServer()
 	sigilv1.RegisterTokenAuthorityServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
+	conn := dial(t, lis)
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+	})
+	return f, conn
+}
+
+// Serve serves srv (the services the test registered on it) over bufconn
+// and returns a client connection to it. When the test ends, the connection
+// is closed and srv shut down (gracefully, for at most a second).
+func Serve(t testing.TB, srv *grpcserver.Server) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	served := make(chan struct{})
+	go func() { _ = srv.Serve(lis); close(served) }()
+	conn := dial(t, lis)
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Shutdown(time.Second)
+		<-served
+	})
+	return conn
+}
+
+// dial returns a plaintext client connection to lis.
+func dial(t testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-	})
-	return f, conn
+	return conn
 }
 
 // Key returns a signing key message.
@@ -167,3 +194,19 @@ func KeyRevoked(rev uint64, id string) *sigilv1.WatchRevocationsResponse {
 func Checkpoint(rev uint64, now time.Time) *sigilv1.WatchRevocationsResponse {
 	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(now)}}}
 }
+
+// Clock is a settable clock for the follower and the decider under test, so
+// that staleness and token times move only when the test says.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }

@@ -2,14 +2,11 @@
 package config
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"net"
-	"strings"
 	"time"
 
+	"github.com/sigil-auth/sigil/pkg/flagcheck"
 	"github.com/sigil-auth/sigil/pkg/flagenv"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -65,14 +62,8 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.Routes, "routes", "", "route policy file (YAML) mapping HTTP requests to permissions; when set, Envoy's ext_authz Check is served on the gRPC port")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
-	}
-	if err := flagenv.Apply(fs, EnvPrefix, lookup); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
 }
@@ -80,82 +71,28 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 // Validate checks the whole configuration and returns every problem found,
 // each naming its flag.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(flagName, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("--%s: %s", flagName, fmt.Sprintf(format, args...)))
-	}
-	if err := checkAddr(c.Listen); err != nil {
-		bad("listen", "%v", err)
-	}
+	var p flagcheck.Problems
+	p.Check("listen", flagcheck.Addr(c.Listen))
 	if c.MetricsListen != "" {
-		if err := checkAddr(c.MetricsListen); err != nil {
-			bad("metrics-listen", "%v", err)
-		}
+		p.Check("metrics-listen", flagcheck.Addr(c.MetricsListen))
 	}
-	if err := checkAddr(c.Authority); err != nil {
-		bad("authority", "%v", err)
-	}
-	if c.MaxStaleness <= 0 {
-		bad("max-staleness", "must be positive, got %s", c.MaxStaleness)
-	}
+	p.Check("authority", flagcheck.Addr(c.Authority))
+	p.Positive("max-staleness", c.MaxStaleness)
 	if c.ClockLeeway < 0 || c.ClockLeeway > 5*time.Minute {
-		bad("clock-leeway", "must be between 0 and 5m, got %s", c.ClockLeeway)
+		p.Add("clock-leeway", "must be between 0 and 5m, got %s", c.ClockLeeway)
 	}
-	if c.MaxWait <= 0 {
-		bad("max-wait", "must be positive, got %s", c.MaxWait)
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		bad("tls-cert", "--tls-cert and --tls-key go together")
-	}
-	if c.TLSClientCA != "" && c.TLSCert == "" {
-		bad("tls-client-ca", "needs --tls-cert and --tls-key")
-	}
-	if (c.AuthorityCert == "") != (c.AuthorityKey == "") {
-		bad("authority-cert", "--authority-cert and --authority-key go together")
-	}
+	p.Positive("max-wait", c.MaxWait)
+	p.ServerTLS(c.TLSCert, c.TLSKey, c.TLSClientCA)
+	p.Pair("authority-cert", c.AuthorityCert, "authority-key", c.AuthorityKey)
 	if c.AuthorityCert != "" && c.AuthorityCA == "" {
-		bad("authority-cert", "needs --authority-ca")
+		p.Add("authority-cert", "needs --authority-ca")
 	}
-	if err := checkPrefix(c.TokenPrefix); err != nil {
-		bad("token-prefix", "%v", err)
-	}
+	p.Check("token-prefix", flagcheck.TokenPrefix(c.TokenPrefix))
 	if c.CacheSize < 1 || c.CacheSize > 10_000_000 {
-		bad("cache-size", "must be between 1 and 10000000, got %d", c.CacheSize)
+		p.Add("cache-size", "must be between 1 and 10000000, got %d", c.CacheSize)
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout", "must be positive, got %s", c.ShutdownTimeout)
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		bad("log-level", "%v", err)
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("config: %w", errors.Join(errs...))
-}
-
-func checkAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q: %v", addr, err)
-	}
-	if port == "" {
-		return fmt.Errorf("address %q: missing port", addr)
-	}
-	if _, err := net.LookupPort("tcp", port); err != nil {
-		return fmt.Errorf("address %q: bad port", addr)
-	}
-	return nil
-}
-
-// checkPrefix defers to the token format's own rule, so the flag accepts
-// exactly the prefixes a codec can be built with.
-func checkPrefix(p string) error {
-	if p == "" {
-		return errors.New("must not be empty")
-	}
-	if _, err := token.NewCodec(p); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "token: "))
-	}
-	return nil
+	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	_, err := logging.ParseLevel(c.LogLevel)
+	p.Check("log-level", err)
+	return p.Err()
 }

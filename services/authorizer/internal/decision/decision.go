@@ -1,6 +1,21 @@
 // Package decision decides permission checks: offline token verification,
-// key state, time, revocation, organization and grants, in the order of the
-// design, with a bounded cache of verified claims. It knows nothing of gRPC.
+// key state, time, revocation, organization and grants, with a bounded cache
+// of verified claims. It knows nothing of gRPC.
+//
+// The checks run in this order; the first that fails is the denial's reason:
+//  1. size, prefix, checksum and encoding: Malformed;
+//  2. the signing key is known: UnknownKey;
+//  3. the signature verifies under it: BadSignature (claims that do not
+//     decode after a good signature are Malformed);
+//  4. the key is not revoked: KeyRevoked;
+//  5. issue and expiry times, with the clock leeway: NotYetValid, Expired;
+//  6. the token is not revoked: Revoked;
+//  7. the organization, when the check names one: OrgMismatch;
+//  8. a grant carries the permission: PermissionNotGranted; and covers the
+//     resource (equal to one of the grant's, or below it; an unrestricted
+//     grant when no resource is named): ResourceNotGranted.
+//
+// Only a check that passes all eight is an Allow.
 package decision
 
 import (
@@ -181,7 +196,7 @@ func (d *Decider) Decide(tok, permission, resource, orgID string) Decision {
 	return d.Authenticate(tok, orgID).Check(permission, resource)
 }
 
-// Authenticate runs the token-level checks of the design, in order: size,
+// Authenticate runs the token-level checks, in order: size,
 // prefix and checksum, decoding, key lookup, signature, claims, key state,
 // time (with the leeway), revocation, organization.
 func (d *Decider) Authenticate(tok, orgID string) Verdict {

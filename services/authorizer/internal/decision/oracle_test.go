@@ -11,9 +11,10 @@ import (
 	"github.com/sigil-auth/sigil/pkg/token"
 )
 
-// The oracle test compares Decide with a reference model of the rules of
-// design §1, §2 and §4, written here from the design and not from the code:
-// it never parses a token, but knows how each one was made.
+// The oracle test compares Decide with a reference model of the rules (the
+// token format, the grant matching and the check order listed in the package
+// comment), written from the rules and not from the code: it never parses a
+// token, but knows how each one was made.
 
 // modelKey is the model's view of a signing key.
 type modelKey struct {
@@ -35,7 +36,8 @@ type modelWorld struct {
 	now     time.Time
 }
 
-// modelDecide is the reference model: the check order of design §4.
+// modelDecide is the reference model: the checks in the order of the
+// package comment, the first that fails giving the reason.
 func modelDecide(w *modelWorld, m modelToken, perm, res, org string) (Reason, bool) {
 	switch m.forgery {
 	case "garbage", "flip", "truncate", "prefix", "oversize", "empty", "re-encode":

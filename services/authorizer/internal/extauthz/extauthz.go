@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
-	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
 )
 
 // Header names exchanged with Envoy (lower case, as Envoy passes them).
@@ -50,9 +50,9 @@ type Options struct {
 	// Decider decides, as for CheckPermission. Required.
 	Decider *decision.Decider
 	// Follower tells whether the state is usable. Required.
-	Follower server.Follower
+	Follower check.Follower
 	// Metrics are the decision metrics shared with CheckPermission. Required.
-	Metrics *server.Metrics
+	Metrics *check.Metrics
 	// Registerer receives the per-route metrics. Nil disables them.
 	Registerer prometheus.Registerer
 	// Logger receives one debug line per decision. Nil discards.
@@ -81,8 +81,8 @@ type service struct {
 	authv3.UnimplementedAuthorizationServer
 	policy   *routes.Policy
 	decider  *decision.Decider
-	follower server.Follower
-	metrics  *server.Metrics
+	follower check.Follower
+	metrics  *check.Metrics
 	logger   *slog.Logger
 
 	checks  *prometheus.CounterVec   // route, outcome
@@ -123,7 +123,7 @@ func (s *service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 
 	// Readiness first, as for CheckPermission: a stale authorizer answers
 	// nothing, not even the policy's default.
-	if err := server.Ready(s.follower); err != nil {
+	if err := check.Ready(s.follower); err != nil {
 		s.record(ctx, routeName, outcomeUnavailable, 0)
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (s *service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	var orgID string
 	if h := m.Route.OrgHeader; h != "" {
 		orgID = headerValue(http, h)
-		if len(orgID) > server.MaxOrgIDLen {
+		if len(orgID) > check.MaxOrgIDLen {
 			s.record(ctx, routeName, outcomeInvalidOrg, 400)
 			return denied(typev3.StatusCode_BadRequest, codes.InvalidArgument, "invalid_request", outcomeInvalidOrg, ""), nil
 		}
@@ -159,7 +159,7 @@ func (s *service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	d := s.decider.Decide(tok, m.Route.Permission, m.Resource, orgID)
 	s.metrics.Decided(d.Reason)
 	s.metrics.Observe(start)
-	reason := server.DenyReason(d.Reason).String()
+	reason := check.DenyReason(d.Reason).String()
 	if d.Allowed() && d.Claims != nil {
 		s.record(ctx, routeName, d.Reason.String(), 200)
 		return allowed(d.Claims), nil

@@ -1,13 +1,11 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,16 +15,16 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/authoritytest"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
@@ -91,20 +89,8 @@ type env struct {
 	client  authv3.AuthorizationClient
 	checkPB sigilv1.AuthorizerServiceClient
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testproc.Buffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newEnv(t testing.TB, src string) *env {
 	t.Helper()
@@ -113,7 +99,7 @@ func newEnv(t testing.TB, src string) *env {
 		t.Fatal(err)
 	}
 	e := &env{state: &fakeState{pub: pub, revoked: map[token.ID]bool{}, ready: true, synced: true}, priv: priv,
-		reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+		reg: prometheus.NewRegistry(), logs: &testproc.Buffer{}}
 	e.codec, _ = token.NewCodec("")
 	dec, err := decision.New(decision.Options{Codec: e.codec, State: e.state, Leeway: 30 * time.Second, CacheSize: 100})
 	if err != nil {
@@ -124,28 +110,15 @@ func newEnv(t testing.TB, src string) *env {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	metrics := server.NewMetrics(e.reg)
+	metrics := check.NewMetrics(e.reg)
 	srv := grpcserver.New(grpcserver.Options{Logger: logger})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{Decider: dec, Follower: e.state, Metrics: metrics}))
 	srv.RegisterService(&authv3.Authorization_ServiceDesc, New(Options{
 		Policy: pol, Decider: dec, Follower: e.state, Metrics: metrics, Registerer: e.reg, Logger: logger,
 	}))
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan struct{})
-	go func() { _ = srv.Serve(lis); close(served) }()
-	cc, err := grpc.NewClient("passthrough:///authorizer",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := authoritytest.Serve(t, srv)
 	e.client = authv3.NewAuthorizationClient(cc)
 	e.checkPB = sigilv1.NewAuthorizerServiceClient(cc)
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Shutdown(time.Second)
-		<-served
-	})
 	return e
 }
 

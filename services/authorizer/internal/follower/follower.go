@@ -46,8 +46,9 @@ type Options struct {
 	// least the verifier's clock leeway, so that a token accepted within
 	// the leeway after its expiry is still known as revoked.
 	Retention time.Duration
-	// IdleTimeout drops a stream that has been silent this long (the
-	// authority sends a checkpoint every second); 5s when zero.
+	// IdleTimeout drops a stream that has been silent this long; 5s when
+	// zero. The authority sends a checkpoint at its checkpoint interval (1s
+	// by default), so it must exceed that interval.
 	IdleTimeout time.Duration
 	// SkewWarning, when positive, logs a warning (at most once a minute)
 	// when the authority's clock, as carried by checkpoints, differs from
@@ -204,7 +205,8 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 	f.mu.RUnlock()
 
 	// A stream that stays silent longer than the idle timeout is dropped:
-	// the authority checkpoints every second, so silence means trouble.
+	// the authority sends a checkpoint at every checkpoint interval (1s by
+	// default), so silence means trouble.
 	idle := time.AfterFunc(f.opts.IdleTimeout, cancel)
 	defer idle.Stop()
 

@@ -5,19 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -27,93 +22,21 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// session is one WatchRevocations call on the fake authority: the test
-// reads the request, sends messages and ends the stream.
-type session struct {
-	req  *sigilv1.WatchRevocationsRequest
-	auth string
-	send chan *sigilv1.WatchRevocationsResponse
-	end  chan error
-}
-
-func (s *session) push(t *testing.T, msgs ...*sigilv1.WatchRevocationsResponse) {
-	t.Helper()
-	for _, m := range msgs {
-		select {
-		case s.send <- m:
-		case <-time.After(5 * time.Second):
-			t.Fatal("stream did not take a message")
-		}
-	}
-}
-
-// fakeAuthority is a TokenAuthorityService whose WatchRevocations is a
-// function field.
-type fakeAuthority struct {
-	sigilv1.UnimplementedTokenAuthorityServiceServer
-	watch func(*sigilv1.WatchRevocationsRequest, grpc.ServerStreamingServer[sigilv1.WatchRevocationsResponse]) error
-}
-
-func (f *fakeAuthority) WatchRevocations(req *sigilv1.WatchRevocationsRequest, s grpc.ServerStreamingServer[sigilv1.WatchRevocationsResponse]) error {
-	return f.watch(req, s)
-}
-
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 type harness struct {
-	f        *Follower
-	sessions chan *session
-	clock    *testClock
+	f     *Follower
+	fake  *authoritytest.Fake
+	clock *authoritytest.Clock
 }
 
-// start serves a fake authority over bufconn and runs a follower against
-// it; every stream the follower opens arrives on h.sessions.
+// start serves a fake authority and runs a follower against it; every
+// stream the follower opens is a session of h.fake.
 func start(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{sessions: make(chan *session, 8), clock: &testClock{t: t0}}
-	fake := &fakeAuthority{watch: func(req *sigilv1.WatchRevocationsRequest, st grpc.ServerStreamingServer[sigilv1.WatchRevocationsResponse]) error {
-		md, _ := metadata.FromIncomingContext(st.Context())
-		s := &session{req: req, send: make(chan *sigilv1.WatchRevocationsResponse), end: make(chan error, 1)}
-		if v := md.Get("authorization"); len(v) == 1 {
-			s.auth = v[0]
-		}
-		select {
-		case h.sessions <- s:
-		case <-st.Context().Done():
-			return st.Context().Err()
-		}
-		for {
-			select {
-			case m := <-s.send:
-				if err := st.Send(m); err != nil {
-					return err
-				}
-			case err := <-s.end:
-				return err
-			case <-st.Context().Done():
-				return st.Context().Err()
-			}
-		}
-	}}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	sigilv1.RegisterTokenAuthorityServiceServer(srv, fake)
-	go func() { _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := &harness{clock: authoritytest.NewClock(t0)}
+	var conn *grpc.ClientConn
+	h.fake, conn = authoritytest.Start(t)
 	h.f = New(Options{
 		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
 		Credential:   func() (string, error) { return "watch-secret", nil },
@@ -129,22 +52,12 @@ func start(t *testing.T) *harness {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		conn.Close()
-		srv.Stop()
 	})
 	return h
 }
 
-func (h *harness) next(t *testing.T) *session {
-	t.Helper()
-	select {
-	case s := <-h.sessions:
-		return s
-	case <-time.After(5 * time.Second):
-		t.Fatal("follower did not open a stream")
-		return nil
-	}
-}
+// next returns the next stream the follower opens.
+func (h *harness) next(t *testing.T) *authoritytest.Session { return h.fake.Next(t) }
 
 // waitRev waits until the follower applied rev.
 func (h *harness) waitRev(t *testing.T, rev uint64) {
@@ -197,8 +110,9 @@ var (
 	evKeyRevoked = authoritytest.KeyRevoked
 )
 
+// checkpoint is a checkpoint at rev carrying the authority time t0.
 func checkpoint(rev uint64) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(t0)}}}
+	return authoritytest.Checkpoint(rev, t0)
 }
 
 const active = sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE
@@ -215,21 +129,21 @@ func keyState(f *Follower, id string) (known, revoked bool) {
 
 // syncBasic brings a fresh follower to epoch e1, revision 10, with key k1
 // and revoked token t1.
-func syncBasic(t *testing.T, h *harness) (*session, token.ID) {
+func syncBasic(t *testing.T, h *harness) (*authoritytest.Session, token.ID) {
 	t.Helper()
 	s := h.next(t)
-	if s.req.GetAfterRevision() != 0 || s.req.GetEpoch() != "" {
-		t.Fatalf("first request = %v, want after_revision 0 and no epoch", s.req)
+	if s.Req.GetAfterRevision() != 0 || s.Req.GetEpoch() != "" {
+		t.Fatalf("first request = %v, want after_revision 0 and no epoch", s.Req)
 	}
-	if s.auth != "Bearer watch-secret" {
-		t.Fatalf("authorization = %q, want the watch credential as a bearer token", s.auth)
+	if s.Auth != "Bearer watch-secret" {
+		t.Fatalf("authorization = %q, want the watch credential as a bearer token", s.Auth)
 	}
 	if h.f.Ready() || h.f.Synced() {
 		t.Fatal("ready before any snapshot")
 	}
 	t1 := tid(t)
-	s.push(t, chunk("e1", 10, []*sigilv1.SigningKey{key("k1", active, pubKey(t))}, revokedTok(0, t1, t0.Add(time.Hour))))
-	s.push(t, snapEnd("e1", 10))
+	s.Send(t, chunk("e1", 10, []*sigilv1.SigningKey{key("k1", active, pubKey(t))}, revokedTok(0, t1, t0.Add(time.Hour))))
+	s.Send(t, snapEnd("e1", 10))
 	h.waitRev(t, 10)
 	waitFor(t, "synced", h.f.Synced)
 	return s, t1
@@ -240,14 +154,14 @@ func TestSnapshotThenGapFreeEvents(t *testing.T) {
 	s := h.next(t)
 	t1, t2, t3, t4 := tid(t), tid(t), tid(t), tid(t)
 	k1, k2 := pubKey(t), pubKey(t)
-	s.push(t,
+	s.Send(t,
 		chunk("e1", 10, []*sigilv1.SigningKey{key("k1", active, k1)}, revokedTok(0, t1, t0.Add(time.Hour))),
 		chunk("e1", 10, []*sigilv1.SigningKey{key("old", sigilv1.SigningKeyState_SIGNING_KEY_STATE_VERIFY_ONLY, pubKey(t)), key("bad", sigilv1.SigningKeyState_SIGNING_KEY_STATE_REVOKED, pubKey(t))}, revokedTok(0, t2, t0.Add(time.Hour))),
 	)
 	if h.f.Synced() {
 		t.Fatal("synced before the snapshot end")
 	}
-	s.push(t, snapEnd("e1", 10))
+	s.Send(t, snapEnd("e1", 10))
 	h.waitRev(t, 10)
 	if !h.f.Synced() || !h.f.Ready() || h.f.Epoch() != "e1" {
 		t.Fatalf("after snapshot: synced=%v ready=%v epoch=%q", h.f.Synced(), h.f.Ready(), h.f.Epoch())
@@ -263,7 +177,7 @@ func TestSnapshotThenGapFreeEvents(t *testing.T) {
 
 	// Live events with gaps between revisions (token creations are not
 	// streamed), and a duplicate.
-	s.push(t,
+	s.Send(t,
 		evRevoked(12, t3, t0.Add(time.Hour)),
 		evKeyAdded(13, key("k2", sigilv1.SigningKeyState_SIGNING_KEY_STATE_PENDING, k2)),
 		evKeyRevoked(15, "k1"),
@@ -291,7 +205,7 @@ func TestSnapshotThenGapFreeEvents(t *testing.T) {
 		t.Errorf("stats = %+v", st)
 	}
 	// A later key_added cannot bring a revoked key back.
-	s.push(t, evKeyAdded(21, key("k1", active, k1)), checkpoint(21))
+	s.Send(t, evKeyAdded(21, key("k1", active, k1)), checkpoint(21))
 	h.waitRev(t, 21)
 	if _, revoked := keyState(h.f, "k1"); !revoked {
 		t.Error("a revoked key came back")
@@ -302,17 +216,17 @@ func TestResumeFromAppliedRevision(t *testing.T) {
 	h := start(t)
 	s, t1 := syncBasic(t, h)
 	t2 := tid(t)
-	s.push(t, evRevoked(14, t2, t0.Add(time.Hour)))
+	s.Send(t, evRevoked(14, t2, t0.Add(time.Hour)))
 	h.waitRev(t, 14)
-	s.end <- status.Error(codes.Unavailable, "authority restarting")
+	s.End(status.Error(codes.Unavailable, "authority restarting"))
 
 	s2 := h.next(t)
-	if s2.req.GetAfterRevision() != 14 || s2.req.GetEpoch() != "e1" {
-		t.Fatalf("resume request = %v, want after_revision 14 epoch e1", s2.req)
+	if s2.Req.GetAfterRevision() != 14 || s2.Req.GetEpoch() != "e1" {
+		t.Fatalf("resume request = %v, want after_revision 14 epoch e1", s2.Req)
 	}
 	// Resumed streams start with live events; the state is kept.
 	t3 := tid(t)
-	s2.push(t, evRevoked(15, t3, t0.Add(time.Hour)))
+	s2.Send(t, evRevoked(15, t3, t0.Add(time.Hour)))
 	h.waitRev(t, 15)
 	for _, id := range []token.ID{t1, t2, t3} {
 		if !isRevoked(h.f, id) {
@@ -336,13 +250,13 @@ func TestResnapshotReplacesState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t)
 			s, t1 := syncBasic(t, h)
-			s.end <- status.Error(codes.Unavailable, "gone")
+			s.End(status.Error(codes.Unavailable, "gone"))
 			s2 := h.next(t)
-			if s2.req.GetAfterRevision() != 10 || s2.req.GetEpoch() != "e1" {
-				t.Fatalf("resume request = %v", s2.req)
+			if s2.Req.GetAfterRevision() != 10 || s2.Req.GetEpoch() != "e1" {
+				t.Fatalf("resume request = %v", s2.Req)
 			}
 			t9 := tid(t)
-			s2.push(t,
+			s2.Send(t,
 				chunk(tc.epoch, tc.rev, []*sigilv1.SigningKey{key("k9", active, pubKey(t))}, revokedTok(0, t9, t0.Add(time.Hour))),
 				snapEnd(tc.epoch, tc.rev),
 			)
@@ -380,7 +294,7 @@ func TestStalenessAndRecovery(t *testing.T) {
 	if d, ok := h.f.Staleness(); !ok || d != 31*time.Second {
 		t.Fatalf("staleness = %v, %v", d, ok)
 	}
-	s.push(t, checkpoint(11))
+	s.Send(t, checkpoint(11))
 	h.waitRev(t, 11)
 	waitFor(t, "ready again", h.f.Ready)
 }
@@ -389,12 +303,12 @@ func TestMalformedMessagesNeverCrash(t *testing.T) {
 	h := start(t)
 	s, _ := syncBasic(t, h)
 	known := pubKey(t)
-	s.push(t, evKeyAdded(11, key("k2", active, known)))
+	s.Send(t, evKeyAdded(11, key("k2", active, known)))
 	h.waitRev(t, 11)
 	malformedBefore := h.f.Stats().Malformed
 
 	tExp := tid(t)
-	s.push(t,
+	s.Send(t,
 		evKeyAdded(12, key("short", active, []byte("too short"))),                                     // wrong length: ignored
 		evKeyAdded(13, key("k2", sigilv1.SigningKeyState_SIGNING_KEY_STATE_REVOKED, []byte{1, 2, 3})), // wrong length, but a revocation of a known key: honoured
 		evKeyAdded(14, key("", active, pubKey(t))),                                                    // no id
@@ -449,10 +363,10 @@ func TestProtocolViolationsReconnectAndKeepState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t)
 			s, t1 := syncBasic(t, h)
-			s.push(t, tc.msgs(t)...)
+			s.Send(t, tc.msgs(t)...)
 			s2 := h.next(t) // the follower dropped the stream
-			if s2.req.GetAfterRevision() != 10 || s2.req.GetEpoch() != "e1" {
-				t.Fatalf("request after violation = %v", s2.req)
+			if s2.Req.GetAfterRevision() != 10 || s2.Req.GetEpoch() != "e1" {
+				t.Fatalf("request after violation = %v", s2.Req)
 			}
 			if h.f.Revision() != 10 || !isRevoked(h.f, t1) {
 				t.Fatal("a broken snapshot changed the state")
@@ -464,10 +378,10 @@ func TestProtocolViolationsReconnectAndKeepState(t *testing.T) {
 func TestLiveEventBeforeFirstSnapshotIsRejected(t *testing.T) {
 	h := start(t)
 	s := h.next(t)
-	s.push(t, evRevoked(5, tid(t), t0))
+	s.Send(t, evRevoked(5, tid(t), t0))
 	s2 := h.next(t)
-	if s2.req.GetAfterRevision() != 0 || h.f.Synced() {
-		t.Fatalf("follower accepted live events without a snapshot: %v", s2.req)
+	if s2.Req.GetAfterRevision() != 0 || h.f.Synced() {
+		t.Fatalf("follower accepted live events without a snapshot: %v", s2.Req)
 	}
 }
 
@@ -475,7 +389,7 @@ func TestExpiredRevocationsArePruned(t *testing.T) {
 	h := start(t)
 	s := h.next(t)
 	old, live := tid(t), tid(t)
-	s.push(t,
+	s.Send(t,
 		chunk("e1", 10, nil, revokedTok(0, old, t0.Add(-2*time.Minute)), revokedTok(0, live, t0.Add(-30*time.Second))),
 		snapEnd("e1", 10),
 		checkpoint(11),
@@ -505,7 +419,7 @@ func TestWaitFor(t *testing.T) {
 		defer cancel()
 		got <- h.f.WaitFor(ctx, 12)
 	}()
-	s.push(t, checkpoint(11), checkpoint(12))
+	s.Send(t, checkpoint(11), checkpoint(12))
 	if err := <-got; err != nil {
 		t.Fatalf("WaitFor = %v", err)
 	}
@@ -539,7 +453,7 @@ func TestClockSkewIsMeasured(t *testing.T) {
 	}
 	cp := checkpoint(11)
 	cp.GetCheckpoint().AuthorityTime = timestamppb.New(t0.Add(-45 * time.Second))
-	s.push(t, cp)
+	s.Send(t, cp)
 	h.waitRev(t, 11)
 	if d, ok := h.f.ClockSkew(); !ok || d != 45*time.Second {
 		t.Fatalf("skew = %v, %v; want 45s", d, ok)

@@ -1,5 +1,6 @@
 // Package server implements sigil.v1.AuthorizerService on top of the
-// decision and follower packages.
+// decision package and the readiness gate, min_revision wait, metrics and
+// deny reasons of package check, which it shares with package extauthz.
 package server
 
 import (
@@ -15,41 +16,28 @@ import (
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 )
 
 // MaxChecks bounds the checks of one CheckPermissions call.
 const MaxChecks = 100
 
-// maxOrgIDLen bounds org_id; organization ids are short.
-const maxOrgIDLen = 256
-
-// Follower is what the server needs from the revocation follower.
-type Follower interface {
-	// Ready reports whether checks may be answered (synced and fresh).
-	Ready() bool
-	// Synced reports whether a first complete snapshot was applied.
-	Synced() bool
-	// WaitFor blocks until revision rev is applied or ctx is done.
-	WaitFor(ctx context.Context, rev uint64) error
-	// Revision returns the applied revision.
-	Revision() uint64
-}
-
 // Options configures the service.
 type Options struct {
 	// Decider decides. Required.
 	Decider *decision.Decider
 	// Follower tells whether the state is usable. Required.
-	Follower Follower
-	// MaxWait bounds a min_revision wait for a call without a deadline.
+	Follower check.Follower
+	// MaxWait bounds a min_revision wait for a call without a deadline;
+	// check.DefaultMaxWait when not positive.
 	MaxWait time.Duration
 	// Registerer receives the decision metrics. Nil disables them. Ignored
 	// when Metrics is set.
 	Registerer prometheus.Registerer
 	// Metrics, when set, are the decision metrics to use, shared with the
 	// other check APIs of the process (ext_authz).
-	Metrics *Metrics
+	Metrics *check.Metrics
 }
 
 // server implements sigilv1.AuthorizerServiceServer.
@@ -73,69 +61,18 @@ type Options struct {
 type server struct {
 	sigilv1.UnimplementedAuthorizerServiceServer
 	decider  *decision.Decider
-	follower Follower
+	follower check.Follower
 	maxWait  time.Duration
-	metrics  *Metrics
+	metrics  *check.Metrics
 }
 
 // New returns the AuthorizerService implementation.
 func New(opts Options) sigilv1.AuthorizerServiceServer {
 	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait, metrics: opts.Metrics}
-	if s.maxWait <= 0 {
-		s.maxWait = 5 * time.Second
-	}
 	if s.metrics == nil {
-		s.metrics = NewMetrics(opts.Registerer)
+		s.metrics = check.NewMetrics(opts.Registerer)
 	}
 	return s
-}
-
-// Metrics are the decision metrics every check API of the authorizer
-// updates: decisions by reason and check latency.
-type Metrics struct {
-	decisions [decision.Allow + 1]prometheus.Counter // by reason
-	latency   prometheus.Histogram
-}
-
-// NewMetrics makes the decision metrics and registers them on reg (nil: not
-// exported).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{}
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sigil_authorizer_decisions_total",
-		Help: "Permission decisions, by reason (allowed, or why denied), of every check API (CheckPermission, CheckPermissions, ext_authz Check).",
-	}, []string{"reason"})
-	// Resolved once, so a check does not look its label up.
-	for _, r := range decision.Reasons() {
-		m.decisions[r] = vec.WithLabelValues(r.String())
-	}
-	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "sigil_authorizer_check_duration_seconds",
-		Help:    "Time to answer a CheckPermission, CheckPermissions or ext_authz Check call, from validation to answer, including min_revision waits.",
-		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	})
-	if reg != nil {
-		reg.MustRegister(vec, m.latency)
-	}
-	return m
-}
-
-// Decided counts one decision.
-func (m *Metrics) Decided(r decision.Reason) { m.decisions[r].Inc() }
-
-// Observe records the latency of a call that started at start.
-func (m *Metrics) Observe(start time.Time) { m.latency.Observe(time.Since(start).Seconds()) }
-
-// Ready returns nil when f is synced and fresh, else the UNAVAILABLE error
-// every check API answers (fail closed).
-func Ready(f Follower) error {
-	if f.Ready() {
-		return nil
-	}
-	if !f.Synced() {
-		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
-	}
-	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
 }
 
 // CheckPermission decides one permission for one token.
@@ -152,7 +89,7 @@ func (s *server) CheckPermission(ctx context.Context, req *sigilv1.CheckPermissi
 	}
 	d := s.decider.Decide(req.GetToken(), req.GetPermission(), req.GetResource(), req.GetOrgId())
 	s.metrics.Decided(d.Reason)
-	resp := &sigilv1.CheckPermissionResponse{Allowed: false, Reason: denyReason(d.Reason), Revision: d.Revision}
+	resp := &sigilv1.CheckPermissionResponse{Allowed: false, Reason: check.DenyReason(d.Reason), Revision: d.Revision}
 	if d.Claims != nil {
 		resp.TokenId = d.Claims.ID.String()
 		resp.OrgId = d.Claims.OrgID
@@ -196,7 +133,7 @@ func (s *server) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermiss
 	for i, c := range checks {
 		d := v.Check(c.GetPermission(), c.GetResource())
 		s.metrics.Decided(d.Reason)
-		r := &sigilv1.PermissionCheckResult{Allowed: false, Reason: denyReason(d.Reason)}
+		r := &sigilv1.PermissionCheckResult{Allowed: false, Reason: check.DenyReason(d.Reason)}
 		r.Allowed = d.Allowed()
 		resp.Results[i] = r
 	}
@@ -205,29 +142,10 @@ func (s *server) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermiss
 
 func (s *server) observe(start time.Time) { s.metrics.Observe(start) }
 
-// await fails with UNAVAILABLE unless the state is synced and fresh and, when
-// minRevision is set, reaches it before the call's deadline (or MaxWait when
-// the call has none).
+// await applies the readiness gate and the min_revision wait.
 func (s *server) await(ctx context.Context, minRevision uint64) error {
-	if err := s.ready(); err != nil {
-		return err
-	}
-	if minRevision == 0 || s.follower.Revision() >= minRevision {
-		return nil
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.maxWait)
-		defer cancel()
-	}
-	if err := s.follower.WaitFor(ctx, minRevision); err != nil {
-		return status.Errorf(codes.Unavailable, "min_revision %d not reached before the deadline (applied revision %d)", minRevision, s.follower.Revision())
-	}
-	// The wait may have outlasted the freshness.
-	return s.ready()
+	return check.Await(ctx, s.follower, minRevision, s.maxWait)
 }
-
-func (s *server) ready() error { return Ready(s.follower) }
 
 // fieldValue names a (permission, resource) pair and its fields.
 type fieldValue struct {
@@ -240,8 +158,8 @@ func validateCheck(tok, orgID string, checks []fieldValue) error {
 	if tok == "" {
 		return invalid("token", "is required")
 	}
-	if len(orgID) > maxOrgIDLen {
-		return invalid("org_id", fmt.Sprintf("at most %d bytes", maxOrgIDLen))
+	if len(orgID) > check.MaxOrgIDLen {
+		return invalid("org_id", fmt.Sprintf("at most %d bytes", check.MaxOrgIDLen))
 	}
 	for _, c := range checks {
 		if c.perm == "" {
@@ -265,38 +183,3 @@ func invalid(field, desc string) error {
 	}
 	return st.Err()
 }
-
-// denyReason maps a decision reason onto the API's DenyReason.
-func denyReason(r decision.Reason) sigilv1.DenyReason {
-	switch r {
-	case decision.Allow:
-		return sigilv1.DenyReason_DENY_REASON_UNSPECIFIED
-	case decision.BadSignature:
-		return sigilv1.DenyReason_DENY_REASON_BAD_SIGNATURE
-	case decision.UnknownKey:
-		return sigilv1.DenyReason_DENY_REASON_UNKNOWN_KEY
-	case decision.KeyRevoked:
-		return sigilv1.DenyReason_DENY_REASON_KEY_REVOKED
-	case decision.NotYetValid:
-		return sigilv1.DenyReason_DENY_REASON_NOT_YET_VALID
-	case decision.Expired:
-		return sigilv1.DenyReason_DENY_REASON_EXPIRED
-	case decision.Revoked:
-		return sigilv1.DenyReason_DENY_REASON_REVOKED
-	case decision.OrgMismatch:
-		return sigilv1.DenyReason_DENY_REASON_ORG_MISMATCH
-	case decision.PermissionNotGranted:
-		return sigilv1.DenyReason_DENY_REASON_PERMISSION_NOT_GRANTED
-	case decision.ResourceNotGranted:
-		return sigilv1.DenyReason_DENY_REASON_RESOURCE_NOT_GRANTED
-	default:
-		return sigilv1.DenyReason_DENY_REASON_MALFORMED
-	}
-}
-
-// DenyReason maps a decision reason onto the API's DenyReason, for the other
-// check APIs of the process.
-func DenyReason(r decision.Reason) sigilv1.DenyReason { return denyReason(r) }
-
-// MaxOrgIDLen bounds an organization id given with a check.
-const MaxOrgIDLen = maxOrgIDLen

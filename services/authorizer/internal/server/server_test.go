@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,9 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -32,30 +28,38 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 // env is an authorizer (follower, decider, service on the shared gRPC
 // server) following a fake authority, reached over bufconn.
 type env struct {
 	fake   *authoritytest.Fake
 	sess   *authoritytest.Session
 	fol    *follower.Follower
-	clock  *testClock
+	clock  *authoritytest.Clock
 	client sigilv1.AuthorizerServiceClient
 	codec  *token.Codec
 	priv   ed25519.PrivateKey
 	pub    ed25519.PublicKey
+	waits  chan uint64 // the revision of every min_revision wait the server begins
+}
+
+// waitSignal is a follower that tells the test when the server begins a
+// min_revision wait.
+type waitSignal struct {
+	*follower.Follower
+	waits chan<- uint64
+}
+
+func (w waitSignal) WaitFor(ctx context.Context, rev uint64) error {
+	select {
+	case w.waits <- rev:
+	default:
+	}
+	return w.Follower.WaitFor(ctx, rev)
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{clock: &testClock{t: t0}}
+	e := &env{clock: authoritytest.NewClock(t0), waits: make(chan uint64, 16)}
 	var conn *grpc.ClientConn
 	e.fake, conn = authoritytest.Start(t)
 	e.fol = follower.New(follower.Options{
@@ -73,30 +77,18 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcserver.New(grpcserver.Options{})
-	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
-		Decider: dec, Follower: e.fol, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
-	}))
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan struct{})
-	go func() { _ = srv.Serve(lis); close(served) }()
-	cc, err := grpc.NewClient("passthrough:///authorizer",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.client = sigilv1.NewAuthorizerServiceClient(cc)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.fol.Run(ctx); close(done) }()
 	t.Cleanup(func() {
-		cc.Close()
-		srv.Shutdown(time.Second)
-		<-served
 		cancel()
 		<-done
 	})
+	srv := grpcserver.New(grpcserver.Options{})
+	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
+		Decider: dec, Follower: waitSignal{e.fol, e.waits}, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+	}))
+	e.client = sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	return e
 }
 
@@ -131,7 +123,7 @@ func (e *env) mint(t *testing.T, org string, grants ...scope.Grant) (string, tok
 
 var renewExample = scope.Grant{Permissions: []string{"domain:renew", "domain:view"}, Resources: []string{"domains/example.com"}}
 
-func check(t *testing.T, e *env, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
+func checkPermission(t *testing.T, e *env, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -182,7 +174,7 @@ func TestCheckPermissionValidation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := check(t, e, tc.req)
+			_, err := checkPermission(t, e, tc.req)
 			wantCode(t, err, codes.InvalidArgument, tc.field)
 			if strings.Contains(err.Error(), tok) {
 				t.Fatal("error message echoes the token")
@@ -223,15 +215,15 @@ func TestUnavailableUntilSynced(t *testing.T) {
 	tok, _ := e.mint(t, "org-a", renewExample)
 	s := e.fake.Next(t)
 	req := &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com"}
-	_, err := check(t, e, req)
+	_, err := checkPermission(t, e, req)
 	wantCode(t, err, codes.Unavailable, "")
 	// Half a snapshot is not a snapshot.
 	s.Send(t, authoritytest.Chunk("e1", 10, []*sigilv1.SigningKey{authoritytest.Key("k1", sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE, e.pub)}))
-	_, err = check(t, e, req)
+	_, err = checkPermission(t, e, req)
 	wantCode(t, err, codes.Unavailable, "")
 	s.Send(t, authoritytest.SnapshotEnd("e1", 10))
 	e.waitRev(t, 10)
-	resp, err := check(t, e, req)
+	resp, err := checkPermission(t, e, req)
 	if err != nil || !resp.GetAllowed() {
 		t.Fatalf("after snapshot: %v, %v", resp, err)
 	}
@@ -242,7 +234,7 @@ func TestCheckPermissionDecisions(t *testing.T) {
 	e.sync(t)
 	tok, id := e.mint(t, "org-a", renewExample)
 
-	resp, err := check(t, e, &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com/records/www", OrgId: "org-a"})
+	resp, err := checkPermission(t, e, &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com/records/www", OrgId: "org-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +257,7 @@ func TestCheckPermissionDecisions(t *testing.T) {
 		{"no resource", &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew"}, sigilv1.DenyReason_DENY_REASON_RESOURCE_NOT_GRANTED, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := check(t, e, tc.req)
+			resp, err := checkPermission(t, e, tc.req)
 			if err != nil {
 				t.Fatalf("a deny is an answer, got error %v", err)
 			}
@@ -280,7 +272,7 @@ func TestCheckPermissionDecisions(t *testing.T) {
 
 	// Revocation on the stream: the next check (cache hit) says REVOKED.
 	e.sess.Send(t, authoritytest.TokenRevoked(12, id, t0.Add(24*time.Hour)))
-	resp, err = check(t, e, &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com", MinRevision: 12})
+	resp, err = checkPermission(t, e, &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com", MinRevision: 12})
 	if err != nil || resp.GetAllowed() || resp.GetReason() != sigilv1.DenyReason_DENY_REASON_REVOKED || resp.GetRevision() != 12 {
 		t.Fatalf("after revocation: %v, %v", resp, err)
 	}
@@ -338,17 +330,30 @@ func TestMinRevision(t *testing.T) {
 		}
 	})
 	t.Run("no deadline: bounded by max wait", func(t *testing.T) {
-		start := time.Now()
-		_, err := e.client.CheckPermission(context.Background(), req)
-		wantCode(t, err, codes.Unavailable, "")
-		if time.Since(start) > 3*time.Second {
-			t.Fatal("wait not bounded")
+		got := make(chan error, 1)
+		go func() {
+			_, err := e.client.CheckPermission(context.Background(), req)
+			got <- err
+		}()
+		select {
+		case err := <-got:
+			// Ended by MaxWait: the revision was not reached, and the
+			// server says so (not the client's deadline: it has none).
+			wantCode(t, err, codes.Unavailable, "")
+			if !strings.Contains(err.Error(), "min_revision 20 not reached") {
+				t.Fatalf("err = %v, want the min_revision wait to have ended", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("a call without a deadline waits for ever")
 		}
 	})
 	t.Run("revision arrives", func(t *testing.T) {
 		type result struct {
 			resp *sigilv1.CheckPermissionResponse
 			err  error
+		}
+		for len(e.waits) > 0 {
+			<-e.waits // the earlier subtests' waits
 		}
 		got := make(chan result, 1)
 		go func() {
@@ -357,7 +362,15 @@ func TestMinRevision(t *testing.T) {
 			r, err := e.client.CheckPermission(ctx, req)
 			got <- result{r, err}
 		}()
-		time.Sleep(20 * time.Millisecond)
+		// The revocation comes once the call is waiting for it.
+		select {
+		case rev := <-e.waits:
+			if rev != 20 {
+				t.Fatalf("waiting for revision %d, want 20", rev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the call did not wait for min_revision")
+		}
 		e.sess.Send(t, authoritytest.TokenRevoked(20, id, t0.Add(24*time.Hour)))
 		r := <-got
 		if r.err != nil || r.resp.GetAllowed() || r.resp.GetReason() != sigilv1.DenyReason_DENY_REASON_REVOKED || r.resp.GetRevision() < 20 {
@@ -371,33 +384,16 @@ func TestStaleThenRecovered(t *testing.T) {
 	e.sync(t)
 	tok, _ := e.mint(t, "org-a", renewExample)
 	req := &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view", Resource: "domains/example.com"}
-	if resp, err := check(t, e, req); err != nil || !resp.GetAllowed() {
+	if resp, err := checkPermission(t, e, req); err != nil || !resp.GetAllowed() {
 		t.Fatalf("fresh: %v %v", resp, err)
 	}
 	e.clock.Add(31 * time.Second) // nothing from the authority for longer than max staleness
-	_, err := check(t, e, req)
+	_, err := checkPermission(t, e, req)
 	wantCode(t, err, codes.Unavailable, "")
 	e.sess.Send(t, authoritytest.Checkpoint(11, t0))
 	e.waitRev(t, 11)
-	if resp, err := check(t, e, req); err != nil || !resp.GetAllowed() || resp.GetRevision() != 11 {
+	if resp, err := checkPermission(t, e, req); err != nil || !resp.GetAllowed() || resp.GetRevision() != 11 {
 		t.Fatalf("recovered: %v %v", resp, err)
-	}
-}
-
-func TestDenyReasonMappingIsOneToOne(t *testing.T) {
-	seen := map[sigilv1.DenyReason]decision.Reason{}
-	for _, r := range decision.Reasons() {
-		d := denyReason(r)
-		if prev, dup := seen[d]; dup {
-			t.Fatalf("%v and %v both map to %v", prev, r, d)
-		}
-		seen[d] = r
-		if (d == sigilv1.DenyReason_DENY_REASON_UNSPECIFIED) != (r == decision.Allow) {
-			t.Fatalf("%v maps to %v", r, d)
-		}
-	}
-	if len(seen) != len(sigilv1.DenyReason_name) {
-		t.Fatalf("%d reasons mapped, the API has %d", len(seen), len(sigilv1.DenyReason_name))
 	}
 }
 
@@ -422,17 +418,7 @@ func TestPanicIsAnErrorNeverAnAllow(t *testing.T) {
 	dec, _ := decision.New(decision.Options{Codec: codec, State: st, CacheSize: 10})
 	srv := grpcserver.New(grpcserver.Options{})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{Decider: dec, Follower: st}))
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Shutdown(time.Second)
-	cc, err := grpc.NewClient("passthrough:///x",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := sigilv1.NewAuthorizerServiceClient(cc)
+	client := sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	resp, err := client.CheckPermission(context.Background(), &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view"})
 	if status.Code(err) != codes.Internal || resp.GetAllowed() {
 		t.Fatalf("CheckPermission = %v, %v; want INTERNAL", resp, err)

@@ -1,0 +1,142 @@
+// Package check holds what every check API of the authorizer shares: the
+// readiness gate (synced and fresh, or UNAVAILABLE), the min_revision wait,
+// the decision metrics, the mapping of decision reasons onto the API's
+// DenyReason and the bound on organization ids. Package server (gRPC
+// CheckPermission and CheckPermissions) and package extauthz (Envoy
+// ext_authz Check) are built on it, so that they answer alike.
+package check
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
+)
+
+// MaxOrgIDLen bounds an organization id given with a check; organization
+// ids are short.
+const MaxOrgIDLen = 256
+
+// DefaultMaxWait bounds a min_revision wait for a call without a deadline
+// when no other bound is given.
+const DefaultMaxWait = 5 * time.Second
+
+// Follower is what the check APIs need from the revocation follower.
+type Follower interface {
+	// Ready reports whether checks may be answered (synced and fresh).
+	Ready() bool
+	// Synced reports whether a first complete snapshot was applied.
+	Synced() bool
+	// WaitFor blocks until revision rev is applied or ctx is done.
+	WaitFor(ctx context.Context, rev uint64) error
+	// Revision returns the applied revision.
+	Revision() uint64
+}
+
+// Ready returns nil when f is synced and fresh, else the UNAVAILABLE error
+// every check API answers (fail closed).
+func Ready(f Follower) error {
+	if f.Ready() {
+		return nil
+	}
+	if !f.Synced() {
+		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
+	}
+	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
+}
+
+// Await fails with UNAVAILABLE unless f is synced and fresh and, when
+// minRevision is set, reaches it before ctx's deadline (or maxWait when ctx
+// has none; DefaultMaxWait when maxWait is not positive). Readiness is
+// checked before and after the wait, which may outlast the freshness.
+func Await(ctx context.Context, f Follower, minRevision uint64, maxWait time.Duration) error {
+	if err := Ready(f); err != nil {
+		return err
+	}
+	if minRevision == 0 || f.Revision() >= minRevision {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		if maxWait <= 0 {
+			maxWait = DefaultMaxWait
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, maxWait)
+		defer cancel()
+	}
+	if err := f.WaitFor(ctx, minRevision); err != nil {
+		return status.Errorf(codes.Unavailable, "min_revision %d not reached before the deadline (applied revision %d)", minRevision, f.Revision())
+	}
+	return Ready(f)
+}
+
+// Metrics are the decision metrics every check API of the authorizer
+// updates: decisions by reason and check latency.
+type Metrics struct {
+	decisions [decision.Allow + 1]prometheus.Counter // by reason
+	latency   prometheus.Histogram
+}
+
+// NewMetrics makes the decision metrics and registers them on reg (nil: not
+// exported).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sigil_authorizer_decisions_total",
+		Help: "Permission decisions, by reason (allowed, or why denied), of every check API (CheckPermission, CheckPermissions, ext_authz Check).",
+	}, []string{"reason"})
+	// Resolved once, so a check does not look its label up.
+	for _, r := range decision.Reasons() {
+		m.decisions[r] = vec.WithLabelValues(r.String())
+	}
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sigil_authorizer_check_duration_seconds",
+		Help:    "Time to answer a CheckPermission, CheckPermissions or ext_authz Check call, from validation to answer, including min_revision waits.",
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	if reg != nil {
+		reg.MustRegister(vec, m.latency)
+	}
+	return m
+}
+
+// Decided counts one decision.
+func (m *Metrics) Decided(r decision.Reason) { m.decisions[r].Inc() }
+
+// Observe records the latency of a call that started at start.
+func (m *Metrics) Observe(start time.Time) { m.latency.Observe(time.Since(start).Seconds()) }
+
+// DenyReason maps a decision reason onto the API's DenyReason: Allow is
+// UNSPECIFIED, every other reason its own value, and anything unknown
+// MALFORMED (fail closed).
+func DenyReason(r decision.Reason) sigilv1.DenyReason {
+	switch r {
+	case decision.Allow:
+		return sigilv1.DenyReason_DENY_REASON_UNSPECIFIED
+	case decision.BadSignature:
+		return sigilv1.DenyReason_DENY_REASON_BAD_SIGNATURE
+	case decision.UnknownKey:
+		return sigilv1.DenyReason_DENY_REASON_UNKNOWN_KEY
+	case decision.KeyRevoked:
+		return sigilv1.DenyReason_DENY_REASON_KEY_REVOKED
+	case decision.NotYetValid:
+		return sigilv1.DenyReason_DENY_REASON_NOT_YET_VALID
+	case decision.Expired:
+		return sigilv1.DenyReason_DENY_REASON_EXPIRED
+	case decision.Revoked:
+		return sigilv1.DenyReason_DENY_REASON_REVOKED
+	case decision.OrgMismatch:
+		return sigilv1.DenyReason_DENY_REASON_ORG_MISMATCH
+	case decision.PermissionNotGranted:
+		return sigilv1.DenyReason_DENY_REASON_PERMISSION_NOT_GRANTED
+	case decision.ResourceNotGranted:
+		return sigilv1.DenyReason_DENY_REASON_RESOURCE_NOT_GRANTED
+	default:
+		return sigilv1.DenyReason_DENY_REASON_MALFORMED
+	}
+}
