@@ -24,7 +24,7 @@ func TestConfigurationReference(t *testing.T) {
 		{"authorizer", "SIGIL_AUTHORIZER"},
 	} {
 		t.Run(svc.name, func(t *testing.T) {
-			out, _ := exec.Command(filepath.Join(binDir, svc.name), "--help").CombinedOutput()
+			out, _ := exec.Command(bin(t, svc.name), "--help").CombinedOutput()
 			flags := flagLine.FindAllStringSubmatch(string(out), -1)
 			if len(flags) < 10 {
 				t.Fatalf("--help lists %d flags:\n%s", len(flags), out)

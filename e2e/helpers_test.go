@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/sigil-auth/sigil/pkg/healthcheck"
+	"github.com/sigil-auth/sigil/internal/testproc"
 )
 
 // repoRoot is the module root, one level up from this package.
@@ -23,16 +20,11 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
+// bin returns the path of the service binary name ("authority" or
+// "authorizer"), built once for the test run.
+func bin(t *testing.T, name string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testproc.MustBuild(t, "services/"+name)
 }
 
 // copyRepo copies the files git tracks (and the untracked, not ignored
@@ -64,21 +56,4 @@ func copyRepo(t *testing.T) string {
 		}
 	}
 	return dst
-}
-
-// waitServing polls addr's gRPC health until SERVING or the timeout.
-func waitServing(t *testing.T, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		last = healthcheck.Check(ctx, addr, "", nil)
-		cancel()
-		if last == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not SERVING after %v: %v", addr, timeout, last)
 }

@@ -8,55 +8,23 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sigil-auth/sigil/internal/testproc"
 )
 
 // walkthroughBlock matches the README's fenced blocks marked for this test.
 var walkthroughBlock = regexp.MustCompile("(?ms)^```sh walkthrough\n(.*?)^```")
 
-// process is a running service binary with its log captured.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	logs syncBuffer
-	done chan error
-	once sync.Once
-}
-
-// startProcess starts a service; it is stopped at cleanup if the test has
-// not stopped it.
-func startProcess(t *testing.T, bin string, args ...string) *process {
+// stop sends SIGTERM, requires a clean exit (20s only guard against a
+// hang) and returns the log.
+func stop(t *testing.T, p *testproc.Proc) string {
 	t.Helper()
-	p := &process{name: filepath.Base(bin), cmd: exec.Command(bin, args...), done: make(chan error, 1)}
-	p.cmd.Stdout = &p.logs
-	p.cmd.Stderr = &p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Errorf("%v\n%s", err, p.Logs.String())
 	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-// stop sends SIGTERM, requires a clean exit within 20 s and returns the log.
-func (p *process) stop(t *testing.T) string {
-	t.Helper()
-	p.once.Do(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Errorf("%s exited with %v after SIGTERM\n%s", p.name, err, p.logs.String())
-			}
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-			t.Errorf("%s did not stop within 20s of SIGTERM", p.name)
-		}
-	})
-	return p.logs.String()
+	return p.Logs.String()
 }
 
 // TestREADMEWalkthrough runs the README's `sh walkthrough` blocks, in order
@@ -108,7 +76,6 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatalf("README has %d walkthrough blocks, this test checks %d: update both together", len(blocks), len(checks))
 	}
 
-	bin := binDir
 	// The walkthrough runs at the root of a checkout: `go tool grpcurl`
 	// needs go.mod, and `data/` is the authority's data directory.
 	work := t.TempDir()
@@ -121,14 +88,18 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	authority, authorizer := freeAddr(t), freeAddr(t)
-	authorityProc := startProcess(t, filepath.Join(bin, "authority"), "--data-dir", filepath.Join(work, "data"),
-		"--listen", authority, "--metrics-listen", freeAddr(t))
-	waitServing(t, authority, 30*time.Second)
-	authorizerProc := startProcess(t, filepath.Join(bin, "authorizer"), "--authority", authority,
+	authority, authorizer := testproc.FreeAddr(t), testproc.FreeAddr(t)
+	authorityProc := testproc.Start(t, bin(t, "authority"), "--data-dir", filepath.Join(work, "data"),
+		"--listen", authority, "--metrics-listen", testproc.FreeAddr(t))
+	if err := testproc.WaitServing(authority, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	authorizerProc := testproc.Start(t, bin(t, "authorizer"), "--authority", authority,
 		"--authority-token-file", filepath.Join(work, "data", "watch.token"),
-		"--listen", authorizer, "--metrics-listen", freeAddr(t))
-	waitServing(t, authorizer, 30*time.Second)
+		"--listen", authorizer, "--metrics-listen", testproc.FreeAddr(t))
+	if err := testproc.WaitServing(authorizer, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
@@ -157,17 +128,17 @@ func TestREADMEWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*process{authorizerProc, authorityProc} {
-		logs := p.stop(t)
+	for _, p := range []*testproc.Proc{authorizerProc, authorityProc} {
+		logs := stop(t, p)
 		if logs == "" {
-			t.Errorf("%s log is empty", p.name)
+			t.Errorf("%s log is empty", p.Name)
 		}
 		// Every v1 token body starts with the version byte 0x01: "AQ".
 		if strings.Contains(logs, "sigil_pat_AQ") {
-			t.Errorf("%s log contains a token", p.name)
+			t.Errorf("%s log contains a token", p.Name)
 		}
 		if strings.Contains(logs, strings.TrimSpace(string(operator))) {
-			t.Errorf("%s log contains the operator token", p.name)
+			t.Errorf("%s log contains the operator token", p.Name)
 		}
 	}
 }

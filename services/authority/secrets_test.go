@@ -43,10 +43,10 @@ func TestNoSecretsInDatabaseOrLogs(t *testing.T) {
 		}
 	}
 	// The healthcheck subcommand probes the running server.
-	if out, err := exec.Command(binary, "healthcheck", "--addr", p.addr).CombinedOutput(); err != nil || !strings.Contains(string(out), "SERVING") {
+	if out, err := exec.Command(authorityBin(t), "healthcheck", "--addr", p.addr).CombinedOutput(); err != nil || !strings.Contains(string(out), "SERVING") {
 		t.Fatalf("healthcheck: %v %s", err, out)
 	}
-	p.term(t, 7*time.Second)
+	p.term(t, 30*time.Second)
 
 	forbidden := append([]string{p.secret("operator.token"), p.secret("watch.token"), p.secret("kek")}, secrets...)
 	var files []string
@@ -56,7 +56,7 @@ func TestNoSecretsInDatabaseOrLogs(t *testing.T) {
 		}
 		return nil
 	})
-	haystacks := map[string]string{"logs": p.logs.String()}
+	haystacks := map[string]string{"logs": p.Logs.String()}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {

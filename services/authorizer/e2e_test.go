@@ -1,23 +1,21 @@
 package main
 
-// End-to-end tests: both real binaries, built once in TestMain, started on
-// loopback ports and driven over TCP, as a user runs them.
+// End-to-end tests: both real binaries, built once per test run by
+// internal/testproc, started on loopback ports and driven over TCP, as a
+// user runs them.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,140 +28,54 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
 
-var (
-	authorityBin  string
-	authorizerBin string
-	propagation   = flag.Int("propagation", 0, "run TestPropagationLatency with this many revocations (0 skips it)")
+var propagationAuthorizers = flag.Int("propagation.authorizers", 8, "authorizers connected in BenchmarkPropagation")
+
+// The main packages started by these tests, built once for the test run.
+const (
+	authorityPkg  = "services/authority"
+	authorizerPkg = "services/authorizer"
 )
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "sigil-authorizer-e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	authorityBin = filepath.Join(dir, "authority")
-	authorizerBin = filepath.Join(dir, "authorizer")
-	for _, b := range []struct{ out, pkg string }{{authorityBin, "../authority"}, {authorizerBin, "."}} {
-		if out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// logBuffer collects a process's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // proc is a running binary.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logs    *logBuffer
-	addr    string
-	done    chan struct{}
-	exitErr error
-	conn    *grpc.ClientConn
+	*testproc.Proc
+	addr string
+	conn *grpc.ClientConn
 }
 
-// start runs bin with args and waits for its `"msg":"listening"` log line.
-func start(t testing.TB, name, bin string, args ...string) *proc {
+// start runs the main package pkg with args and waits for its
+// `"msg":"listening"` log line.
+func start(t testing.TB, name, pkg string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIGIL_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	p := &proc{name: name, cmd: cmd, logs: &logBuffer{}, done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	cmd.Stderr, cmd.Stdout = pw, p.logs
-	if err := cmd.Start(); err != nil {
+	tp := testproc.StartWith(t, testproc.Options{Name: name}, testproc.MustBuild(t, pkg), args...)
+	var rec struct{ Addr string }
+	if err := tp.WaitRecord(30*time.Second, "listening", &rec); err != nil {
 		t.Fatal(err)
 	}
-	addrs := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.logs.Write(append(sc.Bytes(), '\n'))
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
-				select {
-				case addrs <- rec.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() { p.exitErr = cmd.Wait(); pw.Close(); close(p.done) }()
-	select {
-	case p.addr = <-addrs:
-	case <-p.done:
-		t.Fatalf("%s exited before listening: %v\n%s", name, p.exitErr, p.logs.String())
-	case <-time.After(30 * time.Second):
-		p.kill()
-		t.Fatalf("%s did not listen in time\n%s", name, p.logs.String())
-	}
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.conn = conn
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", name, p.logs.String())
-		}
-	})
-	return p
+	t.Cleanup(func() { conn.Close() })
+	return &proc{Proc: tp, addr: rec.Addr, conn: conn}
 }
 
 // kill sends SIGKILL and waits.
 func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	if p.conn != nil {
-		p.conn.Close()
-	}
+	p.Kill()
+	p.conn.Close()
 }
 
-// term sends SIGTERM and waits at most bound for a clean exit.
+// term sends SIGTERM and requires a clean exit; bound only guards against a
+// hang.
 func (p *proc) term(t testing.TB, bound time.Duration) {
 	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(bound):
-		p.kill()
-		t.Fatalf("%s did not stop within %s of SIGTERM", p.name, bound)
-	}
-	if p.exitErr != nil {
-		t.Fatalf("%s exited with %v", p.name, p.exitErr)
+	if err := p.Stop(bound); err != nil {
+		t.Fatal(err)
 	}
 	p.conn.Close()
 }
@@ -177,7 +89,7 @@ type authority struct {
 
 func startAuthority(t testing.TB, dataDir, listen string) *authority {
 	t.Helper()
-	p := start(t, "authority", authorityBin, "--listen", listen, "--metrics-listen", "127.0.0.1:0",
+	p := start(t, "authority", authorityPkg, "--listen", listen, "--metrics-listen", "127.0.0.1:0",
 		"--data-dir", dataDir, "--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--lock-timeout", "5s")
 	return &authority{proc: p, dataDir: dataDir, client: sigilv1.NewTokenAuthorityServiceClient(p.conn)}
 }
@@ -236,7 +148,7 @@ func startAuthorizer(t testing.TB, a *authority, extra ...string) *authorizer {
 	t.Helper()
 	args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--authority", a.addr,
 		"--authority-token-file", filepath.Join(a.dataDir, "watch.token"), "--max-staleness", "2s", "--shutdown-timeout", "5s"}, extra...)
-	p := start(t, "authorizer", authorizerBin, args...)
+	p := start(t, "authorizer", authorizerPkg, args...)
 	z := &authorizer{proc: p, client: sigilv1.NewAuthorizerServiceClient(p.conn), health: healthpb.NewHealthClient(p.conn)}
 	z.waitServing(t, true, 10*time.Second)
 	return z
@@ -283,19 +195,24 @@ func wantDecision(t testing.TB, z *authorizer, tok string, minRevision uint64, w
 
 const allowed = sigilv1.DenyReason_DENY_REASON_UNSPECIFIED
 
-// pollRevoked checks until the authorizer says REVOKED and returns how long
-// that took from since.
-func pollRevoked(t testing.TB, z *authorizer, tok string, since time.Time, limit time.Duration) time.Duration {
+// waitRevoked checks without min_revision until the authorizer says
+// REVOKED, and returns that answer. limit only guards against a revocation
+// that never arrives.
+func waitRevoked(t testing.TB, z *authorizer, tok string, limit time.Duration) *sigilv1.CheckPermissionResponse {
 	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		resp, err := z.check(tok, 0)
 		if err != nil {
 			t.Fatalf("CheckPermission: %v", err)
 		}
 		if resp.GetReason() == sigilv1.DenyReason_DENY_REASON_REVOKED {
-			return time.Since(since)
+			return resp
 		}
-		if resp.GetAllowed() && time.Since(since) > limit {
+		if !resp.GetAllowed() {
+			t.Fatalf("revoked token denied with %v, want REVOKED", resp.GetReason())
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("revoked token still allowed %s after the revocation", limit)
 		}
 		time.Sleep(200 * time.Microsecond)
@@ -320,19 +237,35 @@ func TestE2EMintCheckRevoke(t *testing.T) {
 		t.Fatalf("decision at revision %d, below min_revision %d", got.GetRevision(), rev)
 	}
 
-	// Without min_revision, the revocation is seen within 100 ms.
-	var lat []time.Duration
+	// Without min_revision, revocations arrive by the stream, and in order:
+	// once the authorizer denies the last of several revoked tokens, it
+	// denies every one revoked before it.
+	var toks []string
+	var ids []string
 	for range 5 {
 		tok, id := a.mint(t)
 		wantDecision(t, z, tok, 0, allowed)
-		a.revoke(t, id)
-		lat = append(lat, pollRevoked(t, z, tok, time.Now(), 5*time.Second))
+		toks, ids = append(toks, tok), append(ids, id)
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	t.Logf("revocation seen after %v", lat)
-	if lat[len(lat)/2] > 100*time.Millisecond {
-		t.Fatalf("median propagation %v exceeds 100ms", lat[len(lat)/2])
+	var revs []uint64
+	for i, id := range ids {
+		revs = append(revs, a.revoke(t, id))
+		if i > 0 && revs[i] <= revs[i-1] {
+			t.Fatalf("revisions of successive revocations %v do not increase", revs)
+		}
 	}
+	last := waitRevoked(t, z, toks[len(toks)-1], 10*time.Second)
+	if last.GetRevision() < revs[len(revs)-1] {
+		t.Fatalf("REVOKED at revision %d, before the revocation's %d", last.GetRevision(), revs[len(revs)-1])
+	}
+	for i, tok := range toks[:len(toks)-1] {
+		if got := wantDecision(t, z, tok, 0, sigilv1.DenyReason_DENY_REASON_REVOKED); got.GetRevision() < revs[i] {
+			t.Fatalf("decision at revision %d, before the revocation's %d", got.GetRevision(), revs[i])
+		}
+	}
+	// An event after them all, a new token, is seen as well.
+	later, _ := a.mint(t)
+	wantDecision(t, z, later, 0, allowed)
 
 	// A forged token, a token of another deployment's shape, garbage: denied.
 	wantDecision(t, z, tok[:len(tok)-2]+"zz", 0, sigilv1.DenyReason_DENY_REASON_MALFORMED)
@@ -340,8 +273,8 @@ func TestE2EMintCheckRevoke(t *testing.T) {
 	// SIGTERM drains and exits cleanly; no token reached the logs.
 	z.term(t, 10*time.Second)
 	for _, p := range []*proc{z.proc, a.proc} {
-		if strings.Contains(p.logs.String(), tok) {
-			t.Fatalf("%s logged a token", p.name)
+		if strings.Contains(p.Logs.String(), tok) {
+			t.Fatalf("%s logged a token", p.Name)
 		}
 	}
 }
@@ -355,29 +288,31 @@ func TestE2EAuthorityDownThenBack(t *testing.T) {
 
 	addr := a.addr
 	a.kill()
+	// It answers from its cache until nothing came for --max-staleness
+	// (2s), then fails closed: UNAVAILABLE, and health NOT_SERVING. (When,
+	// against a clock, is the follower's and server's unit tests' business;
+	// the 30s limit only catches an authorizer that never fails closed.)
 	killed := time.Now()
-	// Fail closed once nothing came for --max-staleness (2s).
+	cached := 0
 	for {
-		_, err := z.check(tok, 0)
+		resp, err := z.check(tok, 0)
 		if status.Code(err) == codes.Unavailable {
 			break
 		}
-		if err != nil {
-			t.Fatalf("unexpected error %v", err)
+		if err != nil || !resp.GetAllowed() {
+			t.Fatalf("before failing closed: %v, %v; want the cached decision", resp, err)
 		}
-		if time.Since(killed) > 10*time.Second {
-			t.Fatal("still answering 10s after the authority died")
+		cached++
+		if time.Since(killed) > 30*time.Second {
+			t.Fatal("still answering 30s after the authority died")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The last checkpoint came at most a second before the kill, so the
-	// 2s staleness bound runs out between 1s and 2s after it.
-	d := time.Since(killed)
-	if d < time.Second {
-		t.Fatalf("UNAVAILABLE %v after the kill: sooner than --max-staleness allows", d)
+	if cached == 0 {
+		t.Fatal("UNAVAILABLE at once: no answer from the cache after the authority died")
 	}
-	t.Logf("UNAVAILABLE %v after the authority was killed (--max-staleness 2s)", d)
-	z.waitServing(t, false, 2*time.Second)
+	t.Logf("UNAVAILABLE %v after the authority was killed (--max-staleness 2s)", time.Since(killed))
+	z.waitServing(t, false, 10*time.Second)
 
 	// The authority comes back on the same address: the authorizer resumes.
 	a = startAuthority(t, dir, addr)
@@ -452,32 +387,53 @@ func TestE2EKeyRotationAndRevocation(t *testing.T) {
 	wantDecision(t, z, newTok, 0, allowed)
 }
 
-// TestPropagationLatency measures, with 8 authorizers connected, the time
-// from RevokeToken's reply to each authorizer's first REVOKED answer.
-// Run it with: go test ./services/authorizer -run Propagation -propagation 1000 -v
-func TestPropagationLatency(t *testing.T) {
-	if *propagation == 0 {
-		t.Skip("a benchmark: run with -propagation N (see BENCHMARKS.md)")
-	}
-	const authorizers = 8
+// TestE2ERevocationReachesEveryAuthorizer: with several authorizers
+// connected, each one denies a revoked token, without min_revision, and
+// only after it allowed it.
+func TestE2ERevocationReachesEveryAuthorizer(t *testing.T) {
 	a := startAuthority(t, t.TempDir(), "127.0.0.1:0")
-	zs := make([]*authorizer, authorizers)
-	for i := range zs {
-		zs[i] = startAuthorizer(t, a)
-	}
-	var lat []time.Duration
-	for range *propagation {
+	zs := []*authorizer{startAuthorizer(t, a), startAuthorizer(t, a), startAuthorizer(t, a)}
+	for range 3 {
 		tok, id := a.mint(t)
 		for _, z := range zs {
 			wantDecision(t, z, tok, 0, allowed)
 		}
-		a.revoke(t, id)
+		rev := a.revoke(t, id)
+		for _, z := range zs {
+			if got := waitRevoked(t, z, tok, 10*time.Second); got.GetRevision() < rev {
+				t.Fatalf("REVOKED at revision %d, before the revocation's %d", got.GetRevision(), rev)
+			}
+		}
+	}
+}
+
+// BenchmarkPropagation measures, with -propagation.authorizers (8)
+// authorizers connected, the time from RevokeToken's reply to each
+// authorizer's first REVOKED answer (polled every 200µs), and reports its
+// p50, p90, p99 and max; one revocation per iteration.
+// Run it with: go test ./services/authorizer -run '^$' -bench Propagation -benchtime 1000x
+func BenchmarkPropagation(b *testing.B) {
+	a := startAuthority(b, b.TempDir(), "127.0.0.1:0")
+	zs := make([]*authorizer, *propagationAuthorizers)
+	for i := range zs {
+		zs[i] = startAuthorizer(b, a)
+	}
+	var lat []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		tok, id := a.mint(b)
+		for _, z := range zs {
+			wantDecision(b, z, tok, 0, allowed)
+		}
+		b.StartTimer()
+		a.revoke(b, id)
 		since := time.Now()
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, z := range zs {
 			wg.Go(func() {
-				d := pollRevoked(t, z, tok, since, 10*time.Second)
+				waitRevoked(b, z, tok, 10*time.Second)
+				d := time.Since(since)
 				mu.Lock()
 				lat = append(lat, d)
 				mu.Unlock()
@@ -486,12 +442,11 @@ func TestPropagationLatency(t *testing.T) {
 		wg.Wait()
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
-	fmt.Printf("propagation: %d revocations x %d authorizers: p50 %v p90 %v p99 %v max %v\n",
-		*propagation, authorizers, q(.50), q(.90), q(.99), lat[len(lat)-1])
-	if q(.99) > 100*time.Millisecond {
-		t.Errorf("p99 %v exceeds 100ms", q(.99))
-	}
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))]) / float64(time.Millisecond) }
+	b.ReportMetric(q(.50), "p50-ms")
+	b.ReportMetric(q(.90), "p90-ms")
+	b.ReportMetric(q(.99), "p99-ms")
+	b.ReportMetric(q(1), "max-ms")
 }
 
 var ghzTotal = flag.Int("ghz", 0, "run TestGhz with this many requests per run (0 skips it)")

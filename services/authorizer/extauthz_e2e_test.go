@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
 
@@ -212,8 +213,8 @@ func TestE2EExtAuthz(t *testing.T) {
 				t.Logf("revocation seen by ext_authz after %v", time.Since(revoked))
 				break
 			}
-			if time.Since(revoked) > 5*time.Second {
-				t.Fatal("revoked token still allowed 5s after the revocation")
+			if time.Since(revoked) > 10*time.Second { // a hang, not a latency bound
+				t.Fatal("revoked token still allowed 10s after the revocation")
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -232,7 +233,7 @@ func TestE2EExtAuthz(t *testing.T) {
 	}
 	z.term(t, 10*time.Second)
 	for _, tok := range []string{renewer, viewer} {
-		if strings.Contains(z.logs.String(), tok) || strings.Contains(a.logs.String(), tok) {
+		if strings.Contains(z.Logs.String(), tok) || strings.Contains(a.Logs.String(), tok) {
 			t.Fatal("a token reached the logs")
 		}
 	}
@@ -242,7 +243,7 @@ func TestE2EExtAuthz(t *testing.T) {
 func scrape(t testing.TB, z *authorizer) string {
 	t.Helper()
 	var addr string
-	for _, line := range strings.Split(z.logs.String(), "\n") {
+	for _, line := range strings.Split(z.Logs.String(), "\n") {
 		var rec struct {
 			Msg         string `json:"msg"`
 			MetricsAddr string `json:"metrics_addr"`
@@ -292,7 +293,7 @@ func TestE2EExtAuthzStaleAuthorizerUnavailable(t *testing.T) {
 	if _, err := extCheck(t, c, httpCheck("GET", "/nowhere", nil)); status.Code(err) != codes.Unavailable {
 		t.Fatalf("unrouted request while stale: %v", err)
 	}
-	z.waitServing(t, false, 2*time.Second)
+	z.waitServing(t, false, 10*time.Second)
 }
 
 func TestE2EBadRoutesFileStopsStartup(t *testing.T) {
@@ -301,7 +302,7 @@ func TestE2EBadRoutesFileStopsStartup(t *testing.T) {
 	if err := os.WriteFile(path, []byte("routes:\n  - method: GET\n    template: /a/{x}\n    permission: domain:view\n    resource: domains/{y}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runBinary(authorizerBin, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--authority", a.addr, "--routes", path)
+	out, err := runBinary(testproc.MustBuild(t, authorizerPkg), "--listen", "127.0.0.1:0", "--metrics-listen", "", "--authority", a.addr, "--routes", path)
 	if err == nil {
 		t.Fatal("authorizer started with a bad routes file")
 	}
@@ -371,11 +372,7 @@ func runBinary(bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIGIL_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = testproc.Env()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

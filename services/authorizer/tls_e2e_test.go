@@ -22,7 +22,7 @@ import (
 func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
 	p := testpki.New(t, t.TempDir())
 	dataDir := t.TempDir()
-	proc := start(t, "authority", authorityBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+	proc := start(t, "authority", authorityPkg, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--data-dir", dataDir, "--shutdown-timeout", "5s",
 		"--tls-cert", p.ServerCertFile, "--tls-key", p.ServerKeyFile, "--tls-client-ca", p.CAFile)
 	conn, err := grpc.NewClient(proc.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
@@ -50,7 +50,7 @@ func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--authority", a.addr,
 				"--authority-token-file", filepath.Join(dataDir, "watch.token"), "--max-staleness", "2s"}, tc.args...)
-			bad := start(t, "authorizer", authorizerBin, args...)
+			bad := start(t, "authorizer", authorizerPkg, args...)
 			// Several reconnect attempts (backoff is capped at a few seconds).
 			time.Sleep(3 * time.Second)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

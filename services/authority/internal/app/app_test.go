@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
 )
 
@@ -66,7 +66,7 @@ func TestRunRefusesBadInputBeforeListening(t *testing.T) {
 
 func TestRunServesAndStops(t *testing.T) {
 	cfg := testConfig(t)
-	var logs syncBuffer
+	var logs testproc.Buffer
 	ready := make(chan net.Addr, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -145,21 +145,4 @@ func TestKEKFromEnvironment(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot open sealed key") {
 		t.Fatalf("wrong kek: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
