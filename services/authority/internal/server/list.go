@@ -18,9 +18,7 @@ func (s *Server) ListTokens(ctx context.Context, req *sigilv1.ListTokensRequest)
 		v.add("state", "unknown state %d", req.GetState())
 	}
 	size := checkPageSize(&v, req.GetPageSize())
-	if len(req.GetPageToken()) > maxPageTokenLen {
-		v.add("page_token", "not a page token from a previous response")
-	}
+	checkPageToken(&v, req.GetPageToken())
 	if err := v.err(); err != nil {
 		return nil, err
 	}

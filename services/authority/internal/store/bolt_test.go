@@ -186,7 +186,7 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	_, checks["AddKey"] = s.AddKey(ctx, Key{ID: "k9", State: KeyActive, Public: []byte{1}}, AuditRecord{})
 	_, checks["SetKeyState"] = s.SetKeyState(ctx, testKeyID, KeyVerifyOnly)
 	_, checks["ListKeys"] = s.ListKeys(ctx)
-	_, checks["ListAudit"] = s.ListAudit(ctx, "o", 0, 10)
+	_, _, checks["ListAudit"] = s.ListAudit(ctx, AuditFilter{OrgID: "o", PageSize: 10})
 	_, checks["Snapshot"] = s.Snapshot(ctx, t0)
 	_, checks["EventsAfter"] = s.EventsAfter(ctx, 0, 10)
 	_, checks["Compact"] = s.Compact(ctx, t0)

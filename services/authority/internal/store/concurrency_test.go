@@ -239,7 +239,7 @@ func testBatchRetry(t *testing.T, mode commitMode) {
 		}
 		seen[r] = true
 	}
-	recs, err := s.ListAudit(ctx, "o", before, 100)
+	recs, err := listAuditAfter(ctx, s, "o", before, 100)
 	if err != nil || len(recs) != 30 {
 		t.Errorf("%d audit records, %v; want 30", len(recs), err)
 	}
