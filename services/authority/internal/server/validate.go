@@ -70,7 +70,7 @@ func checkText(v *violations, field, s string, max int, multiline bool) {
 // checkNoSecret refuses stored text (names, descriptions, reasons) that
 // holds a token or a credential: an administrator pasting a secret into a
 // description would otherwise put it in the database file and the audit
-// log (design §5, promise 6). The message never repeats the text.
+// log, which must never hold a secret. The message never repeats the text.
 func (s *Server) checkNoSecret(v *violations, field, text string) {
 	if text == "" {
 		return
