@@ -44,6 +44,7 @@ func (s *Server) RevokeTokens(ctx context.Context, req *sigilv1.RevokeTokensRequ
 	checkIdent(&v, "org_id", req.GetOrgId(), true)
 	checkIdent(&v, "created_by", req.GetCreatedBy(), false)
 	checkText(&v, "reason", req.GetReason(), maxReasonLen, false)
+	s.checkNoSecret(&v, "org_id", req.GetOrgId()) // stored in the audit record
 	s.checkNoSecret(&v, "reason", req.GetReason())
 	if err := v.err(); err != nil {
 		return nil, err

@@ -49,7 +49,7 @@ func checkText(v *violations, field, s string, max int, multiline bool) {
 		return
 	}
 	if len(s) > max {
-		v.add(field, "at most %d bytes, got %d", max, len(s))
+		v.add(field, "at most %d bytes", max)
 		return
 	}
 	if !utf8.ValidString(s) {
@@ -137,7 +137,7 @@ func (s *Server) expiry(v *violations, now time.Time, at *timestamppb.Timestamp,
 		}
 		d := ttl.AsDuration()
 		if d < s.minTTL || d > s.maxTTL {
-			v.add("ttl", "must be between %s and %s, got %s", s.minTTL, s.maxTTL, d)
+			v.add("ttl", "must be between %s and %s", s.minTTL, s.maxTTL)
 			return time.Time{}
 		}
 		return now.Add(d).Truncate(time.Second)
