@@ -117,7 +117,7 @@ const (
 	AuditTokenRotated
 	AuditTokensRevoked
 	AuditKeyRotated
-	AuditKeyRevoked
+	AuditKeyRevoked // the last: the codec rejects actions past it
 )
 
 // AuditRecord is one append-only audit entry. Revision is set by the store.

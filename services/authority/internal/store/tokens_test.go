@@ -358,7 +358,7 @@ func TestRevokeTokensIsAtomic(t *testing.T) {
 	for _, mode := range []commitMode{commitGroup, commitBatch, commitUpdate} {
 		t.Run(fmt.Sprint("mode ", mode), func(t *testing.T) {
 			s := openTest(t)
-			s.mode = mode
+			setMode(s, mode)
 			var ids []string
 			for i := range 10 {
 				x := tok("o", fmt.Sprint("t", i), "u", time.Hour)
