@@ -79,7 +79,7 @@ func TestListAudit(t *testing.T) {
 		org  string
 		want int
 	}{{"", 1}, {"o2", 23}, {"nobody", 0}, {"o\x00", 0}} {
-		recs, err := listAuditAfter(ctx, s, tc.org, 0, 1000)
+		recs, err := listAuditAfter(ctx, s, tc.org, 0, MaxPageSize)
 		if err != nil || len(recs) != tc.want {
 			t.Errorf("ListAudit(%q) = %d records, %v; want %d", tc.org, len(recs), err, tc.want)
 		}
