@@ -29,7 +29,9 @@ type entry struct {
 // MaxCatalogFileSize is the largest catalog file LoadCatalogFile reads.
 const MaxCatalogFileSize = 1 << 20
 
-// builtin is the catalog table of the API contract (api.md).
+// builtin is the built-in permission catalog: every permission a client may
+// grant, what it allows and what it implies. Clients read it with
+// ListPermissions; changing an entry changes what existing tokens allow.
 func builtin() []Permission {
 	p := func(name, desc string, implies ...string) Permission {
 		return Permission{Name: name, Description: desc, Implies: implies}

@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// apiCatalog is the table of api.md, written out again so that a change to
-// the built-in catalog has to change the test too.
+// apiCatalog is the built-in catalog written out again, so that a change to
+// it (which changes what existing tokens allow) has to change the test too.
 var apiCatalog = []struct {
 	name, description string
 	implies           []string

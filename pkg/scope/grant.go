@@ -47,7 +47,7 @@ func (c *Catalog) Expand(grants []Grant) ([]Grant, error) {
 			}
 			e, ok := c.perms[p]
 			if !ok {
-				return nil, &ValidationError{Field: field + ".permissions[" + strconv.Itoa(j) + "]", Value: p, Reason: "unknown permission"}
+				return nil, &ValidationError{Field: field + ".permissions[" + strconv.Itoa(j) + "]", Value: p, Reason: ReasonUnknownPermission}
 			}
 			perms = append(perms, e.closure...)
 		}

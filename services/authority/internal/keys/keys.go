@@ -188,7 +188,7 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) 
 	_, ok := m.keys[id]
 	m.mu.RUnlock()
 	if !ok {
-		return 0, fmt.Errorf("signing key %s: %w", id, store.ErrNotFound)
+		return 0, fmt.Errorf("signing key: %w", store.ErrNotFound)
 	}
 	now := m.now()
 	rev, err := m.st.RevokeKey(ctx, id, store.AuditRecord{Time: now, Actor: actor, Action: store.AuditKeyRevoked, KeyID: id})

@@ -209,7 +209,7 @@ func wantCode(t *testing.T, err error, c codes.Code, field string) {
 	if st.Code() != c {
 		t.Fatalf("code = %v (%v), want %v", st.Code(), err, c)
 	}
-	if strings.Contains(st.Message(), "store: ") || strings.Contains(st.Message(), "keys: ") {
+	if strings.Contains(st.Message(), "store: ") || strings.Contains(st.Message(), "keys: ") || strings.Contains(st.Message(), "manage: ") {
 		t.Fatalf("message leaks an internal prefix: %q", st.Message())
 	}
 	if c != codes.InvalidArgument {

@@ -11,19 +11,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
-// Errors of the server's own rules, mapped by toStatus.
-var (
-	errUnauthenticated = errors.New("missing or invalid credential")
-	errDenied          = errors.New("permission denied")
-)
-
-// toStatus maps a domain error to a gRPC status. Store and key errors are
-// matched with errors.Is; handlers wrap them with what they concern (ids
-// and names, never secrets). Anything unknown is logged by the caller's
-// logging interceptor as Internal with a generic message.
+// toStatus maps an error of package manage, the store or the keys to a
+// gRPC status, with errors.Is. Client messages name the thing and the rule,
+// never a request value: rule errors (manage) are written that way, and
+// store and key errors, which may quote ids and names, get a fixed message
+// per sentinel. Anything unknown is logged and is Internal with a generic
+// message.
 func (s *Server) toStatus(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
@@ -31,24 +28,30 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	// Client-visible messages name the thing (ids, never secrets) without
-	// the packages' prefixes.
-	msg := strings.NewReplacer("store: ", "", "keys: ", "").Replace(err.Error())
+	var fe *manage.FieldError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "call cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
-	case errors.Is(err, errUnauthenticated):
-		return status.Error(codes.Unauthenticated, err.Error())
-	case errors.Is(err, errDenied):
-		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, manage.ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, strings.TrimPrefix(err.Error(), "manage: "))
+	case errors.Is(err, manage.ErrPermissionDenied):
+		return status.Error(codes.PermissionDenied, strings.TrimPrefix(err.Error(), "manage: "))
+	case errors.As(err, &fe):
+		return invalid(fe.Field, "%s", fe.Reason)
+	case errors.Is(err, store.ErrBadPageToken):
+		return invalid("page_token", "not a page token from a previous response")
 	case errors.Is(err, store.ErrNotFound):
-		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, store.ErrNameTaken), errors.Is(err, store.ErrTokenExists), errors.Is(err, store.ErrKeyExists):
-		return status.Error(codes.AlreadyExists, msg)
-	case errors.Is(err, store.ErrNotActive), errors.Is(err, store.ErrKeyRevoked):
-		return status.Error(codes.FailedPrecondition, msg)
+		return status.Error(codes.NotFound, "not found")
+	case errors.Is(err, store.ErrNameTaken):
+		return status.Error(codes.AlreadyExists, "name is taken by a live token of the organization")
+	case errors.Is(err, store.ErrTokenExists), errors.Is(err, store.ErrKeyExists):
+		return status.Error(codes.AlreadyExists, "already exists")
+	case errors.Is(err, store.ErrNotActive):
+		return status.Error(codes.FailedPrecondition, "token is not active (revoked or expired)")
+	case errors.Is(err, store.ErrKeyRevoked):
+		return status.Error(codes.FailedPrecondition, "signing key is revoked")
 	case errors.Is(err, keys.ErrNoActiveKey):
 		return status.Error(codes.Unavailable, "no active signing key yet (a new key is being announced); retry shortly")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrLocked):
@@ -56,11 +59,6 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	}
 	s.logger.ErrorContext(ctx, "internal error", "error", err)
 	return status.Error(codes.Internal, "internal error")
-}
-
-// denied returns a PERMISSION_DENIED error with a reason.
-func denied(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errDenied, fmt.Sprintf(format, args...))
 }
 
 // violations collects bad fields of a request.
@@ -98,17 +96,3 @@ func invalid(field, format string, args ...any) error {
 	v.add(field, format, args...)
 	return v.err()
 }
-
-// errorf wraps a sentinel with a message.
-func errorf(sentinel error, format string, args ...any) error {
-	return &msgError{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
-}
-
-// msgError is a sentinel error with its own message.
-type msgError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *msgError) Error() string { return e.msg }
-func (e *msgError) Unwrap() error { return e.sentinel }

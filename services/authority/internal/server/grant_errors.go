@@ -7,8 +7,10 @@ import (
 	"github.com/sigil-auth/sigil/pkg/scope"
 )
 
-// grantViolation names the field and the problem of a scope validation
-// error (the field path pkg/scope reports, such as grants[1].permissions[0]).
+// grantViolation names the field (the path pkg/scope reports, such as
+// grants[1].permissions[0]) and the rule of a scope validation error, never
+// the value: a pasted token would otherwise land in the message and the
+// logs.
 func grantViolation(err error) (field, desc string) {
 	var ve *scope.ValidationError
 	if errors.As(err, &ve) {
@@ -16,7 +18,10 @@ func grantViolation(err error) (field, desc string) {
 		if field == "" {
 			field = "grants"
 		}
-		return field, ve.Description()
+		if ve.Reason == scope.ReasonUnknownPermission {
+			return field, ve.Reason + "; see ListPermissions"
+		}
+		return field, ve.Reason
 	}
 	return "grants", strings.TrimPrefix(err.Error(), "scope: ")
 }

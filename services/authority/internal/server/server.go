@@ -1,5 +1,6 @@
-// Package server implements sigil.v1.TokenAuthorityService over the store,
-// the key manager and the token codec.
+// Package server implements sigil.v1.TokenAuthorityService: it reads the
+// credential, validates requests, calls the rules of package manage and
+// maps their errors to gRPC statuses (toStatus).
 package server
 
 import (
@@ -14,18 +15,19 @@ import (
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 // Defaults of the stream tunables.
 const (
+	// DefaultCheckpointInterval is how often an idle revocation stream
+	// sends a checkpoint.
 	DefaultCheckpointInterval = time.Second
 	DefaultSendTimeout        = 5 * time.Second
 	// SnapshotChunkSize is the most revoked tokens per snapshot chunk.
 	SnapshotChunkSize = 1000
-	// eventBatch is the most events read from the store at once.
-	eventBatch = 1000
 )
 
 // Options are the server's dependencies and settings.
@@ -64,18 +66,16 @@ type Options struct {
 type Server struct {
 	sigilv1.UnimplementedTokenAuthorityServiceServer
 
-	store    store.Store
-	keys     *keys.Manager
-	codec    *token.Codec
-	catalog  *scope.Catalog
-	operator secrets.Credential
-	watch    secrets.Credential
-	minTTL   time.Duration
-	maxTTL   time.Duration
-	dev      bool
-	logger   *slog.Logger
-	metrics  *Metrics
-	now      func() time.Time
+	store   store.Store
+	codec   *token.Codec
+	catalog *scope.Catalog
+	minTTL  time.Duration
+	maxTTL  time.Duration
+	logger  *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	mgr *manage.Manager
 
 	checkpointEvery time.Duration
 	sendTimeout     time.Duration
@@ -94,9 +94,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("server: bad ttl bounds")
 	}
 	s := &Server{
-		store: opts.Store, keys: opts.Keys, codec: opts.Codec, catalog: opts.Catalog,
-		operator: opts.Operator, watch: opts.Watch, minTTL: opts.MinTTL, maxTTL: opts.MaxTTL,
-		dev: opts.Dev, logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
+		store: opts.Store, codec: opts.Codec, catalog: opts.Catalog, minTTL: opts.MinTTL, maxTTL: opts.MaxTTL,
+		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
 		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
 		shutdown: make(chan struct{}),
 	}
@@ -112,6 +111,14 @@ func New(opts Options) (*Server, error) {
 	if s.sendTimeout <= 0 {
 		s.sendTimeout = DefaultSendTimeout
 	}
+	mgr, err := manage.New(manage.Options{
+		Store: opts.Store, Keys: opts.Keys, Codec: opts.Codec, Catalog: opts.Catalog,
+		Operator: opts.Operator, Watch: opts.Watch, Dev: opts.Dev, Logger: s.logger, Now: s.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mgr = mgr
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil, nil)
 	}

@@ -2,39 +2,39 @@ package server
 
 import (
 	"context"
-	"fmt"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 )
 
 // RotateSigningKey adds a pending key (operator only), announced at once on
 // the stream and signing after the activation delay.
 func (s *Server) RotateSigningKey(ctx context.Context, _ *sigilv1.RotateSigningKeyRequest) (*sigilv1.RotateSigningKeyResponse, error) {
-	c, err := s.authenticateOperator(ctx)
+	c, err := s.authenticate(ctx, manage.AccessOperator)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	k, rev, err := s.keys.Rotate(ctx, c.actor())
+	k, rev, err := s.mgr.RotateSigningKey(ctx, c)
 	if err != nil {
-		return nil, s.toStatus(ctx, fmt.Errorf("rotate signing key: %w", err))
+		return nil, s.toStatus(ctx, err)
 	}
 	return &sigilv1.RotateSigningKeyResponse{KeyId: k.ID, Revision: rev, ActivateTime: timestamppb.New(k.ActivateTime)}, nil
 }
 
 // RevokeSigningKey revokes a key at once (operator only).
 func (s *Server) RevokeSigningKey(ctx context.Context, req *sigilv1.RevokeSigningKeyRequest) (*sigilv1.RevokeSigningKeyResponse, error) {
+	c, err := s.authenticate(ctx, manage.AccessOperator)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	var v violations
 	checkIdent(&v, "key_id", req.GetKeyId(), true)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	c, err := s.authenticateOperator(ctx)
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	rev, err := s.keys.Revoke(ctx, req.GetKeyId(), c.actor())
+	rev, err := s.mgr.RevokeSigningKey(ctx, c, req.GetKeyId())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -43,10 +43,14 @@ func (s *Server) RevokeSigningKey(ctx context.Context, req *sigilv1.RevokeSignin
 
 // ListSigningKeys lists the public halves of the keys (operator only).
 func (s *Server) ListSigningKeys(ctx context.Context, _ *sigilv1.ListSigningKeysRequest) (*sigilv1.ListSigningKeysResponse, error) {
-	if _, err := s.authenticateOperator(ctx); err != nil {
+	c, err := s.authenticate(ctx, manage.AccessOperator)
+	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	ks := s.keys.List()
+	ks, err := s.mgr.ListSigningKeys(c)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	resp := &sigilv1.ListSigningKeysResponse{Keys: make([]*sigilv1.SigningKey, len(ks))}
 	for i, k := range ks {
 		resp.Keys[i] = keyToProto(k)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 func TestCreateTokenValidation(t *testing.T) {
@@ -26,10 +27,10 @@ func TestCreateTokenValidation(t *testing.T) {
 		field  string
 	}{
 		{name: "missing org_id", mutate: func(r *sigilv1.CreateTokenRequest) { r.OrgId = "" }, field: "org_id"},
-		{name: "org_id too long", mutate: func(r *sigilv1.CreateTokenRequest) { r.OrgId = strings.Repeat("o", 129) }, field: "org_id"},
+		{name: "org_id too long", mutate: func(r *sigilv1.CreateTokenRequest) { r.OrgId = strings.Repeat("o", maxIdentLen+1) }, field: "org_id"},
 		{name: "name with control char", mutate: func(r *sigilv1.CreateTokenRequest) { r.Name = "a\x00b" }, field: "name"},
 		{name: "missing name", mutate: func(r *sigilv1.CreateTokenRequest) { r.Name = "" }, field: "name"},
-		{name: "description too long", mutate: func(r *sigilv1.CreateTokenRequest) { r.Description = strings.Repeat("d", 1025) }, field: "description"},
+		{name: "description too long", mutate: func(r *sigilv1.CreateTokenRequest) { r.Description = strings.Repeat("d", maxDescriptionLen+1) }, field: "description"},
 		{name: "created_by bad", mutate: func(r *sigilv1.CreateTokenRequest) { r.CreatedBy = "bob\n" }, field: "created_by"},
 		{name: "no grants", mutate: func(r *sigilv1.CreateTokenRequest) { r.Grants = nil }, field: "grants"},
 		{name: "unknown permission", mutate: func(r *sigilv1.CreateTokenRequest) { r.Grants[0].Permissions = []string{"domain:fly"} }, field: "grants[0].permissions[0]"},
@@ -306,7 +307,7 @@ func TestListTokensPaging(t *testing.T) {
 		field string
 	}{
 		{name: "no org", req: &sigilv1.ListTokensRequest{}, field: "org_id"},
-		{name: "page too big", req: &sigilv1.ListTokensRequest{OrgId: "org-1", PageSize: 1001}, field: "page_size"},
+		{name: "page too big", req: &sigilv1.ListTokensRequest{OrgId: "org-1", PageSize: store.MaxPageSize + 1}, field: "page_size"},
 		{name: "negative page", req: &sigilv1.ListTokensRequest{OrgId: "org-1", PageSize: -1}, field: "page_size"},
 		{name: "bad state", req: &sigilv1.ListTokensRequest{OrgId: "org-1", State: 42}, field: "state"},
 		{name: "bad page token", req: &sigilv1.ListTokensRequest{OrgId: "org-1", PageToken: "garbage!"}, field: "page_token"},

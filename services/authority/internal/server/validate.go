@@ -1,8 +1,6 @@
 package server
 
 import (
-	"encoding/base64"
-	"encoding/binary"
 	"strings"
 	"time"
 	"unicode"
@@ -15,6 +13,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 // Field limits.
@@ -22,10 +21,6 @@ const (
 	maxIdentLen       = 128 // org_id, name, created_by, key_id
 	maxDescriptionLen = 1024
 	maxReasonLen      = 512
-	maxPageSize       = 1000
-	defaultPageSize   = 50
-	maxGrants         = 64
-	maxPageTokenLen   = 512
 	// expirySlack accepts an expires_at a few seconds outside the bounds:
 	// the client computed it from its own clock a moment ago.
 	expirySlack = 10 * time.Second
@@ -54,7 +49,7 @@ func checkText(v *violations, field, s string, max int, multiline bool) {
 		return
 	}
 	if len(s) > max {
-		v.add(field, "at most %d bytes, got %d", max, len(s))
+		v.add(field, "at most %d bytes", max)
 		return
 	}
 	if !utf8.ValidString(s) {
@@ -75,7 +70,7 @@ func checkText(v *violations, field, s string, max int, multiline bool) {
 // checkNoSecret refuses stored text (names, descriptions, reasons) that
 // holds a token or a credential: an administrator pasting a secret into a
 // description would otherwise put it in the database file and the audit
-// log (design §5, promise 6). The message never repeats the text.
+// log, which must never hold a secret. The message never repeats the text.
 func (s *Server) checkNoSecret(v *violations, field, text string) {
 	if text == "" {
 		return
@@ -108,10 +103,10 @@ func checkPageSize(v *violations, n int32) int {
 	switch {
 	case n < 0:
 		v.add("page_size", "must not be negative")
-	case n > maxPageSize:
-		v.add("page_size", "at most %d, got %d", maxPageSize, n)
+	case n > store.MaxPageSize:
+		v.add("page_size", "at most %d", store.MaxPageSize)
 	case n == 0:
-		return defaultPageSize
+		return store.DefaultPageSize
 	}
 	return int(n)
 }
@@ -142,7 +137,7 @@ func (s *Server) expiry(v *violations, now time.Time, at *timestamppb.Timestamp,
 		}
 		d := ttl.AsDuration()
 		if d < s.minTTL || d > s.maxTTL {
-			v.add("ttl", "must be between %s and %s, got %s", s.minTTL, s.maxTTL, d)
+			v.add("ttl", "must be between %s and %s", s.minTTL, s.maxTTL)
 			return time.Time{}
 		}
 		return now.Add(d).Truncate(time.Second)
@@ -155,8 +150,8 @@ func (s *Server) grants(v *violations, in []*sigilv1.Grant) []scope.Grant {
 		v.add("grants", "at least one grant is required")
 		return nil
 	}
-	if len(in) > maxGrants {
-		v.add("grants", "at most %d grants, got %d", maxGrants, len(in))
+	if len(in) > scope.MaxGrants {
+		v.add("grants", "at most %d grants", scope.MaxGrants)
 		return nil
 	}
 	gs := make([]scope.Grant, len(in))
@@ -172,21 +167,9 @@ func (s *Server) grants(v *violations, in []*sigilv1.Grant) []scope.Grant {
 	return out
 }
 
-// Page tokens of the audit log: the last revision returned, opaque to clients.
-func encodeAuditPage(after uint64) string {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], after)
-	return "a" + base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func decodeAuditPage(v *violations, s string) uint64 {
-	if s == "" {
-		return 0
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimPrefix(s, "a"))
-	if !strings.HasPrefix(s, "a") || err != nil || len(b) != 8 {
+// checkPageToken checks the length of a page token; the store decodes it.
+func checkPageToken(v *violations, token string) {
+	if len(token) > store.MaxPageTokenLen {
 		v.add("page_token", "not a page token from a previous response")
-		return 0
 	}
-	return binary.BigEndian.Uint64(b)
 }

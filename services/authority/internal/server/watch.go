@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
@@ -19,15 +19,16 @@ import (
 //
 //  1. When after_revision is 0, the epoch differs from the store's,
 //     after_revision is compacted, or it is ahead of the store: a snapshot.
-//     One or more SnapshotChunk (≤ 1000 revoked tokens each, every key in the
-//     first), then SnapshotEnd, then a Checkpoint at the snapshot revision.
+//     One or more SnapshotChunk (≤ SnapshotChunkSize revoked tokens each,
+//     every key in the first), then SnapshotEnd, then a Checkpoint at the
+//     snapshot revision.
 //  2. Otherwise (resume) the stream starts directly with the live events
 //     after after_revision, or a Checkpoint when there is none.
 //  3. Live events in revision order, without gap or duplicate: token_revoked,
 //     key_added (also for a key's change of state) and key_revoked. A
 //     Checkpoint{revision: R} promises that every streamed event with a
 //     revision ≤ R was sent before it. One follows each batch of commits and
-//     one is sent every second.
+//     one is sent every checkpoint interval (default 1 s).
 //  4. The stream reads from the store at its own pace; writers never wait for
 //     it. A message that cannot be sent within the send timeout ends the
 //     stream with RESOURCE_EXHAUSTED; so does falling behind compaction. The
@@ -36,7 +37,7 @@ import (
 //  6. Server shutdown ends the stream with UNAVAILABLE.
 func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream sigilv1.TokenAuthorityService_WatchRevocationsServer) error {
 	ctx := stream.Context()
-	if _, err := s.authenticateWatcher(ctx); err != nil {
+	if _, err := s.authenticate(ctx, manage.AccessWatch); err != nil {
 		return s.toStatus(ctx, err)
 	}
 	s.metrics.subscribers.Inc()
@@ -126,7 +127,7 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 // snapshot sends the chunks, the end marker and a checkpoint, and returns
 // the snapshot's revision.
 func (w *watch) snapshot() (uint64, error) {
-	snap, err := w.s.store.Snapshot(w.ctx, w.s.now().Add(-ExpiryMargin))
+	snap, err := w.s.store.Snapshot(w.ctx, w.s.now().Add(-manage.ExpiryMargin))
 	if err != nil {
 		return 0, err
 	}
@@ -176,7 +177,7 @@ func (w *watch) live(last uint64) error {
 		changed := st.Changed()
 		rev := st.Revision()
 		for {
-			evs, err := st.EventsAfter(w.ctx, last, eventBatch)
+			evs, err := st.EventsAfter(w.ctx, last, store.DefaultEventLimit)
 			if errors.Is(err, store.ErrCompacted) {
 				return status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
 			}
@@ -191,7 +192,7 @@ func (w *watch) live(last uint64) error {
 				}
 				last = ev.Revision
 			}
-			if len(evs) < eventBatch {
+			if len(evs) < store.DefaultEventLimit {
 				break
 			}
 		}
@@ -238,28 +239,8 @@ func eventToProto(ev store.Event) *sigilv1.WatchRevocationsResponse {
 	return nil
 }
 
-// ExpiryMargin keeps revocations of tokens that expired less than this ago
-// in snapshots and in the event log: an authorizer accepts a token up to its
-// clock leeway after expiry, and its clock may run behind ours.
-const ExpiryMargin = 10 * time.Minute
-
 // RunCompaction compacts the event log at once and then every interval
-// until ctx ends: events no follower needs (revocations of expired tokens,
-// token creations) are dropped.
+// until ctx ends (manage.Manager.RunCompaction).
 func (s *Server) RunCompaction(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		rev, err := s.store.Compact(ctx, s.now().Add(-ExpiryMargin))
-		if err != nil && ctx.Err() == nil {
-			s.logger.Error("compaction failed", "error", fmt.Sprint(err))
-		} else if err == nil {
-			s.logger.Debug("compacted event log", "revision", rev)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	s.mgr.RunCompaction(ctx, interval)
 }

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,14 +38,14 @@ func TestListAudit(t *testing.T) {
 	}{{"page of 1", 1}, {"page of 7", 7}, {"default page", 0}, {"large page", 5000}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []uint64
-			after := uint64(0)
+			page := ""
 			for {
-				recs, err := s.ListAudit(ctx, "o", after, tc.limit)
+				recs, next, err := s.ListAudit(ctx, AuditFilter{OrgID: "o", PageSize: tc.limit, PageToken: page})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if max := pageSize(tc.limit); len(recs) > max {
-					t.Fatalf("%d records for limit %d", len(recs), tc.limit)
+				if max := pageSize(tc.limit); len(recs) > max || (next != "" && len(recs) != max) {
+					t.Fatalf("%d records (next %q) for limit %d", len(recs), next, tc.limit)
 				}
 				for _, r := range recs {
 					if r.OrgID != "o" {
@@ -51,10 +53,10 @@ func TestListAudit(t *testing.T) {
 					}
 					got = append(got, r.Revision)
 				}
-				if len(recs) < pageSize(tc.limit) {
+				if next == "" {
 					break
 				}
-				after = recs[len(recs)-1].Revision
+				page = next
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("revisions\n%v\nwant\n%v", got, want)
@@ -62,14 +64,14 @@ func TestListAudit(t *testing.T) {
 		})
 	}
 
-	recs, err := s.ListAudit(ctx, "o", rev-1, 10)
+	recs, err := listAuditAfter(ctx, s, "o", rev-1, 10)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("= %+v, %v", recs, err)
 	}
 	if r := recs[0]; r.Action != AuditTokensRevoked || r.Count != n || r.Actor != "operator" || r.Reason != "test" || !r.Time.Equal(t0) {
 		t.Errorf("bulk record %+v", r)
 	}
-	recs, _ = s.ListAudit(ctx, "o", 0, 1)
+	recs, _ = listAuditAfter(ctx, s, "o", 0, 1)
 	if r := recs[0]; r.Action != AuditTokenCreated || r.Name != "t0" || len(r.Grants) != 2 || r.TokenID == "" {
 		t.Errorf("first record %+v", r)
 	}
@@ -77,12 +79,28 @@ func TestListAudit(t *testing.T) {
 		org  string
 		want int
 	}{{"", 1}, {"o2", 23}, {"nobody", 0}, {"o\x00", 0}} {
-		recs, err := s.ListAudit(ctx, tc.org, 0, 1000)
+		recs, err := listAuditAfter(ctx, s, tc.org, 0, MaxPageSize)
 		if err != nil || len(recs) != tc.want {
 			t.Errorf("ListAudit(%q) = %d records, %v; want %d", tc.org, len(recs), err, tc.want)
 		}
 	}
-	if recs, err := s.ListAudit(ctx, "o", ^uint64(0), 10); err != nil || len(recs) != 0 {
+	if recs, err := listAuditAfter(ctx, s, "o", ^uint64(0), 10); err != nil || len(recs) != 0 {
 		t.Errorf("after max = %v, %v", recs, err)
 	}
+	for _, bad := range []string{"x", auditPageToken("o2", 3), strings.Repeat("A", MaxPageTokenLen+1), "a" + auditPageToken("o", 3)} {
+		if _, _, err := s.ListAudit(ctx, AuditFilter{OrgID: "o", PageToken: bad}); !errors.Is(err, ErrBadPageToken) {
+			t.Errorf("page token %q: %v, want ErrBadPageToken", bad, err)
+		}
+	}
+}
+
+// listAuditAfter returns one page of up to limit records of org with a
+// revision above after.
+func listAuditAfter(ctx context.Context, s *Bolt, org string, after uint64, limit int) ([]AuditRecord, error) {
+	page := ""
+	if after > 0 {
+		page = auditPageToken(org, after)
+	}
+	recs, _, err := s.ListAudit(ctx, AuditFilter{OrgID: org, PageSize: limit, PageToken: page})
+	return recs, err
 }

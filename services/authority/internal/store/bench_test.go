@@ -28,7 +28,7 @@ func BenchmarkCreateTokenParallel(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := openTest(b)
-			s.mode = bc.mode
+			setMode(s, bc.mode)
 			if bc.delay > 0 {
 				s.db.MaxBatchDelay = bc.delay
 			}
@@ -60,7 +60,7 @@ func BenchmarkCreateTokenSerial(b *testing.B) {
 	}{{"group", commitGroup}, {"batch-2ms", commitBatch}, {"update", commitUpdate}} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := openTest(b)
-			s.mode = bc.mode
+			setMode(s, bc.mode)
 			ctx := context.Background()
 			i := 0
 			for b.Loop() {

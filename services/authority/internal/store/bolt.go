@@ -25,45 +25,15 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// commitMode is how mutations reach bbolt.
-type commitMode int
-
-const (
-	// commitGroup is the default: groupCommitter (commit.go). Measured with
-	// BenchmarkCreateTokenParallel (50 writers) and BenchmarkCreateTokenSerial
-	// (one writer) on the development VM (2 shared cores, ext4 on a virtual
-	// disk, fsync ≈ 0.4 ms), default benchtime, -count=2:
-	//
-	//	                 50 writers          1 writer, per create
-	//	group commit     24,700-26,300/s     0.46 ms
-	//	db.Batch 2 ms    13,300/s            2.85 ms
-	//	db.Batch 10 ms    4,150/s            (bbolt's default delay)
-	//	db.Update         1,950-2,150/s      0.47-0.54 ms
-	//
-	// db.Batch helps a lot under load (one fsync per batch) but makes a
-	// lone writer wait for its timer; the group committer batches more and
-	// never waits for a timer, so alone it has Update's latency.
-	commitGroup commitMode = iota
-	// commitBatch groups mutations with db.Batch, which waits up to
-	// MaxBatchDelay (batchDelay) for a batch to fill before committing it.
-	// Kept for the benchmark's comparison.
-	commitBatch
-	// commitUpdate runs one db.Update (and one fsync) per mutation. Kept
-	// for the benchmark's comparison.
-	commitUpdate
-)
-
-// batchDelay replaces bbolt's 10 ms default MaxBatchDelay in commitBatch
-// mode.
-const batchDelay = 2 * time.Millisecond
-
 // Bolt is the Store on one bbolt file. It is safe for concurrent use.
 type Bolt struct {
 	db    *bolt.DB
 	path  string
 	epoch string
-	mode  commitMode
 	group groupCommitter
+	// commit, when set, replaces the group committer (tests compare it
+	// with db.Batch and db.Update).
+	commit func(func(*bolt.Tx) error) error
 
 	rev    atomic.Uint64 // last committed revision
 	txRuns atomic.Uint64 // runs of mutation functions, retries included (for tests)
@@ -104,7 +74,6 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = batchDelay // commitBatch mode only
 	s := &Bolt{db: db, path: path, changed: make(chan struct{}), group: groupCommitter{db: db}}
 	var rev uint64
 	if err := db.Update(func(tx *bolt.Tx) error {
@@ -362,16 +331,11 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 		}
 		return nil
 	}
-	var err error
-	switch s.mode {
-	case commitGroup:
-		err = s.group.update(txfn)
-	case commitBatch:
-		err = s.db.Batch(txfn)
-	default:
-		err = s.db.Update(txfn)
+	commit := s.group.update
+	if s.commit != nil {
+		commit = s.commit
 	}
-	if err != nil {
+	if err := commit(txfn); err != nil {
 		return 0, mapErr(err)
 	}
 	if rejected != nil {

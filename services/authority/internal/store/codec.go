@@ -409,8 +409,8 @@ func decodeAudit(rev uint64, v []byte) (AuditRecord, error) {
 	a.Actor = d.str()
 	a.OrgID = d.str()
 	action := d.varint()
-	if action < math.MinInt32 || action > math.MaxInt32 {
-		d.fail("action %d out of range", action)
+	if action < int64(AuditTokenCreated) || action > int64(AuditKeyRevoked) {
+		d.fail("unknown audit action %d", action)
 	}
 	a.Action = AuditAction(action)
 	a.TokenID = d.str()

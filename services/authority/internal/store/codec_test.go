@@ -101,6 +101,11 @@ func TestCodecIsStrict(t *testing.T) {
 			}
 		})
 	}
+	for _, action := range []AuditAction{0, AuditKeyRevoked + 1, -1} {
+		if _, err := decodeAudit(1, encodeAudit(&AuditRecord{Time: t0, Action: action})); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("unknown audit action %d: %v, want ErrCorrupt", action, err)
+		}
+	}
 	if _, err := decodeExpiry([]byte{recordV1, 1, 0, 0x80, 0x94, 0xeb, 0xdc, 0x03}); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("nanoseconds ≥ 1e9: %v, want ErrCorrupt", err)
 	}

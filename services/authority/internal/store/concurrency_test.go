@@ -23,7 +23,7 @@ func TestConcurrentMutations(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			ctx := context.Background()
 			s := openTest(t)
-			s.mode = mode.mode
+			setMode(s, mode.mode)
 			const workers, rounds = 50, 6
 
 			type ack struct {
@@ -174,7 +174,7 @@ func TestBatchRetryIsIdempotent(t *testing.T) {
 func testBatchRetry(t *testing.T, mode commitMode) {
 	ctx := context.Background()
 	s := openTest(t)
-	s.mode = mode
+	setMode(s, mode)
 	bad := tok("o", "bad", "u", time.Hour)
 	mustCreate(t, s, bad)
 	var saved []byte
@@ -239,7 +239,7 @@ func testBatchRetry(t *testing.T, mode commitMode) {
 		}
 		seen[r] = true
 	}
-	recs, err := s.ListAudit(ctx, "o", before, 100)
+	recs, err := listAuditAfter(ctx, s, "o", before, 100)
 	if err != nil || len(recs) != 30 {
 		t.Errorf("%d audit records, %v; want 30", len(recs), err)
 	}

@@ -47,7 +47,7 @@ func TestAddKey(t *testing.T) {
 			if k := evs[0].Key; k.ID != "k2" || k.State != tc.key.State || !bytes.Equal(k.Public, tc.key.Public) || k.SealedPrivate != nil {
 				t.Errorf("event key %+v: want the public part only", k)
 			}
-			recs, err := s.ListAudit(ctx, "", before, 10)
+			recs, err := listAuditAfter(ctx, s, "", before, 10)
 			if err != nil || len(recs) != 1 || recs[0].KeyID != "k2" || recs[0].Revision != rev {
 				t.Errorf("audit %+v, %v", recs, err)
 			}
@@ -106,7 +106,7 @@ func TestSetKeyState(t *testing.T) {
 			if err != nil || len(evs) != 1 || evs[0].Kind != EventKeyAdded || evs[0].Key.State != tc.state || evs[0].Key.ID != tc.id {
 				t.Errorf("events %+v, %v", evs, err)
 			}
-			recs, err := s.ListAudit(ctx, "", before, 10)
+			recs, err := listAuditAfter(ctx, s, "", before, 10)
 			if err != nil || len(recs) != 1 || recs[0].Actor != ActorSystem || recs[0].Action != AuditKeyRotated || recs[0].KeyID != tc.id {
 				t.Errorf("audit %+v, %v", recs, err)
 			}

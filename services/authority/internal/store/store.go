@@ -24,8 +24,8 @@ var (
 	ErrKeyExists   = errors.New("store: key exists")
 	ErrTokenExists = errors.New("store: token id exists")
 
-	// ErrBadPageToken is returned by ListTokens for a page token that is not
-	// one it made for the same filter.
+	// ErrBadPageToken is returned by ListTokens and ListAudit for a page
+	// token that is not one they made for the same filter.
 	ErrBadPageToken = errors.New("store: bad page token")
 	// ErrInvalid is returned for an argument the store cannot accept (an
 	// empty id, a zero time, a rotation that changes the name); the server
@@ -117,7 +117,7 @@ const (
 	AuditTokenRotated
 	AuditTokensRevoked
 	AuditKeyRotated
-	AuditKeyRevoked
+	AuditKeyRevoked // the last: the codec rejects actions past it
 )
 
 // AuditRecord is one append-only audit entry. Revision is set by the store.
@@ -181,12 +181,21 @@ type ListFilter struct {
 	PageToken string
 }
 
+// AuditFilter selects an organization's audit records (the empty
+// organization: the deployment-wide ones). PageToken is opaque and comes
+// from a previous page.
+type AuditFilter struct {
+	OrgID     string
+	PageSize  int
+	PageToken string
+}
+
 // Store is the authority's storage. Every mutation is committed (fsync)
 // before it returns, appends its events with the next revisions (one per
 // token or key it changes: a bulk revocation and a rotation append several),
 // and writes its audit record in the same transaction. The interface is
-// small and free of bbolt types so that an etcd-backed store (design §6)
-// can implement it with etcd's revisions and watch.
+// small and free of bbolt types so that another backend (etcd, say) can
+// implement it with its own revisions and watch.
 type Store interface {
 	// Epoch is the random id made when the file was created.
 	Epoch() string
@@ -223,9 +232,9 @@ type Store interface {
 	// ListKeys returns every key, oldest first, with their sealed private halves.
 	ListKeys(ctx context.Context) ([]Key, error)
 
-	// ListAudit returns up to limit audit records of an organization with
-	// revision > after, oldest first.
-	ListAudit(ctx context.Context, orgID string, after uint64, limit int) ([]AuditRecord, error)
+	// ListAudit returns one page of an organization's audit records, oldest
+	// first, and the next page token ("" at the end), as ListTokens does.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error)
 
 	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
 	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)

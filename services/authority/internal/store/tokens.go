@@ -18,6 +18,9 @@ const (
 	DefaultPageSize = 50
 	// MaxPageSize caps the page size; larger requests get this many.
 	MaxPageSize = 1000
+	// MaxPageTokenLen bounds the length of a page token this store makes;
+	// a longer one is ErrBadPageToken without being decoded.
+	MaxPageTokenLen = 512
 )
 
 // maxScanPerPage bounds the index entries one ListTokens call reads, so
@@ -217,8 +220,8 @@ const (
 
 // ListTokens returns one page of an organization's tokens, newest first
 // (by creation revision, walking a listing index backwards), filtered by creator and by state at f.Now, and
-// the token of the next page ("" after the last). PageSize defaults to 50
-// and is capped at 1000. A page may hold fewer tokens than asked when the
+// the token of the next page ("" after the last). PageSize defaults to
+// DefaultPageSize and is capped at MaxPageSize. A page may hold fewer tokens than asked when the
 // filter skips many; only "" means the end. A page token that this store
 // did not make for the same organization and creator is ErrBadPageToken.
 func (s *Bolt) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
@@ -231,6 +234,9 @@ func (s *Bolt) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 		bucket, tag, prefix = bucketTokensByCreator, pageTagCreator, creatorPrefix(f.OrgID, f.CreatedBy)
 	}
 	var after []byte
+	if len(f.PageToken) > MaxPageTokenLen {
+		return nil, "", ErrBadPageToken
+	}
 	if f.PageToken != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(f.PageToken)
 		if err != nil || len(raw) < 1+len(prefix)+8+1 || raw[0] != tag || !bytes.HasPrefix(raw[1:], prefix) {

@@ -239,7 +239,7 @@ func TestRevokeToken(t *testing.T) {
 		}
 	})
 
-	recs, err := s.ListAudit(ctx, "o", 0, 100)
+	recs, err := listAuditAfter(ctx, s, "o", 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestRevokeTokens(t *testing.T) {
 			if len(evs) != int(n) {
 				t.Errorf("%d events, want %d", len(evs), n)
 			}
-			recs, err := s.ListAudit(ctx, "o", before, 100)
+			recs, err := listAuditAfter(ctx, s, "o", before, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -358,7 +358,7 @@ func TestRevokeTokensIsAtomic(t *testing.T) {
 	for _, mode := range []commitMode{commitGroup, commitBatch, commitUpdate} {
 		t.Run(fmt.Sprint("mode ", mode), func(t *testing.T) {
 			s := openTest(t)
-			s.mode = mode
+			setMode(s, mode)
 			var ids []string
 			for i := range 10 {
 				x := tok("o", fmt.Sprint("t", i), "u", time.Hour)
