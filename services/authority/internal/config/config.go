@@ -11,15 +11,18 @@ import (
 	"github.com/sigil-auth/sigil/pkg/flagenv"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authority/internal/server"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 // EnvPrefix is the prefix of the environment variables that set flags.
 const EnvPrefix = "SIGIL_AUTHORITY"
 
-// CheckpointInterval is how often the revocation stream sends a checkpoint.
-// The key activation delay must exceed it, so that every connected
-// authorizer has received a new key before it signs anything.
-const CheckpointInterval = time.Second
+// CheckpointInterval is how often the revocation stream sends a checkpoint
+// (the server owns the value). The key activation delay must exceed it, so
+// that every connected authorizer has received a new key before it signs
+// anything.
+const CheckpointInterval = server.DefaultCheckpointInterval
 
 // Config is the authority's whole configuration.
 type Config struct {
@@ -63,10 +66,10 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "client CA (PEM); when set, clients must present a certificate (mTLS)")
 	fs.StringVar(&c.TokenPrefix, "token-prefix", token.DefaultPrefix, "prefix of minted tokens, for secret scanners")
 	fs.StringVar(&c.CatalogFile, "catalog-file", "", "permission catalog file extending the built-in catalog")
-	fs.DurationVar(&c.KeyActivationDelay, "key-activation-delay", 5*time.Second, "delay between announcing a new signing key and signing with it (must exceed the 1s checkpoint interval)")
+	fs.DurationVar(&c.KeyActivationDelay, "key-activation-delay", 5*time.Second, "delay between announcing a new signing key and signing with it (must exceed the "+CheckpointInterval.String()+" checkpoint interval)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.DurationVar(&c.LockTimeout, "lock-timeout", 3*time.Second, "how long to wait for the database file lock held by another process")
+	fs.DurationVar(&c.LockTimeout, "lock-timeout", store.DefaultLockTimeout, "how long to wait for the database file lock held by another process")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: allow anonymous WatchRevocations")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err

@@ -7,7 +7,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
@@ -58,7 +58,7 @@ type env struct {
 	conn    *grpc.ClientConn
 	client  sigilv1.TokenAuthorityServiceClient
 	clock   *clock
-	logs    *syncBuffer
+	logs    *testproc.Buffer
 	codec   *token.Codec
 	stopped bool
 	lis     *bufconn.Listener
@@ -76,24 +76,6 @@ type envOpts struct {
 	dir             string // reuse a data dir (restart)
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	if o.dir == "" {
@@ -102,7 +84,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.activationDelay == 0 {
 		o.activationDelay = time.Hour
 	}
-	e := &env{t: t, dir: o.dir, clock: &clock{}, logs: &syncBuffer{}}
+	e := &env{t: t, dir: o.dir, clock: &clock{}, logs: &testproc.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := openTestStore(t, filepath.Join(o.dir, "sigil.db"))
 	if err != nil {
