@@ -23,6 +23,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
 	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 	"github.com/sigil-auth/sigil/services/authority/internal/server"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
@@ -136,8 +137,11 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	metrics := server.NewMetrics(reg, st.Revision)
 
 	srv, err := server.New(server.Options{
-		Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch,
-		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Dev: cfg.Dev, Logger: logger, Metrics: metrics,
+		Options: manage.Options{
+			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch,
+			Dev: cfg.Dev, Logger: logger,
+		},
+		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Metrics: metrics,
 	})
 	if err != nil {
 		return err

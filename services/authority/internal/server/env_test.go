@@ -28,6 +28,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authority/internal/keys"
+	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
@@ -104,10 +105,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = New(Options{
-		Store: st, Keys: e.km, Codec: e.codec, Catalog: scope.Builtin(),
-		Operator: secrets.NewCredential(opToken), Watch: secrets.NewCredential(watchToken),
-		MinTTL: 7 * day, MaxTTL: 365 * day, Dev: o.dev, Logger: logger, Now: e.clock.now,
-		SendTimeout: o.sendTimeout, CheckpointInterval: o.checkpoint,
+		Options: manage.Options{
+			Store: st, Keys: e.km, Codec: e.codec, Catalog: scope.Builtin(),
+			Operator: secrets.NewCredential(opToken), Watch: secrets.NewCredential(watchToken),
+			Dev: o.dev, Logger: logger, Now: e.clock.now,
+		},
+		MinTTL: 7 * day, MaxTTL: 365 * day, SendTimeout: o.sendTimeout, CheckpointInterval: o.checkpoint,
 	})
 	if err != nil {
 		t.Fatal(err)

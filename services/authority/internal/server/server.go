@@ -14,9 +14,7 @@ import (
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
-	"github.com/sigil-auth/sigil/services/authority/internal/keys"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
-	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
@@ -32,29 +30,14 @@ const (
 
 // Options are the server's dependencies and settings.
 type Options struct {
-	// Store keeps tokens, keys, events and the audit log.
-	Store store.Store
-	// Keys signs new tokens and verifies presented ones.
-	Keys *keys.Manager
-	// Codec mints and parses tokens with the deployment's prefix.
-	Codec *token.Codec
-	// Catalog validates and expands requested grants.
-	Catalog *scope.Catalog
-	// Operator is the operator credential (full control).
-	Operator secrets.Credential
-	// Watch is the credential authorizers present to WatchRevocations.
-	Watch secrets.Credential
+	// Options are the domain's dependencies (store, keys, codec, catalog,
+	// credentials, dev mode, logger, clock), handed to manage.New.
+	manage.Options
 	// MinTTL and MaxTTL bound a token's lifetime.
 	MinTTL time.Duration
 	MaxTTL time.Duration
-	// Dev allows anonymous WatchRevocations.
-	Dev bool
-	// Logger receives internal errors (never credentials or tokens).
-	Logger *slog.Logger
 	// Metrics, when set, counts minted and revoked tokens and subscribers.
 	Metrics *Metrics
-	// Now returns the current time; time.Now when nil.
-	Now func() time.Time
 	// CheckpointInterval of the revocation stream; DefaultCheckpointInterval when 0.
 	CheckpointInterval time.Duration
 	// SendTimeout is how long one stream message may wait for a slow
@@ -111,10 +94,9 @@ func New(opts Options) (*Server, error) {
 	if s.sendTimeout <= 0 {
 		s.sendTimeout = DefaultSendTimeout
 	}
-	mgr, err := manage.New(manage.Options{
-		Store: opts.Store, Keys: opts.Keys, Codec: opts.Codec, Catalog: opts.Catalog,
-		Operator: opts.Operator, Watch: opts.Watch, Dev: opts.Dev, Logger: s.logger, Now: s.now,
-	})
+	mo := opts.Options
+	mo.Logger, mo.Now = s.logger, s.now
+	mgr, err := manage.New(mo)
 	if err != nil {
 		return nil, err
 	}
