@@ -62,7 +62,8 @@ type TokenAuthorityServiceClient interface {
 	// RotateToken mints a new secret with the same name, description and grants
 	// and revokes the old token in the same transaction.
 	RotateToken(ctx context.Context, in *RotateTokenRequest, opts ...grpc.CallOption) (*RotateTokenResponse, error)
-	// ListPermissions lists the permission catalog.
+	// ListPermissions lists the permission catalog to the operator and to any
+	// live PAT (not to the watch credential).
 	ListPermissions(ctx context.Context, in *ListPermissionsRequest, opts ...grpc.CallOption) (*ListPermissionsResponse, error)
 	// ListAuditEvents lists an organization's audit log, oldest first.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
@@ -248,7 +249,8 @@ type TokenAuthorityServiceServer interface {
 	// RotateToken mints a new secret with the same name, description and grants
 	// and revokes the old token in the same transaction.
 	RotateToken(context.Context, *RotateTokenRequest) (*RotateTokenResponse, error)
-	// ListPermissions lists the permission catalog.
+	// ListPermissions lists the permission catalog to the operator and to any
+	// live PAT (not to the watch credential).
 	ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error)
 	// ListAuditEvents lists an organization's audit log, oldest first.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
