@@ -589,10 +589,15 @@ type RevokeTokenResponse struct {
 	// The token's description after revocation.
 	Info *TokenInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
 	// Revision of the revocation; pass it as min_revision to an authorizer for
-	// read-after-revoke.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// read-after-revoke. It covers the descendants revoked with the token.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How many tokens minted through this one, transitively, were revoked with
+	// it (the cascade): every descendant not revoked yet, expired or not. 0
+	// when the token was already revoked, unless descendants minted before the
+	// cascade existed were still unrevoked.
+	DescendantsRevoked int64 `protobuf:"varint,3,opt,name=descendants_revoked,json=descendantsRevoked,proto3" json:"descendants_revoked,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RevokeTokenResponse) Reset() {
@@ -635,6 +640,13 @@ func (x *RevokeTokenResponse) GetInfo() *TokenInfo {
 func (x *RevokeTokenResponse) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevokeTokenResponse) GetDescendantsRevoked() int64 {
+	if x != nil {
+		return x.DescendantsRevoked
 	}
 	return 0
 }
@@ -706,7 +718,9 @@ func (x *RevokeTokensRequest) GetReason() string {
 // RevokeTokensResponse reports a bulk revocation.
 type RevokeTokensResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How many tokens were revoked.
+	// How many tokens were revoked: the live tokens selected and the tokens
+	// minted through them, transitively, that were not revoked yet (the
+	// cascade, whatever their creator).
 	RevokedCount int64 `protobuf:"varint,1,opt,name=revoked_count,json=revokedCount,proto3" json:"revoked_count,omitempty"`
 	// Revision at which all of them are revoked.
 	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -870,10 +884,14 @@ type RotateTokenResponse struct {
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// The new token's description.
 	Info *TokenInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
-	// Revision of the old token's revocation.
-	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Revision of the old token's revocation, the last of the rotation.
+	Revision uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How many tokens minted through the old token, transitively, were revoked
+	// with it (the cascade). The new token is never one of them: its parent is
+	// the caller, or the old token's parent.
+	DescendantsRevoked int64 `protobuf:"varint,4,opt,name=descendants_revoked,json=descendantsRevoked,proto3" json:"descendants_revoked,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RotateTokenResponse) Reset() {
@@ -923,6 +941,13 @@ func (x *RotateTokenResponse) GetInfo() *TokenInfo {
 func (x *RotateTokenResponse) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *RotateTokenResponse) GetDescendantsRevoked() int64 {
+	if x != nil {
+		return x.DescendantsRevoked
 	}
 	return 0
 }
@@ -1102,7 +1127,10 @@ type AuditEvent struct {
 	Name string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
 	// Grants of the token concerned, if any.
 	Grants []*Grant `protobuf:"bytes,8,rep,name=grants,proto3" json:"grants,omitempty"`
-	// Reason given, if any.
+	// Reason given, if any. A token revoked by the cascade (because a token
+	// it was minted through was revoked) has action AUDIT_ACTION_TOKEN_REVOKED
+	// and reason `cascade from <token_id>` (then `: <reason given>`), naming
+	// the token whose revocation was asked for.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For bulk revocation, how many tokens were revoked.
 	Count int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
@@ -2222,10 +2250,11 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x12RevokeTokenRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x12\n" +
 	"\x04self\x18\x02 \x01(\bR\x04self\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"Z\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8b\x01\n" +
 	"\x13RevokeTokenResponse\x12'\n" +
 	"\x04info\x18\x01 \x01(\v2\x13.sigil.v1.TokenInfoR\x04info\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"c\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12/\n" +
+	"\x13descendants_revoked\x18\x03 \x01(\x03R\x12descendantsRevoked\"c\n" +
 	"\x13RevokeTokensRequest\x12\x15\n" +
 	"\x06org_id\x18\x01 \x01(\tR\x05orgId\x12\x1d\n" +
 	"\n" +
@@ -2240,11 +2269,12 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\texpiresAt\x12-\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationH\x00R\x03ttl\x12\x12\n" +
 	"\x04self\x18\x04 \x01(\bR\x04selfB\b\n" +
-	"\x06expiry\"p\n" +
+	"\x06expiry\"\xa1\x01\n" +
 	"\x13RotateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12'\n" +
 	"\x04info\x18\x02 \x01(\v2\x13.sigil.v1.TokenInfoR\x04info\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\x18\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12/\n" +
+	"\x13descendants_revoked\x18\x04 \x01(\x03R\x12descendantsRevoked\"\x18\n" +
 	"\x16ListPermissionsRequest\"v\n" +
 	"\n" +
 	"Permission\x12\x12\n" +

@@ -134,7 +134,7 @@ func TestPermissionMatrix(t *testing.T) {
 		},
 		"RevokeToken": func(c *Caller, org string) error {
 			_, tok := mint(org, "domain:view")
-			_, _, _, err := m.RevokeToken(ctx, c, Ref{ID: tok.ID}, "r")
+			_, _, _, _, err := m.RevokeToken(ctx, c, Ref{ID: tok.ID}, "r")
 			return err
 		},
 		"RevokeTokens": func(c *Caller, org string) error {
@@ -143,7 +143,7 @@ func TestPermissionMatrix(t *testing.T) {
 		},
 		"RotateToken": func(c *Caller, org string) error {
 			_, tok := mint(org, "domain:view")
-			_, _, _, err := m.RotateToken(ctx, c, Ref{ID: tok.ID}, m.now().Add(10*day).Truncate(time.Second))
+			_, _, _, _, err := m.RotateToken(ctx, c, Ref{ID: tok.ID}, m.now().Add(10*day).Truncate(time.Second))
 			return err
 		},
 		"ListPermissions": func(c *Caller, _ string) error { _, err := m.ListPermissions(c); return err },

@@ -113,28 +113,32 @@ func (m *Manager) ListTokens(ctx context.Context, c *Caller, f store.ListFilter)
 	return m.store.ListTokens(ctx, f)
 }
 
-// RevokeToken revokes the token ref names and returns it with the revision
-// of its revocation; revoked is false when it was already revoked (the
-// original revocation is returned).
-func (m *Manager) RevokeToken(ctx context.Context, c *Caller, ref Ref, reason string) (t store.Token, rev uint64, revoked bool, err error) {
+// RevokeToken revokes the token ref names, and every unrevoked token minted
+// through it, transitively (store.Bolt.RevokeToken), whatever their
+// creator: a descendant is as much the holder's doing as the token itself.
+// It returns the token, the revision at which all are revoked and the
+// number of descendants revoked; revoked is false when the token was
+// already revoked (the original revocation is returned).
+func (m *Manager) RevokeToken(ctx context.Context, c *Caller, ref Ref, reason string) (t store.Token, rev uint64, descendants int64, revoked bool, err error) {
 	t, err = m.target(ctx, c, ref)
 	if err != nil {
-		return store.Token{}, 0, false, err
+		return store.Token{}, 0, 0, false, err
 	}
 	wasRevoked := !t.RevokeTime.IsZero()
 	id := t.ID
-	t, rev, err = m.store.RevokeToken(ctx, id, store.AuditRecord{
+	t, rev, descendants, err = m.store.RevokeToken(ctx, id, store.AuditRecord{
 		Time: m.now(), Actor: c.Actor(), OrgID: t.OrgID, Action: store.AuditTokenRevoked,
 		TokenID: id, Name: t.Name, Grants: t.Grants, Reason: reason,
 	})
 	if err != nil {
-		return store.Token{}, 0, false, err
+		return store.Token{}, 0, 0, false, err
 	}
-	return t, rev, !wasRevoked && t.RevokeRev == rev, nil
+	return t, rev, descendants, !wasRevoked && t.RevokeRev == rev, nil
 }
 
 // RevokeTokens revokes, atomically, every live token of org, or only those
-// made for createdBy when it is set, for a caller that may manage them.
+// made for createdBy when it is set, for a caller that may manage them, and
+// the unrevoked tokens minted through them; the count includes those.
 func (m *Manager) RevokeTokens(ctx context.Context, c *Caller, org, createdBy, reason string) (int64, uint64, error) {
 	if err := m.Admit(c, AccessManage); err != nil {
 		return 0, 0, err
@@ -153,31 +157,66 @@ func (m *Manager) RevokeTokens(ctx context.Context, c *Caller, org, createdBy, r
 // caller gets the new secret, so the rotated token's grants must be within
 // its own and expire no later than its own (a token rotating itself cannot
 // extend its life). The new token's parent is the calling PAT, or the old
-// token's parent when the operator rotates.
-func (m *Manager) RotateToken(ctx context.Context, c *Caller, ref Ref, expire time.Time) (string, store.Token, uint64, error) {
+// token's parent when the operator rotates or a PAT rotates itself: never
+// the old token, whose descendants the rotation revokes (the cascade, as in
+// RevokeToken; descendants is their number). A PAT minted through the old
+// token, which the rotation would revoke, may not rotate it.
+func (m *Manager) RotateToken(ctx context.Context, c *Caller, ref Ref, expire time.Time) (secret string, next store.Token, rev uint64, descendants int64, err error) {
 	old, err := m.target(ctx, c, ref)
 	if err != nil {
-		return "", store.Token{}, 0, err
+		return "", store.Token{}, 0, 0, err
 	}
 	if err := c.CheckNoEscalation(old.Grants, expire); err != nil {
-		return "", store.Token{}, 0, err
+		return "", store.Token{}, 0, 0, err
 	}
 	now := m.now()
 	if old.StateAt(now) != store.StateActive {
-		return "", store.Token{}, 0, fmt.Errorf("token %s: %w", old.ID, store.ErrNotActive)
+		return "", store.Token{}, 0, 0, fmt.Errorf("token %s: %w", old.ID, store.ErrNotActive)
 	}
 	parent := old.ParentID
-	if c.Kind == PAT {
+	if c.Kind == PAT && c.Token.ID != old.ID {
+		if err := m.checkNotDescendant(ctx, c.Token, old.ID); err != nil {
+			return "", store.Token{}, 0, 0, err
+		}
 		parent = c.Token.ID
 	}
-	next := store.Token{
+	next = store.Token{
 		OrgID: old.OrgID, Name: old.Name, Description: old.Description, Grants: old.Grants,
 		CreatedBy: old.CreatedBy, ParentID: parent, CreateTime: now.Truncate(time.Second), ExpireTime: expire,
 	}
-	return m.mintAndStore(next, func(t store.Token) (uint64, error) {
-		return m.store.RotateToken(ctx, old.ID, t, store.AuditRecord{
+	secret, next, rev, err = m.mintAndStore(next, func(t store.Token) (uint64, error) {
+		r, d, err := m.store.RotateToken(ctx, old.ID, t, store.AuditRecord{
 			Time: now, Actor: c.Actor(), OrgID: old.OrgID, Action: store.AuditTokenRotated,
 			TokenID: old.ID, Name: old.Name, Grants: old.Grants, Reason: "rotated to " + t.ID,
 		})
+		descendants = d
+		return r, err
 	})
+	if err != nil {
+		return "", store.Token{}, 0, 0, err
+	}
+	return secret, next, rev, descendants, nil
+}
+
+// maxAncestry bounds the parent chain checkNotDescendant walks; a chain
+// this long means a loop in corrupt data, not a real tree.
+const maxAncestry = 100_000
+
+// checkNotDescendant denies a caller minted (transitively) through the
+// token ancestorID: rotating that token would revoke the caller.
+func (m *Manager) checkNotDescendant(ctx context.Context, caller store.Token, ancestorID string) error {
+	for id, n := caller.ParentID, 0; id != ""; n++ {
+		if id == ancestorID {
+			return denied("a token may not rotate a token it was minted through: the rotation would revoke it")
+		}
+		if n == maxAncestry {
+			return fmt.Errorf("%w: parent chain of token %s longer than %d", store.ErrCorrupt, caller.ID, maxAncestry)
+		}
+		p, err := m.store.GetToken(ctx, id)
+		if err != nil {
+			return err
+		}
+		id = p.ParentID
+	}
+	return nil
 }

@@ -9,7 +9,8 @@ import (
 
 // RevokeToken revokes one token: the operator any, a PAT itself, a PAT
 // holding organization:tokens those of its organization. Revoking a revoked
-// token returns its original revocation.
+// token returns its original revocation. Tokens minted through it,
+// transitively, are revoked with it (descendants_revoked).
 func (s *Server) RevokeToken(ctx context.Context, req *sigilv1.RevokeTokenRequest) (*sigilv1.RevokeTokenResponse, error) {
 	c, err := s.authenticate(ctx, manage.AccessManage)
 	if err != nil {
@@ -22,19 +23,21 @@ func (s *Server) RevokeToken(ctx context.Context, req *sigilv1.RevokeTokenReques
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	t, rev, revoked, err := s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
+	t, rev, descendants, revoked, err := s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	if revoked {
 		s.metrics.revoked.Inc()
 	}
-	return &sigilv1.RevokeTokenResponse{Info: tokenInfo(t, s.now()), Revision: rev}, nil
+	s.metrics.revoked.Add(float64(descendants))
+	return &sigilv1.RevokeTokenResponse{Info: tokenInfo(t, s.now()), Revision: rev, DescendantsRevoked: descendants}, nil
 }
 
 // RevokeTokens revokes, atomically, every live token of an organization or
 // only those made for created_by: the operator, or a PAT holding
 // organization:tokens in its organization (which may revoke itself too).
+// The count includes the tokens minted through them, revoked with them.
 func (s *Server) RevokeTokens(ctx context.Context, req *sigilv1.RevokeTokensRequest) (*sigilv1.RevokeTokensResponse, error) {
 	c, err := s.authenticate(ctx, manage.AccessManage)
 	if err != nil {

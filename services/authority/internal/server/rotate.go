@@ -8,7 +8,8 @@ import (
 )
 
 // RotateToken mints a new secret for a token and revokes the old one in the
-// same transaction (rules: manage.Manager.RotateToken).
+// same transaction, with the tokens minted through it (rules:
+// manage.Manager.RotateToken).
 func (s *Server) RotateToken(ctx context.Context, req *sigilv1.RotateTokenRequest) (*sigilv1.RotateTokenResponse, error) {
 	c, err := s.authenticate(ctx, manage.AccessManage)
 	if err != nil {
@@ -21,11 +22,11 @@ func (s *Server) RotateToken(ctx context.Context, req *sigilv1.RotateTokenReques
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	secret, next, rev, err := s.mgr.RotateToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, expire)
+	secret, next, rev, descendants, err := s.mgr.RotateToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, expire)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	s.metrics.minted.Inc()
-	s.metrics.revoked.Inc()
-	return &sigilv1.RotateTokenResponse{Token: secret, Info: tokenInfo(next, now), Revision: rev}, nil
+	s.metrics.revoked.Add(float64(1 + descendants))
+	return &sigilv1.RotateTokenResponse{Token: secret, Info: tokenInfo(next, now), Revision: rev, DescendantsRevoked: descendants}, nil
 }

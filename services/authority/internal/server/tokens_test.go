@@ -461,7 +461,8 @@ func TestRotateToken(t *testing.T) {
 		_, err := e.client.RotateToken(withCred(resp.GetToken()), &sigilv1.RotateTokenRequest{Self: true, Expiry: &sigilv1.RotateTokenRequest_Ttl{Ttl: ttl(90 * day).Ttl}})
 		wantCode(t, err, codes.PermissionDenied, "")
 		r, err := e.client.RotateToken(withCred(resp.GetToken()), &sigilv1.RotateTokenRequest{Self: true, Expiry: &sigilv1.RotateTokenRequest_Ttl{Ttl: ttl(30 * day).Ttl}})
-		if err != nil || r.GetInfo().GetParentTokenId() != n.GetTokenId() {
+		// Not the old token: the rotation revokes its descendants.
+		if err != nil || r.GetInfo().GetParentTokenId() != n.GetParentTokenId() {
 			t.Fatalf("self rotate: %v %v", r, err)
 		}
 	})

@@ -19,7 +19,7 @@ func TestListAudit(t *testing.T) {
 		want = append(want, mustCreate(t, s, x))
 		mustCreate(t, s, tok("o2", fmt.Sprint("t", i), "u", time.Hour))
 		if i%5 == 0 {
-			_, rev, err := s.RevokeToken(ctx, x.ID, AuditRecord{Time: t0, Actor: "token:abc", Action: AuditTokenRevoked, Reason: "r"})
+			_, rev, _, err := s.RevokeToken(ctx, x.ID, AuditRecord{Time: t0, Actor: "token:abc", Action: AuditTokenRevoked, Reason: "r"})
 			if err != nil {
 				t.Fatal(err)
 			}

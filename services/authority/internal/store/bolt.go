@@ -133,6 +133,13 @@ func initFile(tx *bolt.Tx) (epoch string, rev uint64, err error) {
 		return "", 0, fmt.Errorf("%w: the file has schema version %d, this build reads only version %d", ErrSchemaVersion, v, schemaVersion)
 	}
 	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil && bytes.Equal(name, bucketTokensByParent) {
+			// Files made before the revocation cascade lack only this index.
+			if err := addParentIndex(tx); err != nil {
+				return "", 0, err
+			}
+			continue
+		}
 		if tx.Bucket(name) == nil {
 			return "", 0, fmt.Errorf("%w: bucket %q missing", ErrCorrupt, name)
 		}

@@ -48,7 +48,7 @@ func TestReopenKeepsEpochRevisionAndData(t *testing.T) {
 	addTestKey(t, s, testKeyID)
 	tk := tok("org", "ci", "alice", 30*24*time.Hour)
 	mustCreate(t, s, tk)
-	if _, _, err := s.RevokeToken(ctx, tk.ID, auditFor(AuditTokenRevoked, t0.Add(time.Minute))); err != nil {
+	if _, _, _, err := s.RevokeToken(ctx, tk.ID, auditFor(AuditTokenRevoked, t0.Add(time.Minute))); err != nil {
 		t.Fatal(err)
 	}
 	epoch, rev := s.Epoch(), s.Revision()
@@ -198,7 +198,7 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	_, checks["CreateToken"] = s.CreateToken(ctx, tok("o", "n", "c", time.Hour), auditFor(AuditTokenCreated, t0))
 	_, checks["GetToken"] = s.GetToken(ctx, "x")
 	_, _, checks["ListTokens"] = s.ListTokens(ctx, ListFilter{OrgID: "o"})
-	_, _, checks["RevokeToken"] = s.RevokeToken(ctx, "x", auditFor(AuditTokenRevoked, t0))
+	_, _, _, checks["RevokeToken"] = s.RevokeToken(ctx, "x", auditFor(AuditTokenRevoked, t0))
 	_, _, checks["RevokeTokens"] = s.RevokeTokens(ctx, "o", "", auditFor(AuditTokensRevoked, t0))
 	_, checks["AddKey"] = s.AddKey(ctx, Key{ID: "k9", State: KeyActive, Public: []byte{1}}, AuditRecord{})
 	_, checks["SetKeyState"] = s.SetKeyState(ctx, testKeyID, KeyVerifyOnly)
@@ -266,9 +266,9 @@ func TestRevisionsStrictlyIncrease(t *testing.T) {
 	step("create a", rev, err)
 	rev, err = s.CreateToken(ctx, b, auditFor(AuditTokenCreated, t0))
 	step("create b", rev, err)
-	_, rev, err = s.RevokeToken(ctx, a.ID, auditFor(AuditTokenRevoked, t0))
+	_, rev, _, err = s.RevokeToken(ctx, a.ID, auditFor(AuditTokenRevoked, t0))
 	step("revoke a", rev, err)
-	rev, err = s.RotateToken(ctx, b.ID, tok("o", "b", "u", time.Hour), auditFor(AuditTokenRotated, t0))
+	rev, _, err = s.RotateToken(ctx, b.ID, tok("o", "b", "u", time.Hour), auditFor(AuditTokenRotated, t0))
 	step("rotate b", rev, err)
 	rev, err = s.AddKey(ctx, Key{ID: "k2", State: KeyPending, Public: []byte{2}}, auditFor(AuditKeyRotated, t0))
 	step("add key", rev, err)

@@ -34,6 +34,10 @@ var (
 	// bucketRevoked holds revoked tokens until they expire, for Snapshot
 	// (Compact prunes expired ones): id → expiry.
 	bucketRevoked = []byte("tokens_revoked")
+	// bucketTokensByParent indexes every token minted through another, for
+	// the revocation cascade: lp(parentID) + id → empty. Entries stay when
+	// either token is revoked, as in the listing indexes.
+	bucketTokensByParent = []byte("tokens_by_parent")
 	// bucketKeys maps a signing key id to its record (keyRecord).
 	bucketKeys = []byte("keys")
 	// bucketEvents is the revision log: be(revision) → eventRecord.
@@ -48,7 +52,7 @@ var (
 var allBuckets = [][]byte{
 	bucketMeta, bucketTokens, bucketTokenNames, bucketTokensByOrg,
 	bucketTokensByCreator, bucketUnrevoked, bucketRevoked, bucketKeys,
-	bucketEvents, bucketAudit, bucketAuditByOrg,
+	bucketEvents, bucketAudit, bucketAuditByOrg, bucketTokensByParent,
 }
 
 // Keys of bucketMeta.
@@ -143,6 +147,11 @@ func sequential(bucket []byte) bool {
 // unrevokedKey is a token's bucketUnrevoked key.
 func unrevokedKey(org, createdBy, id string) []byte {
 	return append(creatorPrefix(org, createdBy), id...)
+}
+
+// childKey is a token's bucketTokensByParent key.
+func childKey(parentID, id string) []byte {
+	return append(lp(nil, parentID), id...)
 }
 
 // auditOrgKey is an audit record's bucketAuditByOrg key.

@@ -80,7 +80,7 @@ func checkInvariants(tx *bolt.Tx) error {
 		return fmt.Errorf("%d audit records, %d index entries", a, b)
 	}
 	// Tokens and their indexes.
-	var n, unrevoked int
+	var n, unrevoked, children int
 	tokens := tx.Bucket(bucketTokens)
 	if err := tokens.ForEach(func(k, v []byte) error {
 		tk, createRev, err := decodeToken(v)
@@ -105,9 +105,20 @@ func checkInvariants(tx *bolt.Tx) error {
 		if tk.RevokeRev == 0 && tx.Bucket(bucketRevoked).Get(k) != nil {
 			return fmt.Errorf("token %s: in revoked bucket but not revoked", tk.ID)
 		}
+		if tk.ParentID != "" {
+			children++
+			if err := checkParent(tx, &tk); err != nil {
+				return err
+			}
+		}
 		return nil
 	}); err != nil {
 		return err
+	}
+	// Every parent index entry is a token's (counted above, and each is
+	// checked there to be present).
+	if got := tx.Bucket(bucketTokensByParent).Stats().KeyN; got != children {
+		return fmt.Errorf("bucket %s: %d entries, %d tokens with a parent", bucketTokensByParent, got, children)
 	}
 	for _, c := range []struct {
 		b    []byte
@@ -130,4 +141,23 @@ func checkInvariants(tx *bolt.Tx) error {
 		}
 		return nil
 	})
+}
+
+// checkParent checks a token minted through another: it is in the parent
+// index, its parent is stored, and the revocation cascade left it revoked
+// when its parent is. (Not necessarily before it: a file from before the
+// cascade had its live descendants revoked when their ancestor was revoked
+// again.)
+func checkParent(tx *bolt.Tx, tk *Token) error {
+	if tx.Bucket(bucketTokensByParent).Get(childKey(tk.ParentID, tk.ID)) == nil {
+		return fmt.Errorf("token %s: not in the parent index", tk.ID)
+	}
+	p, _, err := getToken(tx, tk.ParentID)
+	if err != nil {
+		return fmt.Errorf("token %s: parent: %w", tk.ID, err)
+	}
+	if p.RevokeRev != 0 && tk.RevokeRev == 0 {
+		return fmt.Errorf("token %s: unrevoked when its parent %s was revoked (at %d)", tk.ID, p.ID, p.RevokeRev)
+	}
+	return nil
 }

@@ -70,7 +70,7 @@ func TestConcurrentMutations(t *testing.T) {
 						case 0:
 							a := auditFor(AuditTokenRevoked, t0)
 							a.Reason = "single"
-							got, rev, err := s.RevokeToken(ctx, x.ID, a)
+							got, rev, _, err := s.RevokeToken(ctx, x.ID, a)
 							if err != nil {
 								errs <- fmt.Errorf("revoke: %w", err)
 							} else if got.RevokeReason == "single" { // not revoked first by a bulk revocation
@@ -78,7 +78,7 @@ func TestConcurrentMutations(t *testing.T) {
 							}
 						case 1:
 							next := tok("o", x.Name, creator, 2*time.Hour)
-							switch rev, err := s.RotateToken(ctx, x.ID, next, auditFor(AuditTokenRotated, t0)); {
+							switch rev, _, err := s.RotateToken(ctx, x.ID, next, auditFor(AuditTokenRotated, t0)); {
 							case err == nil:
 								record(ack{"rotate", next.ID + "/" + x.ID, rev, 2})
 							case !errors.Is(err, ErrNotActive): // a bulk revocation may have been first

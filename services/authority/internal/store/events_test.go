@@ -27,7 +27,7 @@ func (l *eventLog) create(name string, ttl time.Duration) Token {
 
 func (l *eventLog) revoke(x Token) uint64 {
 	l.t.Helper()
-	_, rev, err := l.s.RevokeToken(context.Background(), x.ID, auditFor(AuditTokenRevoked, t0))
+	_, rev, _, err := l.s.RevokeToken(context.Background(), x.ID, auditFor(AuditTokenRevoked, t0))
 	if err != nil {
 		l.t.Fatal(err)
 	}

@@ -211,17 +211,23 @@ type Store interface {
 	GetToken(ctx context.Context, id string) (Token, error)
 	// ListTokens returns one page and the next page token ("" at the end).
 	ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error)
-	// RevokeToken revokes one token. Revoking a revoked token changes nothing
-	// and returns its original revocation.
-	RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, error)
+	// RevokeToken revokes one token and every unrevoked token minted
+	// through it, transitively (the cascade), and returns the token, the
+	// revision at which all are revoked and the number of descendants
+	// revoked. Revoking a revoked token changes nothing and returns its
+	// original revocation (unless descendants are still unrevoked: they are
+	// revoked then).
+	RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, int64, error)
 	// RevokeTokens revokes every live token of an organization, or only those
-	// of one creator when createdBy is set, atomically. It returns the count
-	// and the revision at which all are revoked.
+	// of one creator when createdBy is set, and their unrevoked descendants,
+	// atomically. It returns the count (descendants included) and the
+	// revision at which all are revoked.
 	RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error)
-	// RotateToken revokes oldID and stores next (same name) in one
-	// transaction. ErrNotActive when the old token is revoked or expired. It
-	// returns the revision of the old token's revocation.
-	RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, error)
+	// RotateToken revokes oldID and its unrevoked descendants (never next)
+	// and stores next (same name) in one transaction. ErrNotActive when the
+	// old token is revoked or expired. It returns the revision of the old
+	// token's revocation and the number of descendants revoked.
+	RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, int64, error)
 
 	// AddKey stores a new signing key.
 	AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error)

@@ -101,6 +101,21 @@ func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
 	if k.State == KeyRevoked {
 		return reject(fmt.Errorf("signing key %s: %w", t.KeyID, ErrKeyRevoked))
 	}
+	if t.ParentID != "" {
+		// The minting token was authenticated before this transaction: if
+		// it has been revoked since, its cascade could not see this child,
+		// which would outlive it. Checked here, under the write lock.
+		p, _, err := getToken(w.tx, t.ParentID)
+		if isNotFound(err) {
+			return reject(fmt.Errorf("%w: token %s: parent token %s is not stored", ErrInvalid, t.ID, t.ParentID))
+		}
+		if err != nil {
+			return err
+		}
+		if p.RevokeRev != 0 {
+			return reject(fmt.Errorf("parent token %s: %w", t.ParentID, ErrNotActive))
+		}
+	}
 
 	rev, err := w.event(Event{Kind: EventTokenCreated, TokenID: t.ID, ExpiresAt: t.ExpireTime})
 	if err != nil {
@@ -121,6 +136,11 @@ func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
 	}
 	if err := w.put(bucketUnrevoked, unrevokedKey(t.OrgID, t.CreatedBy, t.ID), encodeExpiry(t.ExpireTime)); err != nil {
 		return err
+	}
+	if t.ParentID != "" {
+		if err := w.put(bucketTokensByParent, childKey(t.ParentID, t.ID), nil); err != nil {
+			return err
+		}
 	}
 	if t.ExpireTime.After(k.LastExpiry) {
 		k.LastExpiry = t.ExpireTime
@@ -315,31 +335,54 @@ func pageToken(tag byte, k []byte) string {
 }
 
 // RevokeToken revokes one token (a.Time is the revocation time and a.Reason
-// its reason) and returns it with the revision of the revocation. Revoking
-// a revoked token writes nothing and returns the stored token and its
-// original revision. A token past its expiry can still be revoked.
-func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, error) {
+// its reason) and every unrevoked token minted through it, transitively
+// (the cascade: see revocationOrder), and returns the token with the
+// revision of its revocation and the number of descendants revoked. Each
+// descendant gets its own event and audit record (AuditTokenRevoked, reason
+// CascadeReason), at revisions before the token's own, so the revision
+// returned covers the whole cascade. A token past its expiry can still be
+// revoked.
+//
+// Revoking a revoked token returns the stored token and its original
+// revision and writes nothing, unless a descendant of it is still
+// unrevoked, which only a file written before the cascade existed can hold:
+// those descendants are revoked then (reason CascadeReason(id, a.Reason)),
+// and the revision returned is the last of theirs.
+func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, int64, error) {
 	if a.Time.IsZero() {
-		return Token{}, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
+		return Token{}, 0, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
 	}
 	var (
 		out Token
 		rev uint64
+		n   int64
 	)
 	_, err := s.mutate(ctx, func(w *writer) error {
-		out, rev = Token{}, 0
-		t, createRev, err := getToken(w.tx, id)
+		out, rev, n = Token{}, 0, 0
+		t, _, err := getToken(w.tx, id)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)
 			}
 			return err
 		}
+		order, err := revocationOrder(w.tx, []string{id}, "")
+		if err != nil {
+			return err
+		}
+		if n, err = revokeAll(w, order, &a); err != nil {
+			return err
+		}
 		if t.RevokeRev != 0 {
 			out, rev = t, t.RevokeRev
+			if n > 0 {
+				rev = w.rev
+			}
 			return nil
 		}
-		if out, err = revokeToken(w, t, createRev, &a); err != nil {
+		// The token is the last of the order: its revocation is the last
+		// revision, where its audit record goes.
+		if out, _, err = getToken(w.tx, id); err != nil {
 			return err
 		}
 		rev = out.RevokeRev
@@ -348,16 +391,182 @@ func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token
 		return w.audit(rec)
 	})
 	if err != nil {
-		return Token{}, 0, err
+		return Token{}, 0, 0, err
 	}
-	return out, rev, nil
+	return out, rev, n, nil
+}
+
+// CascadePrefix starts the reason of every revocation made by the cascade:
+// CascadeReason.
+const CascadePrefix = "cascade from "
+
+// CascadeReason is the revocation reason of a token revoked because the
+// token from, which it descends, was revoked for reason: "cascade from
+// <from>", then ": <reason>" when reason is not empty.
+func CascadeReason(from, reason string) string {
+	if reason == "" {
+		return CascadePrefix + from
+	}
+	return CascadePrefix + from + ": " + reason
+}
+
+// revocation is one token a revocation revokes.
+type revocation struct {
+	t         Token
+	createRev uint64
+	requested bool   // named by the request; false: revoked by the cascade
+	cause     string // cascade: the nearest requested token it descends from
+}
+
+// revocationOrder returns what revoking roots revokes: the unrevoked roots
+// and every unrevoked token minted through one of them, transitively
+// (tokens expired but not revoked included: a cascade leaves no token of
+// the tree unrevoked), except spare and its descendants. Each token comes
+// after all of its descendants (a post-order walk of the parent index), so
+// that at no revision is a token revoked while a descendant is not, and the
+// last element is a root.
+//
+// Revoked tokens are walked through, not stopped at: their descendants are
+// revoked already, unless the file was written before the cascade existed.
+// The walk reads each token of the trees once, so its cost is linear in
+// their size. It only reads: the caller writes once it has the order.
+func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, error) {
+	requested := make(map[string]bool, len(roots))
+	for _, id := range roots {
+		requested[id] = true
+	}
+	visited := map[string]bool{}
+	if spare != "" {
+		visited[spare] = true
+	}
+	type frame struct {
+		r        revocation
+		children []string
+		next     int
+	}
+	var (
+		out   []revocation
+		stack []frame
+	)
+	push := func(id, parent, cause string) error {
+		visited[id] = true
+		t, createRev, err := getToken(tx, id)
+		if err != nil {
+			if parent != "" && isNotFound(err) {
+				return fmt.Errorf("%w: parent index names token %s that is not stored", ErrCorrupt, id)
+			}
+			return err
+		}
+		if parent != "" && t.ParentID != parent {
+			return fmt.Errorf("%w: parent index puts token %s under %s, its record under %q", ErrCorrupt, id, parent, t.ParentID)
+		}
+		children, err := childrenOf(tx, id)
+		if err != nil {
+			return err
+		}
+		r := revocation{t: t, createRev: createRev, requested: requested[id], cause: cause}
+		stack = append(stack, frame{r: r, children: children})
+		return nil
+	}
+	for _, root := range roots {
+		if visited[root] {
+			continue
+		}
+		if err := push(root, "", ""); err != nil {
+			return nil, err
+		}
+		for len(stack) > 0 {
+			top := &stack[len(stack)-1]
+			if top.next < len(top.children) {
+				child := top.children[top.next]
+				top.next++
+				if visited[child] {
+					continue
+				}
+				cause := top.r.cause
+				if top.r.requested {
+					cause = top.r.t.ID
+				}
+				if err := push(child, top.r.t.ID, cause); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if top.r.t.RevokeRev == 0 {
+				out = append(out, top.r)
+			}
+			stack = stack[:len(stack)-1]
+		}
+	}
+	return out, nil
+}
+
+// childrenOf returns the ids of the tokens minted through id, from the
+// parent index.
+func childrenOf(tx *bolt.Tx, id string) ([]string, error) {
+	prefix := lp(nil, id)
+	var out []string
+	c := tx.Bucket(bucketTokensByParent).Cursor()
+	for k, _ := c.Seek(prefix); hasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) == len(prefix) {
+			return nil, fmt.Errorf("%w: parent index key without a child id", ErrCorrupt)
+		}
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out, nil
+}
+
+// revokeAll revokes the tokens of order, in order: a requested one with a
+// (its audit record is the caller's business), a cascaded one with its own
+// audit record at its revocation's revision. It returns how many it revoked
+// by the cascade.
+func revokeAll(w *writer, order []revocation, a *AuditRecord) (int64, error) {
+	var cascaded int64
+	for _, r := range order {
+		if r.requested {
+			if _, err := revokeToken(w, r.t, r.createRev, a); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		rec := AuditRecord{Time: a.Time, Actor: a.Actor, Action: AuditTokenRevoked, Reason: CascadeReason(r.cause, a.Reason)}
+		fillAudit(&rec, &r.t)
+		if _, err := revokeToken(w, r.t, r.createRev, &rec); err != nil {
+			return 0, err
+		}
+		if err := w.audit(rec); err != nil {
+			return 0, err
+		}
+		cascaded++
+	}
+	return cascaded, nil
+}
+
+// addParentIndex makes bucketTokensByParent in a file written before it
+// existed, from the tokens' records.
+func addParentIndex(tx *bolt.Tx) error {
+	b, err := tx.CreateBucket(bucketTokensByParent)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketTokens).ForEach(func(_, v []byte) error {
+		t, _, err := decodeToken(v)
+		if err != nil || t.ParentID == "" {
+			return err
+		}
+		return b.Put(childKey(t.ParentID, t.ID), nil)
+	})
 }
 
 // RevokeTokens revokes, in one transaction, every live token (not revoked,
 // not expired at a.Time) of an organization, or only those made for
-// createdBy when it is set. Each revoked token gets its own event and
-// revision; one audit record (with Count) is written at the last one, which
-// is returned. With no live token nothing is written, and the revision
+// createdBy when it is set, and every unrevoked token minted through them,
+// transitively (the cascade, as in RevokeToken). Each revoked token gets its
+// own event and revision, and each cascaded one its own audit record
+// (reason CascadeReason from the nearest selected ancestor); one audit
+// record, with Count the number of tokens the filter selected, is written at
+// the last revision, which is returned. The count returned includes the
+// cascaded tokens. With no live token nothing is written, and the revision
 // returned is the current one.
 func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error) {
 	if orgID == "" {
@@ -394,24 +603,29 @@ func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a Audi
 			ids = append(ids, id)
 		}
 		for _, id := range ids {
-			t, createRev, err := getToken(w.tx, id)
+			t, _, err := getToken(w.tx, id)
 			if err != nil {
 				return err
 			}
 			if t.RevokeRev != 0 || (createdBy != "" && t.CreatedBy != createdBy) || t.OrgID != orgID {
 				return fmt.Errorf("%w: unrevoked index disagrees with token %s", ErrCorrupt, id)
 			}
-			if _, err := revokeToken(w, t, createRev, &a); err != nil {
-				return err
-			}
-			count++
 		}
-		if count == 0 {
+		if len(ids) == 0 {
 			return nil
 		}
+		order, err := revocationOrder(w.tx, ids, "")
+		if err != nil {
+			return err
+		}
+		cascaded, err := revokeAll(w, order, &a)
+		if err != nil {
+			return err
+		}
+		count = int64(len(order))
 		rev = w.rev
 		rec := a
-		rec.OrgID, rec.Count = orgID, count
+		rec.OrgID, rec.Count = orgID, count-cascaded
 		return w.audit(rec)
 	})
 	if err != nil {
@@ -438,20 +652,26 @@ func tokenIDOfUnrevoked(k []byte) (string, error) {
 // isNotFound reports whether err is ErrNotFound.
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
-// RotateToken stores next and revokes oldID in one transaction, and returns
-// the revision of the revocation, which is the last of the two: next is
-// created at the revision before it. The old token must be active at a.Time
+// RotateToken stores next and revokes oldID in one transaction, with every
+// unrevoked token minted through oldID (the cascade, as in RevokeToken:
+// they were minted through a credential that is now revoked), and returns
+// the revision of the old token's revocation, which is the last: next is
+// created first, then the descendants are revoked. It also returns the
+// number of descendants revoked. The old token must be active at a.Time
 // (ErrNotActive when revoked or expired, ErrNotFound when unknown); next
 // keeps its organization and name (ErrInvalid otherwise), and the name
-// moves to next.
-func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, error) {
+// moves to next. next is never revoked by the cascade; its parent must not
+// be: a parent that is oldID or descends from it is ErrInvalid.
+func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, int64, error) {
 	if err := checkNewToken(&next); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if a.Time.IsZero() {
-		return 0, fmt.Errorf("%w: rotation time is zero", ErrInvalid)
+		return 0, 0, fmt.Errorf("%w: rotation time is zero", ErrInvalid)
 	}
-	return s.mutate(ctx, func(w *writer) error {
+	var n int64
+	rev, err := s.mutate(ctx, func(w *writer) error {
+		n = 0
 		old, createRev, err := getToken(w.tx, oldID)
 		if err != nil {
 			if isNotFound(err) {
@@ -465,15 +685,31 @@ func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a Audi
 		if next.OrgID != old.OrgID || next.Name != old.Name {
 			return reject(fmt.Errorf("%w: rotation of token %s must keep its organization and name", ErrInvalid, oldID))
 		}
+		order, err := revocationOrder(w.tx, []string{oldID}, next.ID)
+		if err != nil {
+			return err
+		}
+		for _, r := range order {
+			if r.t.ID == next.ParentID {
+				return reject(fmt.Errorf("%w: rotation of token %s: the new token's parent would be revoked with it", ErrInvalid, oldID))
+			}
+		}
 		// The old token holds the name and is live: insertToken may take it.
 		if err := insertToken(w, &next, a.Time, oldID); err != nil {
 			return err
 		}
-		if _, err := revokeToken(w, old, createRev, &a); err != nil {
+		if order[len(order)-1].t.ID != old.ID || createRev != order[len(order)-1].createRev {
+			return fmt.Errorf("%w: rotation of token %s: revocation order does not end with it", ErrCorrupt, oldID)
+		}
+		if n, err = revokeAll(w, order, &a); err != nil {
 			return err
 		}
 		rec := a
 		fillAudit(&rec, &next)
 		return w.audit(rec)
 	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return rev, n, nil
 }

@@ -38,7 +38,7 @@ func TestCreateToken(t *testing.T) {
 			setup: func(t *testing.T, s *Bolt) {
 				old := tok("o", "ci", "alice", day)
 				mustCreate(t, s, old)
-				if _, _, err := s.RevokeToken(ctx, old.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+				if _, _, _, err := s.RevokeToken(ctx, old.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -183,7 +183,7 @@ func TestRevokeToken(t *testing.T) {
 	mustCreate(t, s, expired)
 
 	revokeAt := t0.Add(time.Minute)
-	got, rev, err := s.RevokeToken(ctx, x.ID, AuditRecord{Time: revokeAt, Actor: "operator", Action: AuditTokenRevoked, Reason: "leaked"})
+	got, rev, _, err := s.RevokeToken(ctx, x.ID, AuditRecord{Time: revokeAt, Actor: "operator", Action: AuditTokenRevoked, Reason: "leaked"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestRevokeToken(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.Revision()
 			ch := s.Changed()
-			got2, rev2, err := s.RevokeToken(ctx, tc.id, AuditRecord{Time: revokeAt.Add(time.Hour), Action: AuditTokenRevoked, Reason: "again"})
+			got2, rev2, _, err := s.RevokeToken(ctx, tc.id, AuditRecord{Time: revokeAt.Add(time.Hour), Action: AuditTokenRevoked, Reason: "again"})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -228,13 +228,13 @@ func TestRevokeToken(t *testing.T) {
 	}
 
 	t.Run("expired token", func(t *testing.T) {
-		got, rev, err := s.RevokeToken(ctx, expired.ID, auditFor(AuditTokenRevoked, t0))
+		got, rev, _, err := s.RevokeToken(ctx, expired.ID, auditFor(AuditTokenRevoked, t0))
 		if err != nil || got.RevokeRev != rev || rev != s.Revision() {
 			t.Fatalf("RevokeToken(expired) = %+v, %d, %v", got, rev, err)
 		}
 	})
 	t.Run("zero time", func(t *testing.T) {
-		if _, _, err := s.RevokeToken(ctx, x.ID, AuditRecord{}); !errors.Is(err, ErrInvalid) {
+		if _, _, _, err := s.RevokeToken(ctx, x.ID, AuditRecord{}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("err = %v, want ErrInvalid", err)
 		}
 	})
@@ -288,7 +288,7 @@ func TestRevokeTokens(t *testing.T) {
 			add("o", "c1", "", day)
 			add("o", "a-expired", "alice", -day)
 			gone := add("o", "d-revoked", "dave", day)
-			if _, _, err := s.RevokeToken(ctx, gone.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+			if _, _, _, err := s.RevokeToken(ctx, gone.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
 				t.Fatal(err)
 			}
 			add("other", "a1", "alice", day)
@@ -422,7 +422,7 @@ func TestRotateToken(t *testing.T) {
 			old: func(t *testing.T, s *Bolt) string {
 				x := tok("o", "ci", "u", day)
 				mustCreate(t, s, x)
-				if _, _, err := s.RevokeToken(ctx, x.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+				if _, _, _, err := s.RevokeToken(ctx, x.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
 					t.Fatal(err)
 				}
 				return x.ID
@@ -465,7 +465,7 @@ func TestRotateToken(t *testing.T) {
 			oldID := tc.old(t, s)
 			next := tc.next(oldID)
 			before := s.Revision()
-			rev, err := s.RotateToken(ctx, oldID, next, auditFor(AuditTokenRotated, t0.Add(time.Minute)))
+			rev, _, err := s.RotateToken(ctx, oldID, next, auditFor(AuditTokenRotated, t0.Add(time.Minute)))
 			if !tc.wantOK {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("err = %v, want %v", err, tc.want)
@@ -500,7 +500,7 @@ func TestRotateToken(t *testing.T) {
 			if _, err := s.CreateToken(ctx, tok("o", "ci", "u", day), auditFor(AuditTokenCreated, t0)); !errors.Is(err, ErrNameTaken) {
 				t.Errorf("create with the rotated name: %v, want ErrNameTaken", err)
 			}
-			if _, _, err := s.RevokeToken(ctx, next.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+			if _, _, _, err := s.RevokeToken(ctx, next.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
 				t.Fatal(err)
 			}
 			mustCreate(t, s, tok("o", "ci", "u", day))
@@ -524,7 +524,7 @@ func TestListTokensPaging(t *testing.T) {
 		}
 	}
 	for i := 0; i < n; i += 4 {
-		if _, _, err := s.RevokeToken(ctx, all[i].ID, auditFor(AuditTokenRevoked, t0)); err != nil {
+		if _, _, _, err := s.RevokeToken(ctx, all[i].ID, auditFor(AuditTokenRevoked, t0)); err != nil {
 			t.Fatal(err)
 		}
 	}
