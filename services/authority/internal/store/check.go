@@ -80,7 +80,7 @@ func checkInvariants(tx *bolt.Tx) error {
 		return fmt.Errorf("%d audit records, %d index entries", a, b)
 	}
 	// Tokens and their indexes.
-	var n, unrevoked, children int
+	var n, unrevoked int
 	tokens := tx.Bucket(bucketTokens)
 	if err := tokens.ForEach(func(k, v []byte) error {
 		tk, createRev, err := decodeToken(v)
@@ -106,7 +106,6 @@ func checkInvariants(tx *bolt.Tx) error {
 			return fmt.Errorf("token %s: in revoked bucket but not revoked", tk.ID)
 		}
 		if tk.ParentID != "" {
-			children++
 			if err := checkParent(tx, &tk); err != nil {
 				return err
 			}
@@ -115,10 +114,24 @@ func checkInvariants(tx *bolt.Tx) error {
 	}); err != nil {
 		return err
 	}
-	// Every parent index entry is a token's (counted above, and each is
-	// checked there to be present).
-	if got := tx.Bucket(bucketTokensByParent).Stats().KeyN; got != children {
-		return fmt.Errorf("bucket %s: %d entries, %d tokens with a parent", bucketTokensByParent, got, children)
+	// Every parent index entry names a stored token minted through the
+	// parent it is filed under.
+	if err := tx.Bucket(bucketTokensByParent).ForEach(func(k, _ []byte) error {
+		d := &decoder{what: "parent index key", b: k}
+		parent := string(d.raw())
+		if d.err != nil {
+			return d.err
+		}
+		tk, _, err := getToken(tx, string(d.b))
+		if err != nil {
+			return fmt.Errorf("parent index: %w", err)
+		}
+		if tk.ParentID != parent {
+			return fmt.Errorf("parent index files token %s under %s, its record under %q", tk.ID, parent, tk.ParentID)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	for _, c := range []struct {
 		b    []byte

@@ -346,8 +346,10 @@ func pageToken(tag byte, k []byte) string {
 // Revoking a revoked token returns the stored token and its original
 // revision and writes nothing, unless a descendant of it is still
 // unrevoked, which only a file written before the cascade existed can hold:
-// those descendants are revoked then (reason CascadeReason(id, a.Reason)),
-// and the revision returned is the last of theirs.
+// those descendants are revoked then (reason CascadeReason(id, a.Reason)).
+// The revision returned is always the latest revocation of the token and
+// its descendants, so that it covers the tree as a min_revision: the
+// token's own but in that case.
 func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, int64, error) {
 	if a.Time.IsZero() {
 		return Token{}, 0, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
@@ -366,7 +368,7 @@ func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token
 			}
 			return err
 		}
-		order, err := revocationOrder(w.tx, []string{id}, "")
+		order, maxRevoked, err := revocationOrder(w.tx, []string{id}, "")
 		if err != nil {
 			return err
 		}
@@ -374,7 +376,10 @@ func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token
 			return err
 		}
 		if t.RevokeRev != 0 {
-			out, rev = t, t.RevokeRev
+			// The revision covers every revocation of the tree, for a
+			// min_revision: the token's own unless a file from before the
+			// cascade left descendants to revoke later or now.
+			out, rev = t, maxRevoked
 			if n > 0 {
 				rev = w.rev
 			}
@@ -429,8 +434,10 @@ type revocation struct {
 // Revoked tokens are walked through, not stopped at: their descendants are
 // revoked already, unless the file was written before the cascade existed.
 // The walk reads each token of the trees once, so its cost is linear in
-// their size. It only reads: the caller writes once it has the order.
-func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, error) {
+// their size. It only reads: the caller writes once it has the order. It
+// also returns the latest revocation revision among the tokens of the
+// trees already revoked (roots included).
+func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, uint64, error) {
 	requested := make(map[string]bool, len(roots))
 	for _, id := range roots {
 		requested[id] = true
@@ -445,8 +452,9 @@ func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, e
 		next     int
 	}
 	var (
-		out   []revocation
-		stack []frame
+		out        []revocation
+		stack      []frame
+		maxRevoked uint64
 	)
 	push := func(id, parent, cause string) error {
 		visited[id] = true
@@ -473,7 +481,7 @@ func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, e
 			continue
 		}
 		if err := push(root, "", ""); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		for len(stack) > 0 {
 			top := &stack[len(stack)-1]
@@ -488,17 +496,18 @@ func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, e
 					cause = top.r.t.ID
 				}
 				if err := push(child, top.r.t.ID, cause); err != nil {
-					return nil, err
+					return nil, 0, err
 				}
 				continue
 			}
 			if top.r.t.RevokeRev == 0 {
 				out = append(out, top.r)
 			}
+			maxRevoked = max(maxRevoked, top.r.t.RevokeRev)
 			stack = stack[:len(stack)-1]
 		}
 	}
-	return out, nil
+	return out, maxRevoked, nil
 }
 
 // childrenOf returns the ids of the tokens minted through id, from the
@@ -614,7 +623,7 @@ func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a Audi
 		if len(ids) == 0 {
 			return nil
 		}
-		order, err := revocationOrder(w.tx, ids, "")
+		order, _, err := revocationOrder(w.tx, ids, "")
 		if err != nil {
 			return err
 		}
@@ -685,7 +694,7 @@ func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a Audi
 		if next.OrgID != old.OrgID || next.Name != old.Name {
 			return reject(fmt.Errorf("%w: rotation of token %s must keep its organization and name", ErrInvalid, oldID))
 		}
-		order, err := revocationOrder(w.tx, []string{oldID}, next.ID)
+		order, _, err := revocationOrder(w.tx, []string{oldID}, next.ID)
 		if err != nil {
 			return err
 		}
