@@ -473,30 +473,23 @@ func cascadeTreeSize() int {
 	return 10_000
 }
 
-// TestCascadeLargeTree revokes the root of a tree of cascadeTreeSize
-// descendants: a ternary tree and a long chain. Every descendant is revoked
-// in the one transaction, before its parent, with its own event and audit
-// record; the file's invariants hold (openTest's cleanup).
-func TestCascadeLargeTree(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	size := cascadeTreeSize()
-	root := tok("o", "root", "u", time.Hour)
+// insertTree stores root and size descendants, a ternary tree with a chain
+// of size/5 tokens under its last node, in one transaction (token by token,
+// the fsyncs would take the time), and returns them root first.
+func insertTree(tb testing.TB, s *Bolt, org string, size int) []Token {
+	tb.Helper()
+	root := tok(org, "root", "u", time.Hour)
 	nodes := make([]Token, 0, size+1)
 	nodes = append(nodes, root)
 	chain := size / 5
 	for i := 1; i <= size; i++ {
-		var parent Token
+		parent := nodes[i-1] // the chain
 		if i <= size-chain {
-			parent = nodes[(i-1)/3] // ternary tree
-		} else {
-			parent = nodes[i-1] // the chain hangs under the tree's last node
+			parent = nodes[(i-1)/3] // the ternary tree
 		}
 		nodes = append(nodes, childOf(parent, fmt.Sprint("n", i)))
 	}
-	// One transaction for the whole tree: creating it token by token would
-	// spend the test's time on fsyncs.
-	if _, err := s.mutate(ctx, func(w *writer) error {
+	if _, err := s.mutate(context.Background(), func(w *writer) error {
 		for i := range nodes {
 			if err := insertToken(w, &nodes[i], t0, ""); err != nil {
 				return err
@@ -507,8 +500,36 @@ func TestCascadeLargeTree(t *testing.T) {
 		}
 		return nil
 	}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return nodes
+}
+
+// BenchmarkRevokeCascade10k revokes the root of a 10,000-descendant tree
+// (a fresh tree per iteration; building it is not timed).
+func BenchmarkRevokeCascade10k(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		nodes := insertTree(b, s, fmt.Sprint("org", i), 10_000)
+		b.StartTimer()
+		if _, _, n, err := s.RevokeToken(ctx, nodes[0].ID, auditFor(AuditTokenRevoked, t0)); err != nil || n != 10_000 {
+			b.Fatalf("%d descendants, %v", n, err)
+		}
+	}
+}
+
+// TestCascadeLargeTree revokes the root of a tree of cascadeTreeSize
+// descendants: a ternary tree and a long chain. Every descendant is revoked
+// in the one transaction, before its parent, with its own event and audit
+// record; the file's invariants hold (openTest's cleanup).
+func TestCascadeLargeTree(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	size := cascadeTreeSize()
+	nodes := insertTree(t, s, "o", size)
+	root := nodes[0]
 	before := s.Revision()
 	_, rev, n, err := s.RevokeToken(ctx, root.ID, auditFor(AuditTokenRevoked, t0))
 	if err != nil || n != int64(size) || rev != before+uint64(size)+1 {
