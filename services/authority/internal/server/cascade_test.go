@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -16,24 +17,28 @@ type tree struct {
 	admin, child, grand *sigilv1.CreateTokenResponse
 }
 
-func (e *env) mintThrough(cred, org, name string) *sigilv1.CreateTokenResponse {
-	e.t.Helper()
+// mintThrough mints a token through the PAT cred, living for lifetime
+// (shorter than the caller's: a PAT may not mint a token that outlives it).
+func (e *env) mintThrough(t *testing.T, cred, org, name string, lifetime time.Duration) *sigilv1.CreateTokenResponse {
+	t.Helper()
 	resp, err := e.client.CreateToken(withCred(cred), &sigilv1.CreateTokenRequest{
-		OrgId: org, Name: name, Grants: []*sigilv1.Grant{grant([]string{"organization:tokens", "domain:view"})}, Expiry: ttl(10 * day),
+		OrgId: org, Name: name, Grants: []*sigilv1.Grant{grant([]string{"organization:tokens", "domain:view"})}, Expiry: ttl(lifetime),
 	})
 	if err != nil {
-		e.t.Fatalf("mint %s through a PAT: %v", name, err)
+		t.Fatalf("mint %s through a PAT: %v", name, err)
 	}
 	return resp
 }
 
-func (e *env) tree(org, prefix string) tree {
-	e.t.Helper()
+// tree mints an admin (30 days, e.mint), a child (20 days) and a
+// grandchild (10 days).
+func (e *env) tree(t *testing.T, org, prefix string) tree {
+	t.Helper()
 	admin := e.mint(org, prefix+"admin", "alice", grant([]string{"organization:tokens", "domain:view"}))
-	child := e.mintThrough(admin.GetToken(), org, prefix+"child")
-	grand := e.mintThrough(child.GetToken(), org, prefix+"grand")
+	child := e.mintThrough(t, admin.GetToken(), org, prefix+"child", 20*day)
+	grand := e.mintThrough(t, child.GetToken(), org, prefix+"grand", 10*day)
 	if child.GetInfo().GetParentTokenId() != admin.GetInfo().GetTokenId() || grand.GetInfo().GetParentTokenId() != child.GetInfo().GetTokenId() {
-		e.t.Fatalf("parents: child %q, grandchild %q", child.GetInfo().GetParentTokenId(), grand.GetInfo().GetParentTokenId())
+		t.Fatalf("parents: child %q, grandchild %q", child.GetInfo().GetParentTokenId(), grand.GetInfo().GetParentTokenId())
 	}
 	return tree{admin, child, grand}
 }
@@ -49,7 +54,7 @@ func (e *env) wantState(t *testing.T, tk *sigilv1.CreateTokenResponse, state sig
 
 func TestRevokeTokenCascade(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	tr := e.tree("org-1", "")
+	tr := e.tree(t, "org-1", "")
 	adminID := tr.admin.GetInfo().GetTokenId()
 	resp, err := e.client.RevokeToken(op(), &sigilv1.RevokeTokenRequest{TokenId: adminID, Reason: "leaked"})
 	if err != nil {
@@ -88,7 +93,7 @@ func TestRevokeTokenCascade(t *testing.T) {
 		}
 	})
 	t.Run("self", func(t *testing.T) {
-		tr := e.tree("org-1", "self-")
+		tr := e.tree(t, "org-1", "self-")
 		resp, err := e.client.RevokeToken(withCred(tr.child.GetToken()), &sigilv1.RevokeTokenRequest{Self: true})
 		if err != nil || resp.GetDescendantsRevoked() != 1 {
 			t.Fatalf("self revoke of the child: %+v, %v; want 1 descendant", resp, err)
@@ -100,7 +105,7 @@ func TestRevokeTokenCascade(t *testing.T) {
 
 func TestRevokeTokensCascade(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	tr := e.tree("org-1", "")
+	tr := e.tree(t, "org-1", "")
 	// The admin rotates bob's token: bob's new token is minted through the
 	// admin, though made for bob.
 	bobs := e.mint("org-1", "bobs", "bob")
@@ -123,7 +128,7 @@ func TestRotateTokenCascade(t *testing.T) {
 	expiry := &sigilv1.RotateTokenRequest_Ttl{Ttl: ttl(8 * day).Ttl}
 
 	t.Run("operator", func(t *testing.T) {
-		tr := e.tree("org-1", "op-")
+		tr := e.tree(t, "org-1", "op-")
 		resp, err := e.client.RotateToken(op(), &sigilv1.RotateTokenRequest{TokenId: tr.admin.GetInfo().GetTokenId(), Expiry: expiry})
 		if err != nil || resp.GetDescendantsRevoked() != 2 || resp.GetRevision() != e.st.Revision() {
 			t.Fatalf("rotate admin: %d descendants, %v; want 2 (revision %d, store at %d)", resp.GetDescendantsRevoked(), err, resp.GetRevision(), e.st.Revision())
@@ -137,7 +142,7 @@ func TestRotateTokenCascade(t *testing.T) {
 		e.wantState(t, tr.grand, sigilv1.TokenState_TOKEN_STATE_REVOKED, store.CascadeReason(tr.admin.GetInfo().GetTokenId(), "rotated to "+resp.GetInfo().GetTokenId()))
 	})
 	t.Run("self", func(t *testing.T) {
-		tr := e.tree("org-1", "self-")
+		tr := e.tree(t, "org-1", "self-")
 		resp, err := e.client.RotateToken(withCred(tr.child.GetToken()), &sigilv1.RotateTokenRequest{Self: true, Expiry: expiry})
 		if err != nil || resp.GetDescendantsRevoked() != 1 {
 			t.Fatalf("self rotate of the child: %d descendants, %v; want 1", resp.GetDescendantsRevoked(), err)
@@ -149,7 +154,7 @@ func TestRotateTokenCascade(t *testing.T) {
 		e.wantState(t, tr.grand, sigilv1.TokenState_TOKEN_STATE_REVOKED, store.CascadeReason(tr.child.GetInfo().GetTokenId(), "rotated to "+resp.GetInfo().GetTokenId()))
 	})
 	t.Run("descendant may not rotate its ancestor", func(t *testing.T) {
-		tr := e.tree("org-1", "anc-")
+		tr := e.tree(t, "org-1", "anc-")
 		before := e.st.Revision()
 		_, err := e.client.RotateToken(withCred(tr.grand.GetToken()), &sigilv1.RotateTokenRequest{TokenId: tr.admin.GetInfo().GetTokenId(), Expiry: expiry})
 		wantCode(t, err, codes.PermissionDenied, "")
