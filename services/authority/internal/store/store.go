@@ -105,6 +105,9 @@ type Key struct {
 	ActivateTime  time.Time // when it signs (or signed) new tokens
 	RevokeTime    time.Time
 	LastExpiry    time.Time // latest expiry of the tokens it signed
+	// RevokedIssuedAfter, when set, is the key's cut (CutKey): tokens it
+	// signed with an issue time in or after this time's second are revoked.
+	RevokedIssuedAfter time.Time
 }
 
 // AuditAction says what an audited mutation did.
@@ -166,6 +169,7 @@ type Revoked struct {
 type Snapshot struct {
 	Epoch    string
 	Revision uint64
+	Digest   []byte // history digest at Revision (DigestAt)
 	Revoked  []Revoked
 	Keys     []Key // public parts only
 }
@@ -229,6 +233,9 @@ type Store interface {
 	SetKeyState(ctx context.Context, id string, s KeyState) (uint64, error)
 	// RevokeKey revokes a key at once.
 	RevokeKey(ctx context.Context, id string, a AuditRecord) (uint64, error)
+	// CutKey revokes the tokens a key signed after a time: the key becomes
+	// verify-only with that cut.
+	CutKey(ctx context.Context, id string, issuedAfter time.Time, a AuditRecord) (uint64, error)
 	// ListKeys returns every key, oldest first, with their sealed private halves.
 	ListKeys(ctx context.Context) ([]Key, error)
 
@@ -246,6 +253,10 @@ type Store interface {
 	// before now, and every token-created event. It returns the compacted
 	// revision (followers behind it need a snapshot).
 	Compact(ctx context.Context, now time.Time) (uint64, error)
+	// DigestAt returns the history digest at rev: a hash over every event up
+	// to rev. ErrCompacted when the store does not hold it (below the
+	// compaction floor or the start of the chain, or ahead of the store).
+	DigestAt(ctx context.Context, rev uint64) ([]byte, error)
 
 	// Close closes the file.
 	Close() error
