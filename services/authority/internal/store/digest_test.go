@@ -296,3 +296,44 @@ func TestCutKey(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
+
+func TestRevokeUnrecorded(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	ghost := tok("org", "ghost", "u", 30*24*time.Hour) // never stored
+	a := AuditRecord{Time: t0, Actor: "operator", Action: AuditTokenRevoked, Reason: "leaked"}
+	rev, already, err := s.RevokeUnrecorded(ctx, ghost, a)
+	if err != nil || already || rev != s.Revision() {
+		t.Fatalf("RevokeUnrecorded: rev %d already %v err %v", rev, already, err)
+	}
+	snap, err := s.Snapshot(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Revoked) != 1 || snap.Revoked[0].TokenID != ghost.ID || !snap.Revoked[0].ExpiresAt.Equal(ghost.ExpireTime) {
+		t.Fatalf("snapshot revoked: %+v", snap.Revoked)
+	}
+	evs, err := s.EventsAfter(ctx, rev-1, 0)
+	if err != nil || len(evs) != 1 || evs[0].Kind != EventTokenRevoked || evs[0].TokenID != ghost.ID {
+		t.Fatalf("events: %+v %v", evs, err)
+	}
+	recs, _, err := s.ListAudit(ctx, AuditFilter{OrgID: "org"})
+	if err != nil || len(recs) != 1 || recs[0].TokenID != ghost.ID || recs[0].Action != AuditTokenRevoked || recs[0].Revision != rev {
+		t.Fatalf("audit: %+v %v", recs, err)
+	}
+	if _, err := s.GetToken(ctx, ghost.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetToken of an unrecorded revocation: %v", err)
+	}
+	again, already, err := s.RevokeUnrecorded(ctx, ghost, a)
+	if err != nil || !already || again < rev {
+		t.Fatalf("again: rev %d already %v err %v", again, already, err)
+	}
+	if s.Revision() != rev {
+		t.Fatal("a repeated revocation wrote something")
+	}
+	known := tok("org", "known", "u", 30*24*time.Hour)
+	mustCreate(t, s, known)
+	if _, _, err := s.RevokeUnrecorded(ctx, known, a); !errors.Is(err, ErrTokenExists) {
+		t.Fatalf("recorded token: %v, want ErrTokenExists", err)
+	}
+}

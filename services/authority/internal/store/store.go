@@ -222,6 +222,10 @@ type Store interface {
 	// of one creator when createdBy is set, atomically. It returns the count
 	// and the revision at which all are revoked.
 	RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error)
+	// RevokeUnrecorded revokes a token the store has no record of (one
+	// minted after the backup a restored file was made from), by what the
+	// token itself says. ErrTokenExists when there is a record.
+	RevokeUnrecorded(ctx context.Context, t Token, a AuditRecord) (uint64, bool, error)
 	// RotateToken revokes oldID and stores next (same name) in one
 	// transaction. ErrNotActive when the old token is revoked or expired. It
 	// returns the revision of the old token's revocation.
