@@ -236,8 +236,10 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 		}
 		// Only a message understood and applied makes the state fresh: an
 		// authority that streams nothing but garbage does not keep an old
-		// state alive.
-		if msg.GetEvent() != nil {
+		// state alive, and neither does a snapshot still being received
+		// (until its end the old state answers, and it may be of another
+		// history: a restored store).
+		if msg.GetEvent() != nil && snap == nil {
 			f.lastMsg.Store(f.now().UnixNano())
 		}
 	}
