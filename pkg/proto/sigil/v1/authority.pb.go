@@ -527,7 +527,14 @@ type RevokeTokenRequest struct {
 	// Revoke the calling token itself.
 	Self bool `protobuf:"varint,2,opt,name=self,proto3" json:"self,omitempty"`
 	// Why the token is revoked; recorded in the audit log.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The token string itself, for a token the authority has no record of
+	// (minted after the backup a store was restored from). The authority
+	// verifies its signature with its own keys, then revokes its id; the
+	// string is never logged or stored. Mutually exclusive with token_id and
+	// self. The operator, or a manager of the token's organization, may use
+	// it.
+	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +586,13 @@ func (x *RevokeTokenRequest) GetSelf() bool {
 func (x *RevokeTokenRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
 	}
 	return ""
 }
@@ -1373,7 +1387,13 @@ type WatchRevocationsRequest struct {
 	AfterRevision uint64 `protobuf:"varint,1,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	// Epoch of the store the follower's state comes from; when it differs
 	// from the authority's, the follower gets a fresh snapshot.
-	Epoch         string `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Digest of the event history up to after_revision, as carried by the
+	// checkpoint (or snapshot end) at that revision. The authority resumes
+	// only when it holds after_revision with this same digest, that is when it
+	// continues the very history the follower applied; otherwise (a restored
+	// or replaced store, or no digest sent) it sends a snapshot.
+	AfterDigest   []byte `protobuf:"bytes,3,opt,name=after_digest,json=afterDigest,proto3" json:"after_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1420,6 +1440,13 @@ func (x *WatchRevocationsRequest) GetEpoch() string {
 		return x.Epoch
 	}
 	return ""
+}
+
+func (x *WatchRevocationsRequest) GetAfterDigest() []byte {
+	if x != nil {
+		return x.AfterDigest
+	}
+	return nil
 }
 
 // WatchRevocationsResponse is one message of the revocation stream.
@@ -1658,7 +1685,10 @@ type SnapshotEnd struct {
 	// Epoch of the authority's store.
 	Epoch string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Revision the snapshot was taken at; live events follow from the next one.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Digest of the event history up to revision (see
+	// WatchRevocationsRequest.after_digest).
+	Digest        []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1705,6 +1735,13 @@ func (x *SnapshotEnd) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *SnapshotEnd) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
 }
 
 // TokenRevoked announces a revoked token.
@@ -1888,6 +1925,9 @@ type Checkpoint struct {
 	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Authority's clock.
 	AuthorityTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=authority_time,json=authorityTime,proto3" json:"authority_time,omitempty"`
+	// Digest of the event history up to revision; a follower resuming from
+	// revision sends it as after_digest.
+	Digest        []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1932,6 +1972,13 @@ func (x *Checkpoint) GetRevision() uint64 {
 func (x *Checkpoint) GetAuthorityTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.AuthorityTime
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
 	}
 	return nil
 }
@@ -2041,7 +2088,13 @@ func (x *RotateSigningKeyResponse) GetActivateTime() *timestamppb.Timestamp {
 type RevokeSigningKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Key to revoke. Required.
-	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// When set, only tokens the key signed with an issue time after this are
+	// revoked: the key stops signing (verify-only) and announces the cut;
+	// tokens it signed earlier keep verifying. Issue times are whole seconds,
+	// so a token issued within the cut's second is revoked too. A later cut
+	// never widens an earlier one; a revoked key stays revoked.
+	IssuedAfter   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=issued_after,json=issuedAfter,proto3" json:"issued_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2081,6 +2134,13 @@ func (x *RevokeSigningKeyRequest) GetKeyId() string {
 		return x.KeyId
 	}
 	return ""
+}
+
+func (x *RevokeSigningKeyRequest) GetIssuedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAfter
+	}
+	return nil
 }
 
 // RevokeSigningKeyResponse reports a key revocation.
@@ -2246,11 +2306,12 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\"i\n" +
 	"\x12ListTokensResponse\x12+\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x13.sigil.v1.TokenInfoR\x06tokens\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"[\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
 	"\x12RevokeTokenRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x12\n" +
 	"\x04self\x18\x02 \x01(\bR\x04self\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"\x8b\x01\n" +
 	"\x13RevokeTokenResponse\x12'\n" +
 	"\x04info\x18\x01 \x01(\v2\x13.sigil.v1.TokenInfoR\x04info\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12/\n" +
@@ -2305,10 +2366,11 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
 	"\x17ListAuditEventsResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.sigil.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"V\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"y\n" +
 	"\x17WatchRevocationsRequest\x12%\n" +
 	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"\x92\x03\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12!\n" +
+	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\x92\x03\n" +
 	"\x18WatchRevocationsResponse\x12@\n" +
 	"\x0esnapshot_chunk\x18\x01 \x01(\v2\x17.sigil.v1.SnapshotChunkH\x00R\rsnapshotChunk\x12:\n" +
 	"\fsnapshot_end\x18\x02 \x01(\v2\x15.sigil.v1.SnapshotEndH\x00R\vsnapshotEnd\x12=\n" +
@@ -2324,10 +2386,11 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12=\n" +
 	"\x0erevoked_tokens\x18\x03 \x03(\v2\x16.sigil.v1.TokenRevokedR\rrevokedTokens\x12(\n" +
-	"\x04keys\x18\x04 \x03(\v2\x14.sigil.v1.SigningKeyR\x04keys\"?\n" +
+	"\x04keys\x18\x04 \x03(\v2\x14.sigil.v1.SigningKeyR\x04keys\"W\n" +
 	"\vSnapshotEnd\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\x80\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"\x80\x01\n" +
 	"\fTokenRevoked\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x19\n" +
 	"\btoken_id\x18\x02 \x01(\tR\atokenId\x129\n" +
@@ -2338,18 +2401,20 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\v2\x14.sigil.v1.SigningKeyR\x03key\"F\n" +
 	"\x11SigningKeyRevoked\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"k\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\x83\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12A\n" +
-	"\x0eauthority_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rauthorityTime\"\x19\n" +
+	"\x0eauthority_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rauthorityTime\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"\x19\n" +
 	"\x17RotateSigningKeyRequest\"\x8e\x01\n" +
 	"\x18RotateSigningKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12?\n" +
-	"\ractivate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\"0\n" +
+	"\ractivate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\"o\n" +
 	"\x17RevokeSigningKeyRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"6\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12=\n" +
+	"\fissued_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vissuedAfter\"6\n" +
 	"\x18RevokeSigningKeyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"\x18\n" +
 	"\x16ListSigningKeysRequest\"C\n" +
@@ -2462,36 +2527,37 @@ var file_sigil_v1_authority_proto_depIdxs = []int32{
 	38, // 25: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
 	34, // 26: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
 	34, // 27: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
-	38, // 28: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
-	1,  // 29: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
-	3,  // 30: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
-	5,  // 31: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
-	7,  // 32: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
-	9,  // 33: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
-	11, // 34: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
-	13, // 35: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
-	17, // 36: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
-	19, // 37: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
-	27, // 38: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
-	29, // 39: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
-	31, // 40: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
-	2,  // 41: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
-	4,  // 42: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
-	6,  // 43: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
-	8,  // 44: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
-	10, // 45: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
-	12, // 46: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
-	15, // 47: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
-	18, // 48: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
-	20, // 49: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
-	28, // 50: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
-	30, // 51: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
-	32, // 52: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
-	41, // [41:53] is the sub-list for method output_type
-	29, // [29:41] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	34, // 28: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
+	38, // 29: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
+	1,  // 30: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
+	3,  // 31: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
+	5,  // 32: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
+	7,  // 33: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
+	9,  // 34: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
+	11, // 35: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
+	13, // 36: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
+	17, // 37: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
+	19, // 38: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
+	27, // 39: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
+	29, // 40: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
+	31, // 41: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
+	2,  // 42: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
+	4,  // 43: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
+	6,  // 44: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
+	8,  // 45: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
+	10, // 46: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
+	12, // 47: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
+	15, // 48: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
+	18, // 49: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
+	20, // 50: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
+	28, // 51: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
+	30, // 52: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
+	32, // 53: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
+	42, // [42:54] is the sub-list for method output_type
+	30, // [30:42] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_authority_proto_init() }

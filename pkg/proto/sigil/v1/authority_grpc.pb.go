@@ -77,7 +77,9 @@ type TokenAuthorityServiceClient interface {
 	// at once and signs new tokens after an activation delay.
 	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
 	// RevokeSigningKey revokes a signing key at once (operator only): every
-	// token it signed stops working.
+	// token it signed stops working. With issued_after, only the tokens it
+	// signed after that time stop working (the key stops signing and older
+	// tokens keep verifying): the step after restoring a backup.
 	RevokeSigningKey(ctx context.Context, in *RevokeSigningKeyRequest, opts ...grpc.CallOption) (*RevokeSigningKeyResponse, error)
 	// ListSigningKeys lists the signing keys (operator only).
 	ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error)
@@ -264,7 +266,9 @@ type TokenAuthorityServiceServer interface {
 	// at once and signs new tokens after an activation delay.
 	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
 	// RevokeSigningKey revokes a signing key at once (operator only): every
-	// token it signed stops working.
+	// token it signed stops working. With issued_after, only the tokens it
+	// signed after that time stop working (the key stops signing and older
+	// tokens keep verifying): the step after restoring a backup.
 	RevokeSigningKey(context.Context, *RevokeSigningKeyRequest) (*RevokeSigningKeyResponse, error)
 	// ListSigningKeys lists the signing keys (operator only).
 	ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error)

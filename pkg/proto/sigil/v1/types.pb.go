@@ -368,9 +368,13 @@ type SigningKey struct {
 	// Ed25519 public key (32 bytes).
 	PublicKey []byte `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	// When the key starts (or started) signing new tokens.
-	ActivateTime  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ActivateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
+	// When set, tokens this key signed with an issue time in or after this
+	// time's second are revoked (RevokeSigningKey with issued_after); older
+	// ones verify.
+	RevokedIssuedAfter *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_issued_after,json=revokedIssuedAfter,proto3" json:"revoked_issued_after,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SigningKey) Reset() {
@@ -438,6 +442,13 @@ func (x *SigningKey) GetActivateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SigningKey) GetRevokedIssuedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedIssuedAfter
+	}
+	return nil
+}
+
 var File_sigil_v1_types_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_types_proto_rawDesc = "" +
@@ -464,7 +475,7 @@ const file_sigil_v1_types_proto_rawDesc = "" +
 	"\vrevoke_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12#\n" +
 	"\rrevoke_reason\x18\f \x01(\tR\frevokeReason\x12*\n" +
-	"\x05state\x18\r \x01(\x0e2\x14.sigil.v1.TokenStateR\x05state\"\xf1\x01\n" +
+	"\x05state\x18\r \x01(\x0e2\x14.sigil.v1.TokenStateR\x05state\"\xbf\x02\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12/\n" +
@@ -473,7 +484,8 @@ const file_sigil_v1_types_proto_rawDesc = "" +
 	"createTime\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x04 \x01(\fR\tpublicKey\x12?\n" +
-	"\ractivate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime*s\n" +
+	"\ractivate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12L\n" +
+	"\x14revoked_issued_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x12revokedIssuedAfter*s\n" +
 	"\n" +
 	"TokenState\x12\x1b\n" +
 	"\x17TOKEN_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -518,11 +530,12 @@ var file_sigil_v1_types_proto_depIdxs = []int32{
 	1, // 5: sigil.v1.SigningKey.state:type_name -> sigil.v1.SigningKeyState
 	5, // 6: sigil.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
 	5, // 7: sigil.v1.SigningKey.activate_time:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	5, // 8: sigil.v1.SigningKey.revoked_issued_after:type_name -> google.protobuf.Timestamp
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_types_proto_init() }

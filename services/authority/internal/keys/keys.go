@@ -29,6 +29,7 @@ type Store interface {
 	AddKey(ctx context.Context, k store.Key, a store.AuditRecord) (uint64, error)
 	SetKeyState(ctx context.Context, id string, s store.KeyState) (uint64, error)
 	RevokeKey(ctx context.Context, id string, a store.AuditRecord) (uint64, error)
+	CutKey(ctx context.Context, id string, issuedAfter time.Time, a store.AuditRecord) (uint64, error)
 	ListKeys(ctx context.Context) ([]store.Key, error)
 }
 
@@ -200,6 +201,66 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) 
 	e.key.State = store.KeyRevoked
 	e.key.RevokeTime = now
 	e.priv = nil
+	m.mu.Unlock()
+	m.logger.Warn("signing key revoked", "key_id", id)
+	m.replaceIfActive(ctx, id, now, actor)
+	return rev, nil
+}
+
+// Cut revokes the tokens key id signed with an issue time in or after
+// issuedAfter's second (store.CutKey): after restoring a backup made at
+// issuedAfter, the tokens minted since then are void, older ones keep
+// verifying. The key stops signing; when it was the active key a
+// replacement is added as Revoke does. A revoked key stays revoked.
+func (m *Manager) Cut(ctx context.Context, id string, issuedAfter time.Time, actor string) (uint64, error) {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	m.mu.RLock()
+	_, ok := m.keys[id]
+	m.mu.RUnlock()
+	if !ok {
+		return 0, fmt.Errorf("signing key: %w", store.ErrNotFound)
+	}
+	now := m.now()
+	rev, err := m.st.CutKey(ctx, id, issuedAfter, store.AuditRecord{Time: now, Actor: actor, Action: store.AuditKeyRevoked, KeyID: id})
+	if err != nil {
+		return 0, err
+	}
+	// Read back what the store decided (the earlier of two cuts; a revoked
+	// key unchanged) rather than repeat its rules here.
+	ks, err := m.st.ListKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("keys: list: %w", err)
+	}
+	m.mu.Lock()
+	for _, k := range ks {
+		if e, ok := m.keys[k.ID]; ok && k.ID == id {
+			e.key.State, e.key.RevokedIssuedAfter = k.State, k.RevokedIssuedAfter
+		}
+	}
+	m.mu.Unlock()
+	m.logger.Warn("signing key cut: tokens it signed after the cut are revoked", "key_id", id, "issued_after", issuedAfter.Truncate(time.Second).UTC())
+	m.replaceIfActive(ctx, id, now, actor)
+	return rev, nil
+}
+
+// CutOf returns the cut of key id (zero when none): tokens it signed with
+// an issue time at or after it are revoked.
+func (m *Manager) CutOf(id string) time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if e, ok := m.keys[id]; ok {
+		return e.key.RevokedIssuedAfter
+	}
+	return time.Time{}
+}
+
+// replaceIfActive, after id stopped signing, adds a pending replacement
+// when id was the active key and no pending key will take over: minting
+// fails with ErrNoActiveKey until it activates, so that no authorizer meets
+// a token signed by a key it has not received. m.opMu is held.
+func (m *Manager) replaceIfActive(ctx context.Context, id string, now time.Time, actor string) {
+	m.mu.Lock()
 	wasActive := m.active == id
 	if wasActive {
 		m.active = ""
@@ -211,14 +272,12 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) 
 		}
 	}
 	m.mu.Unlock()
-	m.logger.Warn("signing key revoked", "key_id", id)
 	if wasActive && !pending {
 		if _, _, err := m.add(ctx, store.KeyPending, now.Add(m.delay), actor); err != nil {
 			m.logger.Error("could not add a replacement signing key", "error", err)
 		}
 		m.poke()
 	}
-	return rev, nil
 }
 
 // Signer returns the active key's id and private key, for minting.

@@ -57,6 +57,9 @@ func (m *Manager) Authenticate(ctx context.Context, cred string) (*Caller, error
 	if err != nil {
 		return nil, unauthenticated("unknown credential")
 	}
+	if cut := m.keys.CutOf(claims.KeyID); !cut.IsZero() && !claims.IssuedAt.Before(cut) {
+		return nil, unauthenticated("token revoked")
+	}
 	now := m.now()
 	if err := claims.CheckTime(now, 0); err != nil {
 		if errors.Is(err, token.ErrExpired) {

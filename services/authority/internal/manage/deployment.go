@@ -49,6 +49,15 @@ func (m *Manager) RevokeSigningKey(ctx context.Context, c *Caller, keyID string)
 	return m.keys.Revoke(ctx, keyID, c.Actor())
 }
 
+// CutSigningKey revokes the tokens a key signed after issuedAfter
+// (operator only): the key stops signing, older tokens keep verifying.
+func (m *Manager) CutSigningKey(ctx context.Context, c *Caller, keyID string, issuedAfter time.Time) (uint64, error) {
+	if err := m.Admit(c, AccessOperator); err != nil {
+		return 0, err
+	}
+	return m.keys.Cut(ctx, keyID, issuedAfter, c.Actor())
+}
+
 // ListSigningKeys returns the public halves of the keys (operator only).
 func (m *Manager) ListSigningKeys(c *Caller) ([]store.Key, error) {
 	if err := m.Admit(c, AccessOperator); err != nil {

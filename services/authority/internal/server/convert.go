@@ -89,6 +89,8 @@ func keyToProto(k store.Key) *sigilv1.SigningKey {
 		CreateTime:   ts(k.CreateTime),
 		PublicKey:    append([]byte(nil), k.Public...),
 		ActivateTime: ts(k.ActivateTime),
+		// Unset when the key has no cut (ts gives nil for the zero time).
+		RevokedIssuedAfter: ts(k.RevokedIssuedAfter),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 // RevokeToken revokes one token: the operator any, a PAT itself, a PAT
@@ -17,13 +18,25 @@ func (s *Server) RevokeToken(ctx context.Context, req *sigilv1.RevokeTokenReques
 		return nil, s.toStatus(ctx, err)
 	}
 	var v violations
-	checkTokenRef(&v, req.GetTokenId(), req.GetSelf())
+	if req.GetToken() != "" {
+		checkTokenString(&v, req.GetToken(), req.GetTokenId(), req.GetSelf())
+	} else {
+		checkTokenRef(&v, req.GetTokenId(), req.GetSelf())
+	}
 	checkText(&v, "reason", req.GetReason(), maxReasonLen, false)
 	s.checkNoSecret(&v, "reason", req.GetReason())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	t, rev, descendants, revoked, err := s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
+	revoke := func() (store.Token, uint64, int64, bool, error) {
+		return s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
+	}
+	if req.GetToken() != "" {
+		revoke = func() (store.Token, uint64, int64, bool, error) {
+			return s.mgr.RevokeTokenString(ctx, c, req.GetToken(), req.GetReason())
+		}
+	}
+	t, rev, descendants, revoked, err := revoke()
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

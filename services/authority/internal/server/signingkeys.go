@@ -23,7 +23,9 @@ func (s *Server) RotateSigningKey(ctx context.Context, _ *sigilv1.RotateSigningK
 	return &sigilv1.RotateSigningKeyResponse{KeyId: k.ID, Revision: rev, ActivateTime: timestamppb.New(k.ActivateTime)}, nil
 }
 
-// RevokeSigningKey revokes a key at once (operator only).
+// RevokeSigningKey revokes a key at once (operator only) or, with
+// issued_after, only the tokens it signed after that time (a cut: the key
+// stops signing and announces the cut on the stream).
 func (s *Server) RevokeSigningKey(ctx context.Context, req *sigilv1.RevokeSigningKeyRequest) (*sigilv1.RevokeSigningKeyResponse, error) {
 	c, err := s.authenticate(ctx, manage.AccessOperator)
 	if err != nil {
@@ -31,10 +33,20 @@ func (s *Server) RevokeSigningKey(ctx context.Context, req *sigilv1.RevokeSignin
 	}
 	var v violations
 	checkIdent(&v, "key_id", req.GetKeyId(), true)
+	if ia := req.GetIssuedAfter(); ia != nil {
+		if err := ia.CheckValid(); err != nil || ia.AsTime().Unix() <= 0 {
+			v.add("issued_after", "must be a valid time after 1970")
+		}
+	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	rev, err := s.mgr.RevokeSigningKey(ctx, c, req.GetKeyId())
+	var rev uint64
+	if ia := req.GetIssuedAfter(); ia != nil {
+		rev, err = s.mgr.CutSigningKey(ctx, c, req.GetKeyId(), ia.AsTime())
+	} else {
+		rev, err = s.mgr.RevokeSigningKey(ctx, c, req.GetKeyId())
+	}
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

@@ -98,6 +98,18 @@ func checkTokenRef(v *violations, id string, self bool) {
 	}
 }
 
+// checkTokenString checks RevokeTokenRequest.token: exclusive with
+// token_id and self, and no longer than any token. Whether it is a token of
+// ours is the domain's business (it verifies the signature).
+func checkTokenString(v *violations, tok, id string, self bool) {
+	switch {
+	case id != "" || self:
+		v.add("token", "give only one of token, token_id and self")
+	case len(tok) > token.MaxLen:
+		v.add("token", "at most %d bytes", token.MaxLen)
+	}
+}
+
 // checkPageSize returns the page size to use.
 func checkPageSize(v *violations, n int32) int {
 	switch {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -17,11 +18,18 @@ import (
 // WatchRevocations streams revocations and keys to an authorizer. The
 // protocol, which the authorizer's follower relies on:
 //
-//  1. When after_revision is 0, the epoch differs from the store's,
-//     after_revision is compacted, or it is ahead of the store: a snapshot.
+//  1. Unless the request continues the store's own history: a snapshot.
+//     It does when the epoch is the store's and the store holds
+//     after_revision (not compacted, not ahead) with the very digest the
+//     follower sends as after_digest (store.DigestAt: a hash chain over the
+//     event log). So a follower of a restored or replaced file, or of a file
+//     restarted from an older copy, which reaches the same revision numbers
+//     by other events, gets a snapshot; so does a follower that sends no
+//     digest (an older build), or after_revision 0.
 //     One or more SnapshotChunk (≤ SnapshotChunkSize revoked tokens each,
 //     every key in the first), then SnapshotEnd, then a Checkpoint at the
-//     snapshot revision.
+//     snapshot revision. SnapshotEnd and every Checkpoint carry the digest at
+//     their revision, which the follower sends back when it resumes.
 //  2. Otherwise (resume) the stream starts directly with the live events
 //     after after_revision, or a Checkpoint when there is none.
 //  3. Live events in revision order, without gap or duplicate: token_revoked,
@@ -69,6 +77,9 @@ type watch struct {
 
 	lastCheckpoint uint64 // revision of the last checkpoint sent
 	safe           uint64 // every event ≤ safe has been sent
+
+	digest    []byte // history digest at digestRev, for checkpoints
+	digestRev uint64
 }
 
 func (w *watch) sender() {
@@ -104,18 +115,14 @@ func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
 }
 
 func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
-	st := w.s.store
-	after := req.GetAfterRevision()
-	snapshot := after == 0 || req.GetEpoch() != st.Epoch() || after > st.Revision()
-	if !snapshot {
-		if _, err := st.EventsAfter(w.ctx, after, 1); errors.Is(err, store.ErrCompacted) {
-			snapshot = true
-		} else if err != nil {
-			return err
-		}
+	resume, err := canResume(w.ctx, w.s.store, req)
+	if err != nil {
+		return err
 	}
-	last := after
-	if snapshot {
+	last := req.GetAfterRevision()
+	if resume {
+		w.digest, w.digestRev = bytes.Clone(req.GetAfterDigest()), last
+	} else {
 		var err error
 		if last, err = w.snapshot(); err != nil {
 			return err
@@ -151,18 +158,50 @@ func (w *watch) snapshot() (uint64, error) {
 		}
 	}
 	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
-		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision},
+		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision, Digest: snap.Digest},
 	}}); err != nil {
 		return 0, err
 	}
 	w.safe = snap.Revision
+	w.digest, w.digestRev = snap.Digest, snap.Revision
 	return snap.Revision, w.checkpoint()
 }
 
+// canResume reports whether a stream may resume after the request's
+// revision rather than start with a snapshot: only when the follower's
+// state is a prefix of the store's history, as far as the epoch, the
+// revision and its digest tell. Anything else (no revision, another epoch,
+// no or a wrong digest, a revision compacted away or ahead of the store)
+// gets a snapshot: in doubt, resend everything.
+func canResume(ctx context.Context, st store.Store, req *sigilv1.WatchRevocationsRequest) (bool, error) {
+	after := req.GetAfterRevision()
+	if after == 0 || req.GetEpoch() != st.Epoch() || len(req.GetAfterDigest()) != store.DigestSize {
+		return false, nil
+	}
+	d, err := st.DigestAt(ctx, after)
+	if errors.Is(err, store.ErrCompacted) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(d, req.GetAfterDigest()), nil
+}
+
 func (w *watch) checkpoint() error {
+	if w.digestRev != w.safe || w.digest == nil {
+		d, err := w.s.store.DigestAt(w.ctx, w.safe)
+		if errors.Is(err, store.ErrCompacted) {
+			return status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
+		}
+		if err != nil {
+			return err
+		}
+		w.digest, w.digestRev = d, w.safe
+	}
 	w.lastCheckpoint = w.safe
 	return w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
-		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now())},
+		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now()), Digest: w.digest},
 	}})
 }
 

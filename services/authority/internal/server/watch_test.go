@@ -26,6 +26,10 @@ type follower struct {
 	inSnap   bool
 	snapRev  uint64
 	messages int
+	// digest is the history digest at digestRev, from the last snapshot
+	// end or checkpoint: what a resume sends back.
+	digest    []byte
+	digestRev uint64
 }
 
 func newFollower(t *testing.T) *follower {
@@ -68,6 +72,7 @@ func (f *follower) apply(m *sigilv1.WatchRevocationsResponse) {
 			f.t.Fatalf("bad snapshot end %v", ev.SnapshotEnd)
 		}
 		f.inSnap, f.epoch, f.applied = false, ev.SnapshotEnd.GetEpoch(), f.snapRev
+		f.digest, f.digestRev = ev.SnapshotEnd.GetDigest(), f.snapRev
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
 		f.live(ev.TokenRevoked.GetRevision())
 		if ev.TokenRevoked.GetExpiresAt() == nil {
@@ -91,6 +96,7 @@ func (f *follower) apply(m *sigilv1.WatchRevocationsResponse) {
 			f.t.Fatalf("checkpoint %d behind applied event %d", ev.Checkpoint.GetRevision(), f.applied)
 		}
 		f.applied = ev.Checkpoint.GetRevision()
+		f.digest, f.digestRev = ev.Checkpoint.GetDigest(), f.applied
 	default:
 		f.t.Fatalf("unknown message %v", m)
 	}
@@ -104,6 +110,16 @@ func (e *env) watch(ctx context.Context, after uint64, epoch string) watchClient
 		ctx = withCred(watchToken)
 	}
 	s, err := e.client.WatchRevocations(ctx, &sigilv1.WatchRevocationsRequest{AfterRevision: after, Epoch: epoch})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// resume opens a stream resuming after `after`, whose digest is digest.
+func (e *env) resume(ctx context.Context, after uint64, epoch string, digest []byte) watchClient {
+	e.t.Helper()
+	s, err := e.client.WatchRevocations(ctx, &sigilv1.WatchRevocationsRequest{AfterRevision: after, Epoch: epoch, AfterDigest: digest})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -216,7 +232,10 @@ func TestWatchResume(t *testing.T) {
 	}
 	ctx2, cancel2 := context.WithCancel(withCred(watchToken))
 	defer cancel2()
-	s2 := e.watch(ctx2, f.applied, f.epoch)
+	// Resume from the last revision whose digest the follower knows; the
+	// events after it come again.
+	f.applied = f.digestRev
+	s2 := e.resume(ctx2, f.digestRev, f.epoch, f.digest)
 	first, err := s2.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +255,11 @@ func TestWatchResume(t *testing.T) {
 	t.Run("nothing new: checkpoint first", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(withCred(watchToken))
 		defer cancel()
-		s := e.watch(ctx, e.st.Revision(), e.st.Epoch())
+		d, err := e.st.DigestAt(ctx, e.st.Revision())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := e.resume(ctx, e.st.Revision(), e.st.Epoch(), d)
 		m, err := s.Recv()
 		if err != nil || m.GetCheckpoint() == nil || m.GetCheckpoint().GetRevision() != e.st.Revision() {
 			t.Fatalf("first message %v %v", m, err)

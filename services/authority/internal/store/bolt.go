@@ -78,8 +78,10 @@ func Open(path string, opts Options) (*Bolt, error) {
 	var rev uint64
 	if err := db.Update(func(tx *bolt.Tx) error {
 		var err error
-		s.epoch, rev, err = initFile(tx)
-		return err
+		if s.epoch, rev, err = initFile(tx); err != nil {
+			return err
+		}
+		return initDigests(tx, rev)
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -237,10 +239,11 @@ func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // writer is one run of a mutation's transaction function: it hands out
 // revisions and records whether anything was written.
 type writer struct {
-	tx    *bolt.Tx
-	start uint64 // revision before this run
-	rev   uint64 // last revision handed out
-	dirty bool
+	tx     *bolt.Tx
+	start  uint64 // revision before this run
+	rev    uint64 // last revision handed out
+	digest []byte // history digest at rev
+	dirty  bool
 }
 
 // next returns the next revision.
@@ -263,10 +266,23 @@ func (w *writer) del(bucket, k []byte) error {
 	return w.tx.Bucket(bucket).Delete(k)
 }
 
-// event appends an event at the next revision and returns it.
+// event appends an event at the next revision, with its history digest,
+// and returns the revision.
 func (w *writer) event(ev Event) (uint64, error) {
 	ev.Revision = w.next()
-	return ev.Revision, w.put(bucketEvents, be(ev.Revision), encodeEvent(&ev))
+	v := encodeEvent(&ev)
+	if w.digest == nil {
+		d, err := headDigest(w.tx, w.start)
+		if err != nil {
+			return 0, err
+		}
+		w.digest = d
+	}
+	w.digest = chainDigest(w.digest, ev.Revision, v)
+	if err := w.put(bucketDigests, be(ev.Revision), w.digest); err != nil {
+		return 0, err
+	}
+	return ev.Revision, w.put(bucketEvents, be(ev.Revision), v)
 }
 
 // audit writes an audit record at the transaction's last revision (each

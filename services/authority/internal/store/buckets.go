@@ -136,7 +136,7 @@ const seqFillPercent = 0.9
 
 // sequential reports whether a bucket gets seqFillPercent.
 func sequential(bucket []byte) bool {
-	for _, b := range [][]byte{bucketEvents, bucketAudit, bucketAuditByOrg, bucketTokensByOrg, bucketTokensByCreator} {
+	for _, b := range [][]byte{bucketEvents, bucketDigests, bucketAudit, bucketAuditByOrg, bucketTokensByOrg, bucketTokensByCreator} {
 		if bytes.Equal(b, bucket) {
 			return true
 		}

@@ -56,6 +56,10 @@ func checkInvariants(tx *bolt.Tx) error {
 			return fmt.Errorf("bucket %s has revision %d > %d", b, binary.BigEndian.Uint64(k), rev)
 		}
 	}
+	// A file from before history digests has no digest bucket; Open adds it.
+	if d := tx.Bucket(bucketDigests); d != nil && len(d.Get(be(rev))) != DigestSize {
+		return fmt.Errorf("no history digest at the last revision %d", rev)
+	}
 	if err := tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
 		_, err := decodeEvent(binary.BigEndian.Uint64(k), v)
 		return err

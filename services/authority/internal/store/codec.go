@@ -314,7 +314,24 @@ func encodeKey(k *Key, m keyMeta) []byte {
 	e.bytes(k.SealedPrivate)
 	e.uvarint(m.addRev)
 	e.uvarint(m.stateRev)
+	e.keyCut(k)
 	return e.b
+}
+
+// keyCut appends a key's cut (Key.RevokedIssuedAfter) as an optional last
+// field: records and events written before cuts existed end without it, and
+// a key without a cut is still written the old way, byte for byte.
+func (e *encoder) keyCut(k *Key) {
+	if !k.RevokedIssuedAfter.IsZero() {
+		e.time(k.RevokedIssuedAfter)
+	}
+}
+
+// keyCut reads the optional cut at the end of a key record or event.
+func (d *decoder) keyCut(k *Key) {
+	if d.err == nil && len(d.b) > 0 {
+		k.RevokedIssuedAfter = d.time()
+	}
 }
 
 func decodeKey(v []byte) (Key, keyMeta, error) {
@@ -324,6 +341,7 @@ func decodeKey(v []byte) (Key, keyMeta, error) {
 	var m keyMeta
 	m.addRev = d.uvarint()
 	m.stateRev = d.uvarint()
+	d.keyCut(&k)
 	if err := d.finish(); err != nil {
 		return Key{}, keyMeta{}, err
 	}
@@ -344,6 +362,7 @@ func encodeEvent(ev *Event) []byte {
 		e.time(ev.ExpiresAt)
 	case EventKeyAdded:
 		e.keyPublic(ev.Key)
+		e.keyCut(ev.Key)
 	case EventKeyRevoked:
 		e.str(ev.KeyID)
 	default:
@@ -374,6 +393,7 @@ func decodeEvent(rev uint64, v []byte) (Event, error) {
 		ev.ExpiresAt = d.time()
 	case EventKeyAdded:
 		k := d.keyPublic()
+		d.keyCut(&k)
 		ev.Key = &k
 	case EventKeyRevoked:
 		ev.KeyID = d.str()

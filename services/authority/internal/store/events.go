@@ -185,6 +185,9 @@ func (s *Bolt) Compact(ctx context.Context, now time.Time) (uint64, error) {
 				return err
 			}
 		}
+		if err := compactDigests(tx, floor); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(metaCompacted, be(floor))
 	})
 	if err != nil {
@@ -202,6 +205,9 @@ func (s *Bolt) Snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
 		snap = Snapshot{Epoch: s.epoch}
 		var err error
 		if snap.Revision, err = currentRevision(tx); err != nil {
+			return err
+		}
+		if snap.Digest, err = digestAt(tx, snap.Revision); err != nil {
 			return err
 		}
 		b := tx.Bucket(bucketRevoked)

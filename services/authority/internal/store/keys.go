@@ -208,3 +208,65 @@ func allKeys(tx *bolt.Tx, withPrivate bool) ([]Key, error) {
 	}
 	return out, nil
 }
+
+// CutKey revokes the tokens key id signed after issuedAfter (a.Time is when
+// the cut is made): the key becomes verify-only, so it signs nothing more,
+// and carries the cut (Key.RevokedIssuedAfter, truncated to the second as
+// token issue times are) in its record and in an EventKeyAdded, so that
+// followers deny the tokens it signed in or after that second. Tokens it
+// signed earlier keep verifying.
+//
+// A cut only ever narrows what the key vouches for: cutting a cut key keeps
+// the earlier of the two cuts, and a cut that changes nothing writes nothing
+// and returns the revision of the key's last change. A revoked key stays
+// revoked (ErrKeyRevoked is not returned: the cut is already implied) and
+// its revocation's revision is returned. ErrNotFound when unknown.
+func (s *Bolt) CutKey(ctx context.Context, id string, issuedAfter time.Time, a AuditRecord) (uint64, error) {
+	switch {
+	case a.Time.IsZero():
+		return 0, fmt.Errorf("%w: cut time is zero", ErrInvalid)
+	case issuedAfter.IsZero():
+		return 0, fmt.Errorf("%w: signing key %s: issued-after time is zero", ErrInvalid, id)
+	}
+	cut := issuedAfter.Truncate(time.Second).UTC()
+	var rev uint64
+	last, err := s.mutate(ctx, func(w *writer) error {
+		rev = 0
+		k, km, err := getKey(w.tx, id)
+		if err != nil {
+			if isNotFound(err) {
+				return reject(err)
+			}
+			return err
+		}
+		if k.State == KeyRevoked || (k.State == KeyVerifyOnly && !k.RevokedIssuedAfter.IsZero() && !cut.Before(k.RevokedIssuedAfter)) {
+			rev = km.stateRev
+			return nil
+		}
+		k.State = KeyVerifyOnly
+		if k.RevokedIssuedAfter.IsZero() || cut.Before(k.RevokedIssuedAfter) {
+			k.RevokedIssuedAfter = cut
+		}
+		if km.stateRev, err = w.event(Event{Kind: EventKeyAdded, Key: publicKey(k)}); err != nil {
+			return err
+		}
+		if err := w.put(bucketKeys, []byte(k.ID), encodeKey(&k, km)); err != nil {
+			return err
+		}
+		rec := a
+		if rec.KeyID == "" {
+			rec.KeyID = id
+		}
+		if rec.Reason == "" {
+			rec.Reason = "tokens issued after " + cut.Format(time.RFC3339) + " revoked"
+		}
+		return w.audit(rec)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if last != 0 {
+		return last, nil
+	}
+	return rev, nil
+}

@@ -105,6 +105,9 @@ type Key struct {
 	ActivateTime  time.Time // when it signs (or signed) new tokens
 	RevokeTime    time.Time
 	LastExpiry    time.Time // latest expiry of the tokens it signed
+	// RevokedIssuedAfter, when set, is the key's cut (CutKey): tokens it
+	// signed with an issue time in or after this time's second are revoked.
+	RevokedIssuedAfter time.Time
 }
 
 // AuditAction says what an audited mutation did.
@@ -166,6 +169,7 @@ type Revoked struct {
 type Snapshot struct {
 	Epoch    string
 	Revision uint64
+	Digest   []byte // history digest at Revision (DigestAt)
 	Revoked  []Revoked
 	Keys     []Key // public parts only
 }
@@ -223,6 +227,10 @@ type Store interface {
 	// atomically. It returns the count (descendants included) and the
 	// revision at which all are revoked.
 	RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error)
+	// RevokeUnrecorded revokes a token the store has no record of (one
+	// minted after the backup a restored file was made from), by what the
+	// token itself says. ErrTokenExists when there is a record.
+	RevokeUnrecorded(ctx context.Context, t Token, a AuditRecord) (uint64, bool, error)
 	// RotateToken revokes oldID and its unrevoked descendants (never next)
 	// and stores next (same name) in one transaction. ErrNotActive when the
 	// old token is revoked or expired. It returns the revision of the old
@@ -235,6 +243,9 @@ type Store interface {
 	SetKeyState(ctx context.Context, id string, s KeyState) (uint64, error)
 	// RevokeKey revokes a key at once.
 	RevokeKey(ctx context.Context, id string, a AuditRecord) (uint64, error)
+	// CutKey revokes the tokens a key signed after a time: the key becomes
+	// verify-only with that cut.
+	CutKey(ctx context.Context, id string, issuedAfter time.Time, a AuditRecord) (uint64, error)
 	// ListKeys returns every key, oldest first, with their sealed private halves.
 	ListKeys(ctx context.Context) ([]Key, error)
 
@@ -252,6 +263,10 @@ type Store interface {
 	// before now, and every token-created event. It returns the compacted
 	// revision (followers behind it need a snapshot).
 	Compact(ctx context.Context, now time.Time) (uint64, error)
+	// DigestAt returns the history digest at rev: a hash over every event up
+	// to rev. ErrCompacted when the store does not hold it (below the
+	// compaction floor or the start of the chain, or ahead of the store).
+	DigestAt(ctx context.Context, rev uint64) ([]byte, error)
 
 	// Close closes the file.
 	Close() error

@@ -210,3 +210,19 @@ func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
 // Add moves the clock by d.
 func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// SnapshotEndDigest returns a snapshot end marker carrying the history
+// digest d at rev.
+func SnapshotEndDigest(epoch string, rev uint64, d []byte) *sigilv1.WatchRevocationsResponse {
+	m := SnapshotEnd(epoch, rev)
+	m.GetSnapshotEnd().Digest = d
+	return m
+}
+
+// CheckpointDigest returns a checkpoint at rev carrying the history digest
+// d at rev.
+func CheckpointDigest(rev uint64, now time.Time, d []byte) *sigilv1.WatchRevocationsResponse {
+	m := Checkpoint(rev, now)
+	m.GetCheckpoint().Digest = d
+	return m
+}

@@ -7,7 +7,8 @@
 //  2. the signing key is known: UnknownKey;
 //  3. the signature verifies under it: BadSignature (claims that do not
 //     decode after a good signature are Malformed);
-//  4. the key is not revoked: KeyRevoked;
+//  4. the key is not revoked, and the token was not issued in or after its
+//     cut (RevokeSigningKey with issued_after) when it has one: KeyRevoked;
 //  5. issue and expiry times, with the clock leeway: NotYetValid, Expired;
 //  6. the token is not revoked: Revoked;
 //  7. the organization, when the check names one: OrgMismatch;
@@ -107,6 +108,14 @@ type State interface {
 	Revision() uint64
 }
 
+// CutState is a State that also knows key cuts; the follower implements
+// it. Against a State without it no key has a cut.
+type CutState interface {
+	// InspectCut is Inspect with the key's cut (zero when none): tokens it
+	// signed with an issue time at or after the cut are revoked.
+	InspectCut(keyID string, id token.ID) (pub ed25519.PublicKey, keyKnown, keyRevoked bool, keyCut time.Time, tokenRevoked bool, revision uint64)
+}
+
 // Options configures a Decider.
 type Options struct {
 	// Codec parses and verifies tokens. Required.
@@ -133,6 +142,7 @@ type cached struct {
 type Decider struct {
 	codec  *token.Codec
 	state  State
+	cuts   CutState // state's, when it has cuts; else nil
 	leeway time.Duration
 	now    func() time.Time
 	cache  *lru.Cache[string, cached]
@@ -156,7 +166,17 @@ func New(opts Options) (*Decider, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Decider{codec: opts.Codec, state: opts.State, leeway: opts.Leeway, now: now, cache: c}, nil
+	cuts, _ := opts.State.(CutState)
+	return &Decider{codec: opts.Codec, state: opts.State, cuts: cuts, leeway: opts.Leeway, now: now, cache: c}, nil
+}
+
+// inspect reads the key, its cut and the token's revocation at one point.
+func (d *Decider) inspect(keyID string, id token.ID) (pub ed25519.PublicKey, known, keyRevoked bool, cut time.Time, tokRevoked bool, rev uint64) {
+	if d.cuts != nil {
+		return d.cuts.InspectCut(keyID, id)
+	}
+	pub, known, keyRevoked, tokRevoked, rev = d.state.Inspect(keyID, id)
+	return pub, known, keyRevoked, time.Time{}, tokRevoked, rev
 }
 
 // Verdict is the outcome of the token-level checks (everything up to and
@@ -209,9 +229,9 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 	if e, ok := d.cache.Get(tok); ok {
 		c, hit = e, true
 	}
-	pub, known, keyRevoked, tokRevoked, rev := ed25519.PublicKey(nil), false, false, false, uint64(0)
+	pub, known, keyRevoked, cut, tokRevoked, rev := ed25519.PublicKey(nil), false, false, time.Time{}, false, uint64(0)
 	if hit {
-		pub, known, keyRevoked, tokRevoked, rev = d.state.Inspect(c.claims.KeyID, c.claims.ID)
+		pub, known, keyRevoked, cut, tokRevoked, rev = d.inspect(c.claims.KeyID, c.claims.ID)
 		if !known {
 			d.hits.inc()
 			return Verdict{reason: UnknownKey, revision: rev}
@@ -236,7 +256,7 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 			return Verdict{reason: verifyReason(err), revision: d.state.Revision()}
 		}
 		c = cached{claims: claims, pub: used}
-		pub, known, keyRevoked, tokRevoked, rev = d.state.Inspect(claims.KeyID, claims.ID)
+		pub, known, keyRevoked, cut, tokRevoked, rev = d.inspect(claims.KeyID, claims.ID)
 		if !known || !bytes.Equal(pub, c.pub) {
 			// The key changed between verification and now: deny, and do
 			// not cache what was verified against a key no longer held.
@@ -246,7 +266,10 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 	}
 	// The signature verified: from here on the claims may be reported.
 	v := Verdict{claims: c.claims, revision: rev}
-	if keyRevoked {
+	// A cut is a whole second (token issue times are) and voids the tokens
+	// issued in or after it: an issue time cannot tell which side of a cut
+	// within its own second the token was made.
+	if keyRevoked || (!cut.IsZero() && !c.claims.IssuedAt.Before(cut)) {
 		v.reason = KeyRevoked
 		return v
 	}

@@ -6,6 +6,7 @@ package follower
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +74,9 @@ type Stats struct {
 type keyEntry struct {
 	pub     ed25519.PublicKey
 	revoked bool
+	// cut, when set, revokes the tokens the key signed with an issue time
+	// at or after it (RevokeSigningKey with issued_after).
+	cut time.Time
 }
 
 // state is the follower's view of the authority. The maps are replaced
@@ -81,8 +85,14 @@ type state struct {
 	epoch   string
 	applied uint64
 	synced  bool
-	keys    map[string]keyEntry
-	revoked map[token.ID]time.Time // token id -> expiry
+	// digest is the authority's history digest at digestRev, the last
+	// revision a snapshot end or a checkpoint vouched for; a reconnection
+	// resumes from there (sending it back), so the authority resumes only
+	// the very history this state was built from.
+	digest    []byte
+	digestRev uint64
+	keys      map[string]keyEntry
+	revoked   map[token.ID]time.Time // token id -> expiry
 }
 
 // pending is a snapshot being received, built aside from the live state.
@@ -197,12 +207,7 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cred)
 		}
 	}
-	f.mu.RLock()
-	req := &sigilv1.WatchRevocationsRequest{Epoch: f.st.epoch}
-	if f.st.synced {
-		req.AfterRevision = f.st.applied
-	}
-	f.mu.RUnlock()
+	req := f.resumeRequest()
 
 	// A stream that stays silent longer than the idle timeout is dropped:
 	// the authority sends a checkpoint at every checkpoint interval (1s by
@@ -231,8 +236,10 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 		}
 		// Only a message understood and applied makes the state fresh: an
 		// authority that streams nothing but garbage does not keep an old
-		// state alive.
-		if msg.GetEvent() != nil {
+		// state alive, and neither does a snapshot still being received
+		// (until its end the old state answers, and it may be of another
+		// history: a restored store).
+		if msg.GetEvent() != nil && snap == nil {
 			f.lastMsg.Store(f.now().UnixNano())
 		}
 	}
@@ -268,7 +275,10 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		}
 		f.mu.Lock()
 		old := f.st
-		f.st = state{epoch: snap.epoch, applied: snap.revision, synced: true, keys: snap.keys, revoked: snap.revoked}
+		f.st = state{
+			epoch: snap.epoch, applied: snap.revision, synced: true, keys: snap.keys, revoked: snap.revoked,
+			digest: validDigest(e.GetDigest()), digestRev: snap.revision,
+		}
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.snapshots.Add(1)
@@ -296,7 +306,14 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		// waiter woken by this checkpoint sees the skew it carried.
 		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
 		f.mu.Lock()
-		if r := ev.Checkpoint.GetRevision(); r > f.st.applied {
+		r := ev.Checkpoint.GetRevision()
+		if r >= f.st.applied {
+			// Every event up to r has been applied: r's digest describes
+			// this state. Without one (an older authority) the next
+			// reconnection asks for a snapshot.
+			f.st.digest, f.st.digestRev = validDigest(ev.Checkpoint.GetDigest()), r
+		}
+		if r > f.st.applied {
 			f.st.applied = r
 			f.notifyLocked()
 		}
@@ -371,13 +388,30 @@ func (f *Follower) applyKey(keys map[string]keyEntry, k *sigilv1.SigningKey) {
 	}
 	pub := make(ed25519.PublicKey, ed25519.PublicKeySize)
 	copy(pub, k.GetPublicKey())
+	var cut time.Time
+	if c := k.GetRevokedIssuedAfter(); c != nil {
+		if c.IsValid() {
+			cut = c.AsTime()
+		} else {
+			// A cut we cannot read: void every token of the key rather than
+			// guess which ones.
+			f.malformed.Add(1)
+			f.logger.Warn("signing key with a malformed cut, revoked", "key_id", safe(id))
+			keys[id] = keyEntry{pub: pub, revoked: true}
+			return
+		}
+	}
 	switch k.GetState() {
 	case sigilv1.SigningKeyState_SIGNING_KEY_STATE_PENDING,
 		sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE,
 		sigilv1.SigningKeyState_SIGNING_KEY_STATE_VERIFY_ONLY:
 		old, ok := keys[id]
-		// Revocation is final: a later message cannot bring a key back.
-		keys[id] = keyEntry{pub: pub, revoked: ok && old.revoked}
+		// Revocation is final and a cut only ever narrows: a later message
+		// cannot bring a key or its tokens back.
+		if ok && !old.cut.IsZero() && (cut.IsZero() || old.cut.Before(cut)) {
+			cut = old.cut
+		}
+		keys[id] = keyEntry{pub: pub, revoked: ok && old.revoked, cut: cut}
 	case sigilv1.SigningKeyState_SIGNING_KEY_STATE_REVOKED:
 		keys[id] = keyEntry{pub: pub, revoked: true}
 	default:
@@ -466,6 +500,55 @@ func safe(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// resumeRequest is the request of the next connection: a resume from the
+// last revision with a known digest, or a snapshot request (after_revision
+// 0) before the first snapshot. Events applied after that revision come
+// again and are applied again (every event is idempotent): applied is set
+// back to it, so that a min_revision wait is not satisfied by events of a
+// history the authority may no longer have.
+func (f *Follower) resumeRequest() *sigilv1.WatchRevocationsRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	req := &sigilv1.WatchRevocationsRequest{Epoch: f.st.epoch}
+	if !f.st.synced {
+		return req
+	}
+	req.AfterRevision = f.st.applied
+	if f.st.digest != nil && f.st.digestRev <= f.st.applied {
+		req.AfterRevision, req.AfterDigest = f.st.digestRev, f.st.digest
+		f.st.applied = f.st.digestRev
+	}
+	return req
+}
+
+// validDigest returns d when it has a digest's size, else nil (no digest:
+// the next resume is a snapshot).
+func validDigest(d []byte) []byte {
+	if len(d) != sha256.Size {
+		return nil
+	}
+	return append([]byte(nil), d...)
+}
+
+// Digest returns the history digest the follower would resume with and its
+// revision; nil before the first snapshot or when the authority sent none.
+func (f *Follower) Digest() ([]byte, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return append([]byte(nil), f.st.digest...), f.st.digestRev
+}
+
+// InspectCut is Inspect with the key's cut (zero when none): tokens the key
+// signed with an issue time at or after it are revoked.
+func (f *Follower) InspectCut(keyID string, id token.ID) (pub ed25519.PublicKey, keyKnown, keyRevoked bool, keyCut time.Time, tokenRevoked bool, revision uint64) {
+	f.mu.RLock()
+	k, keyKnown := f.st.keys[keyID]
+	_, tokenRevoked = f.st.revoked[id]
+	revision = f.st.applied
+	f.mu.RUnlock()
+	return k.pub, keyKnown, k.revoked, k.cut, tokenRevoked, revision
 }
 
 // Lookup implements token.KeySet: keys of every known state are returned,
