@@ -178,8 +178,8 @@ func TestDelayHoldsThenDelivers(t *testing.T) {
 	c := dial(t, p.Addr())
 	roundTrip(t, c, "before")
 
-	p.Delay(2 * time.Second)
-	if m, d := p.Mode(); m != Delayed || d != 2*time.Second {
+	p.Delay(time.Second)
+	if m, d := p.Mode(); m != Delayed || d != time.Second {
 		t.Fatalf("Mode = %v %v", m, d)
 	}
 	if _, err := c.Write([]byte("late")); err != nil {
@@ -231,7 +231,7 @@ func TestPauseIsBounded(t *testing.T) {
 	// The writer stalls: the proxy holds at most QueueChunks×ChunkSize per
 	// direction, and TCP pushes back on the rest.
 	const total = 256 << 20
-	_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	block := make([]byte, 1<<20)
 	written := 0
 	for written < total {
