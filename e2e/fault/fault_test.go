@@ -9,6 +9,7 @@ package fault
 import (
 	"flag"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,6 +19,7 @@ var (
 	seedArg = flag.Uint64("fault.seed", 0, "random seed of the load and of the kill points (0: from the clock; the seed is logged)")
 	known   = flag.Bool("fault.known", false, "also run the scenarios that reproduce a known gap (they fail)")
 	dumpArg = flag.Bool("fault.dump", false, "log every record of each scenario's history")
+	azStale = flag.Duration("fault.authorizer-staleness", 0, "start the authorizers with this --max-staleness instead of the bound the invariants check (2s): a way to watch invariants (b) and (d) fail")
 )
 
 // maxStaleness is the authorizers' --max-staleness in these tests: short,
@@ -187,7 +189,11 @@ func TestFaults(t *testing.T) {
 // runScenario runs sc under the load and checks every invariant.
 func runScenario(t *testing.T, sc scenario, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0))
-	c := newCluster(t, maxStaleness)
+	az := maxStaleness
+	if *azStale > 0 {
+		az = *azStale
+	}
+	c := newCluster(t, az)
 	for range 5 {
 		if err := c.mint(); err != nil {
 			t.Fatal(err)
@@ -230,5 +236,32 @@ func dump(t *testing.T, checks []checkRec, revokes []revokeRec, windows []window
 	}
 	for _, c := range checks {
 		t.Logf("check token %d min %d %s..%s %v allowed %v %v rev %d", c.Token, c.MinRev, stamp(c.Start), stamp(c.End), c.Code, c.Allowed, c.Reason, c.Revision)
+	}
+}
+
+// TestConvergeReportsDisagreement shows that invariant (c) can fail: the
+// history claims a revocation that never happened, and converge reports
+// the token the authorizer (rightly) still allows.
+func TestConvergeReportsDisagreement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes (run without -short)")
+	}
+	c := newCluster(t, maxStaleness)
+	for range 2 {
+		if err := c.mint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.revoke(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if bad := c.converge(10 * time.Second); bad != nil {
+		t.Fatalf("converge on a true history: %q", bad)
+	}
+	c.hist.addRevoke(revokeRec{Token: 0, Ack: time.Now(), Rev: 1}) // a lie
+	bad := c.converge(500 * time.Millisecond)
+	if len(bad) != 2 || !strings.Contains(bad[0], "(c) token 0 (revoked true): OK allowed true") ||
+		!strings.Contains(bad[1], "1 of 2 tokens still wrong") {
+		t.Fatalf("converge = %q, want token 0 reported", bad)
 	}
 }
