@@ -1,0 +1,267 @@
+package fault
+
+// The fault-injection scenarios: each starts a real authority and a real
+// authorizer (internal/testproc) joined by a fault proxy
+// (internal/faultproxy), runs a mixed mint/revoke/check load, injects its
+// fault, lets the system recover, and then checks the invariants of
+// invariants_test.go on the recorded history.
+
+import (
+	"flag"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	longRun = flag.Bool("fault.long", false, "soak: longer faults, more rounds, longer load (minutes, not seconds)")
+	seedArg = flag.Uint64("fault.seed", 0, "random seed of the load and of the kill points (0: from the clock; the seed is logged)")
+	known   = flag.Bool("fault.known", false, "also run the scenarios that reproduce a known gap (they fail)")
+	dumpArg = flag.Bool("fault.dump", false, "log every record of each scenario's history")
+	azStale = flag.Duration("fault.authorizer-staleness", 0, "start the authorizers with this --max-staleness instead of the bound the invariants check (2s): a way to watch invariants (b) and (d) fail")
+)
+
+// maxStaleness is the authorizers' --max-staleness in these tests: short,
+// so that the scenarios can outlast it in seconds.
+const maxStaleness = 2 * time.Second
+
+// margin absorbs scheduling noise in the timing invariants (b) and (d): a
+// loaded two-core CI machine, the checks' own latency.
+const margin = time.Second
+
+// short and long are a fault's durations below and above maxStaleness.
+func short() time.Duration { return 800 * time.Millisecond }
+
+func long() time.Duration {
+	if *longRun {
+		return 15 * time.Second
+	}
+	return maxStaleness + margin + 1500*time.Millisecond
+}
+
+// scenario is one row of the table.
+type scenario struct {
+	name string
+	// run injects the fault (and records the windows in which nothing from
+	// the authority could reach the authorizer); it returns when the fault
+	// is over.
+	run func(t *testing.T, c *cluster, rng *rand.Rand)
+	// knownGap, when set, names a gap this scenario reproduces: it runs
+	// only with -fault.known.
+	knownGap string
+	// skip, when it returns a reason, skips the scenario.
+	skip func() string
+}
+
+// proxyFault holds the proxy in a fault for d, then resumes it; stale
+// records the span as a window (the delay does not, unless it is longer
+// than the staleness bound, in which case its first d is a window).
+func proxyFault(apply func(c *cluster), d time.Duration, what string, stale bool) func(*testing.T, *cluster, *rand.Rand) {
+	return func(t *testing.T, c *cluster, _ *rand.Rand) {
+		from := time.Now()
+		apply(c)
+		time.Sleep(d)
+		to := time.Now()
+		c.proxy.Resume()
+		if stale {
+			c.hist.addWindow(window{From: from, To: to, What: what})
+		}
+	}
+}
+
+// killRounds kills a process with SIGKILL at random points of the load and
+// restarts it after a random outage, rounds times.
+func killRounds(authority bool) func(*testing.T, *cluster, *rand.Rand) {
+	return func(t *testing.T, c *cluster, rng *rand.Rand) {
+		rounds := 2
+		if *longRun {
+			rounds = 20
+		}
+		for range rounds {
+			time.Sleep(time.Duration(100+rng.IntN(900)) * time.Millisecond)
+			outage := time.Duration(rng.IntN(1500)) * time.Millisecond
+			if authority {
+				c.restartAuthorityWith(func(string) { time.Sleep(outage) })
+			} else {
+				c.authorizerProc().Kill()
+				time.Sleep(outage)
+				c.startAuthorizer()
+			}
+		}
+	}
+}
+
+func scenarios() []scenario {
+	s, l := short(), long()
+	pause := func(c *cluster) { c.proxy.Pause() }
+	cut := func(c *cluster) { c.proxy.Cut() }
+	blackhole := func(c *cluster) { c.proxy.Blackhole() }
+	delay := func(d time.Duration) func(*cluster) { return func(c *cluster) { c.proxy.Delay(d) } }
+	return []scenario{
+		{name: "proxy/pause/short", run: proxyFault(pause, s, "proxy paused", true)},
+		{name: "proxy/pause/long", run: proxyFault(pause, l, "proxy paused", true)},
+		{name: "proxy/cut/short", run: proxyFault(cut, s, "proxy cut", true)},
+		{name: "proxy/cut/long", run: proxyFault(cut, l, "proxy cut", true)},
+		{name: "proxy/blackhole/short", run: proxyFault(blackhole, s, "proxy blackholed", true)},
+		{name: "proxy/blackhole/long", run: proxyFault(blackhole, l, "proxy blackholed", true)},
+		{name: "proxy/delay/short", run: proxyFault(delay(s), l, "proxy delayed", false)},
+		{
+			// With a delay longer than the staleness bound, after the first
+			// d (a silent window) checkpoints keep arriving, d late: the
+			// authorizer counts as fresh while every revocation reaches it d
+			// after its acknowledgement, beyond the bound.
+			name: "proxy/delay/long",
+			run: func(t *testing.T, c *cluster, rng *rand.Rand) {
+				d := l
+				from := time.Now()
+				c.proxy.Delay(d)
+				time.Sleep(2 * d)
+				c.hist.addWindow(window{From: from, To: from.Add(d), What: "proxy delayed (first bytes)"})
+				c.proxy.Resume()
+			},
+			knownGap: "the authorizer's freshness is the arrival time of the last message, not the authority time it carries: " +
+				"a link that delays every byte by more than --max-staleness keeps it fresh while it applies revocations late, " +
+				"so invariant (b) fails",
+		},
+		{name: "sigstop/authorizer/short", run: func(t *testing.T, c *cluster, _ *rand.Rand) { c.sigstop(c.authorizerProc(), s, false) }},
+		{name: "sigstop/authorizer/long", run: func(t *testing.T, c *cluster, _ *rand.Rand) { c.sigstop(c.authorizerProc(), l, false) }},
+		{name: "sigstop/authority/short", run: func(t *testing.T, c *cluster, _ *rand.Rand) { c.sigstop(c.authorityProc(), s, true) }},
+		{name: "sigstop/authority/long", run: func(t *testing.T, c *cluster, _ *rand.Rand) { c.sigstop(c.authorityProc(), l, true) }},
+		{name: "kill9/authority", run: killRounds(true)},
+		{name: "kill9/authorizer", run: killRounds(false)},
+		{name: "clockstep/authorizer", skip: clockHook, run: clockStep},
+		// restoreScenarios go here: a backup of <data-dir>/sigil.db taken
+		// during the load and put back with c.restartAuthorityWith(copy),
+		// at interleavings with the revocations. Restoring loses the
+		// revocations acknowledged after the backup, so those scenarios
+		// must first tell the history which acknowledgements the restore
+		// took back before invariants (b) and (c) are checked.
+	}
+}
+
+// clockOffsetEnv is the hook the clock-step scenario needs: an environment
+// variable by which the authorizer binary would shift its own clock.
+const clockOffsetEnv = "SIGIL_AUTHORIZER_TEST_CLOCK_OFFSET"
+
+// clockHook says why the clock-step scenario cannot run. The authorizer
+// has no clock-injection hook; and running it under faketime(1) cannot
+// work: libfaketime intercepts libc's clock calls through LD_PRELOAD,
+// while a Go binary on Linux reads the clock through the vDSO without
+// libc (statically linked, CGO_ENABLED=0, as `task build` makes it, it
+// loads no preload library at all).
+func clockHook() string {
+	return "needs a clock-injection hook in the authorizer binary (for example the environment variable " + clockOffsetEnv +
+		", read by services/authorizer/internal/app into follower.Options.Now); none exists, and faketime's LD_PRELOAD " +
+		"does not reach a Go binary's clock (vDSO, no libc)"
+}
+
+// clockStep would step the authorizer's clock forward by more than
+// maxStaleness through the hook and back, under the load.
+func clockStep(t *testing.T, c *cluster, _ *rand.Rand) {
+	t.Fatal("unreachable while clockHook skips")
+}
+
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes for seconds each (run without -short)")
+	}
+	seed := *seedArg
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -args -fault.seed=%d)", seed, seed)
+	for k, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			if sc.skip != nil {
+				if why := sc.skip(); why != "" {
+					t.Skip(why)
+				}
+			}
+			if sc.knownGap != "" && !*known {
+				t.Skip("known gap (run with -args -fault.known): " + sc.knownGap)
+			}
+			runScenario(t, sc, seed+uint64(k))
+		})
+	}
+}
+
+// runScenario runs sc under the load and checks every invariant.
+func runScenario(t *testing.T, sc scenario, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	az := maxStaleness
+	if *azStale > 0 {
+		az = *azStale
+	}
+	c := newCluster(t, az)
+	for range 5 {
+		if err := c.mint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ld := c.startLoad(seed, defaultPace)
+	warm, after := 500*time.Millisecond, 1500*time.Millisecond
+	if *longRun {
+		warm, after = 5*time.Second, 10*time.Second
+	}
+	time.Sleep(warm)
+	sc.run(t, c, rng)
+	time.Sleep(after)
+	ld.stop()
+
+	var bad []string
+	bad = append(bad, c.converge(20*time.Second)...)
+	checks, revokes, windows := c.hist.snapshot()
+	bad = append(bad, checkMinRevision(checks, revokes)...)
+	bad = append(bad, checkStalenessBound(checks, revokes, maxStaleness, margin)...)
+	dBad, inside := checkUnavailableWhileStale(checks, windows, maxStaleness, margin)
+	bad = append(bad, dBad...)
+	t.Logf("%s; %d revocations acknowledged; %d checks inside %d stale windows; proxy %+v",
+		summary(checks), len(revokes), inside, len(windows), c.proxy.Stats())
+	for _, b := range bad {
+		t.Error(b)
+	}
+	if *dumpArg {
+		dump(t, checks, revokes, windows)
+	}
+}
+
+// dump logs the whole history (-fault.dump), to study a failure.
+func dump(t *testing.T, checks []checkRec, revokes []revokeRec, windows []window) {
+	for _, w := range windows {
+		t.Logf("window %s .. %s %s", stamp(w.From), stamp(w.To), w.What)
+	}
+	for _, r := range revokes {
+		t.Logf("revoke token %d rev %d ack %s", r.Token, r.Rev, stamp(r.Ack))
+	}
+	for _, c := range checks {
+		t.Logf("check token %d min %d %s..%s %v allowed %v %v rev %d", c.Token, c.MinRev, stamp(c.Start), stamp(c.End), c.Code, c.Allowed, c.Reason, c.Revision)
+	}
+}
+
+// TestConvergeReportsDisagreement shows that invariant (c) can fail: the
+// history claims a revocation that never happened, and converge reports
+// the token the authorizer (rightly) still allows.
+func TestConvergeReportsDisagreement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes (run without -short)")
+	}
+	c := newCluster(t, maxStaleness)
+	for range 2 {
+		if err := c.mint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.revoke(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if bad := c.converge(10 * time.Second); bad != nil {
+		t.Fatalf("converge on a true history: %q", bad)
+	}
+	c.hist.addRevoke(revokeRec{Token: 0, Ack: time.Now(), Rev: 1}) // a lie
+	bad := c.converge(500 * time.Millisecond)
+	if len(bad) != 2 || !strings.Contains(bad[0], "(c) token 0 (revoked true): OK allowed true") ||
+		!strings.Contains(bad[1], "1 of 2 tokens still wrong") {
+		t.Fatalf("converge = %q, want token 0 reported", bad)
+	}
+}
