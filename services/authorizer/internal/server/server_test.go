@@ -64,6 +64,9 @@ func newEnv(t *testing.T) *env {
 	e.fake, conn = authoritytest.Start(t)
 	e.fol = follower.New(follower.Options{
 		Client: sigilv1.NewTokenAuthorityServiceClient(conn), Now: e.clock.Now,
+		// The fake clock only moves forward here, so it can stand for the
+		// monotonic source too.
+		Elapsed:      func() time.Duration { return e.clock.Now().Sub(t0) },
 		MaxStaleness: 30 * time.Second, Retention: time.Minute,
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 	})
