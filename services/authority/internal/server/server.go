@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -43,6 +44,12 @@ type Options struct {
 	// SendTimeout is how long one stream message may wait for a slow
 	// consumer before the stream is cut off; DefaultSendTimeout when 0.
 	SendTimeout time.Duration
+	// MaxWatchStreams bounds the open revocation streams per credential;
+	// DefaultMaxWatchStreams when 0.
+	MaxWatchStreams int
+	// Limits counts refused streams (sigil_limit_exceeded_total); nil: not
+	// counted.
+	Limits *grpcserver.Limits
 }
 
 // Server implements sigilv1.TokenAuthorityServiceServer.
@@ -65,6 +72,8 @@ type Server struct {
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
+
+	watchSlots *watchSlots
 }
 
 // New returns a server. Every dependency in opts is required except Metrics,
@@ -80,7 +89,8 @@ func New(opts Options) (*Server, error) {
 		store: opts.Store, codec: opts.Codec, catalog: opts.Catalog, minTTL: opts.MinTTL, maxTTL: opts.MaxTTL,
 		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
 		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
-		shutdown: make(chan struct{}),
+		shutdown:   make(chan struct{}),
+		watchSlots: newWatchSlots(opts.MaxWatchStreams, opts.Limits),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
@@ -37,17 +40,28 @@ import (
 //  6. Server shutdown ends the stream with UNAVAILABLE.
 func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream sigilv1.TokenAuthorityService_WatchRevocationsServer) error {
 	ctx := stream.Context()
-	if _, err := s.authenticate(ctx, manage.AccessWatch); err != nil {
+	c, err := s.authenticate(ctx, manage.AccessWatch)
+	if err != nil {
 		return s.toStatus(ctx, err)
 	}
+	release, err := s.watchSlots.acquire(watchIdentity(c))
+	if err != nil {
+		return err
+	}
+	defer release()
 	s.metrics.subscribers.Inc()
 	defer s.metrics.subscribers.Dec()
 	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan *sigilv1.WatchRevocationsResponse), out: make(chan error, 1)}
+	// The sender ends when in is closed and its Send returns. A Send
+	// blocked by a consumer that does not read returns as soon as this
+	// handler returns: grpc-go then cancels the stream, which unblocks it.
+	// So a cut-off stream holds no goroutine, and none of its messages,
+	// past its handler, whether or not the client ever reads or leaves.
 	go w.sender()
 	defer close(w.in)
 	w.timer = time.NewTimer(time.Hour)
 	defer w.timer.Stop()
-	err := w.run(req)
+	err = w.run(req)
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
@@ -73,8 +87,60 @@ type watch struct {
 
 func (w *watch) sender() {
 	for m := range w.in {
+		// out has room for one result and send reads it before handing
+		// over the next message, so this never blocks.
 		w.out <- w.stream.Send(m)
 	}
+}
+
+// DefaultMaxWatchStreams bounds the open revocation streams of one
+// credential: every authorizer of a deployment shares the watch credential,
+// so this is also the most authorizers it can serve.
+const DefaultMaxWatchStreams = 256
+
+// watchSlots counts the open revocation streams of each credential, so that
+// one credential (a leaked watch token, a buggy authorizer reconnecting in
+// a loop) cannot hold every stream the authority can carry.
+type watchSlots struct {
+	max    int
+	limits *grpcserver.Limits
+
+	mu   sync.Mutex
+	open map[string]int // identity -> open streams
+}
+
+func newWatchSlots(max int, limits *grpcserver.Limits) *watchSlots {
+	if max <= 0 {
+		max = DefaultMaxWatchStreams
+	}
+	return &watchSlots{max: max, limits: limits, open: map[string]int{}}
+}
+
+// acquire takes a stream slot of identity, or fails with RESOURCE_EXHAUSTED
+// (counted) when it has max open streams. release frees the slot.
+func (w *watchSlots) acquire(identity string) (release func(), err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[identity] >= w.max {
+		return nil, w.limits.Refuse(grpcserver.LimitWatchStream, fmt.Sprintf("too many revocation streams for this credential (at most %d); close one first", w.max))
+	}
+	w.open[identity]++
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.open[identity]--; w.open[identity] == 0 {
+			delete(w.open, identity)
+		}
+	}, nil
+}
+
+// watchIdentity names the credential of a caller, without the credential:
+// its kind, and the token id for a PAT.
+func watchIdentity(c *manage.Caller) string {
+	if c.Kind == manage.PAT {
+		return "token:" + c.Token.ID
+	}
+	return fmt.Sprintf("kind:%d", int(c.Kind))
 }
 
 var errShutdown = status.Error(codes.Unavailable, "authority is shutting down; reconnect and resume")
