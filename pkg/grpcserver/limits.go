@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -90,13 +91,20 @@ func (l *Limits) Refuse(limit, msg string) error {
 // accepted beyond the bound is closed at once (the client sees UNAVAILABLE)
 // and counted as LimitConnections. A closed connection frees its slot.
 func LimitListener(lis net.Listener, max int, limits *Limits) net.Listener {
-	return &limitListener{Listener: lis, sem: make(chan struct{}, max), limits: limits}
+	return newLimitListener(lis, max, limits)
+}
+
+func newLimitListener(lis net.Listener, max int, limits *Limits) *limitListener {
+	return &limitListener{Listener: lis, sem: make(chan struct{}, max), limits: limits, conns: map[string]*limitConn{}}
 }
 
 type limitListener struct {
 	net.Listener
 	sem    chan struct{}
 	limits *Limits
+
+	mu    sync.Mutex
+	conns map[string]*limitConn // by remote address; nil value: ambiguous
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -107,7 +115,15 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+			lc := &limitConn{Conn: c, l: l, key: c.RemoteAddr().String()}
+			l.mu.Lock()
+			if _, dup := l.conns[lc.key]; dup {
+				l.conns[lc.key] = nil // in-memory listeners share one address
+			} else {
+				l.conns[lc.key] = lc
+			}
+			l.mu.Unlock()
+			return lc, nil
 		default:
 			// Refused before any byte is read: nothing is allocated for it.
 			l.limits.Exceeded(LimitConnections)
@@ -116,17 +132,74 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+// lookup returns the open connection from remote address addr, if exactly
+// one is known.
+func (l *limitListener) lookup(addr string) *limitConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns[addr]
+}
+
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l    *limitListener
+	key  string
+	once sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.conns[c.key] == c {
+			delete(c.l.conns, c.key)
+		}
+		c.l.mu.Unlock()
+		<-c.l.sem
+	})
 	return err
 }
+
+type closerKey struct{}
+
+// CloseConnection closes the connection a call came in on, at once, with
+// everything the transport holds for it: its goroutines and the messages
+// queued behind a peer that does not read. A stream handler uses it to cut
+// off a consumer too slow to take its messages, whose queued data grpc-go
+// would otherwise keep until the peer reads or leaves. It reports false
+// when the connection is not known (an in-memory listener).
+func CloseConnection(ctx context.Context) bool {
+	c, _ := ctx.Value(closerKey{}).(*limitConn)
+	if c == nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+}
+
+// connStream gives stream handlers a context through which
+// CloseConnection finds their connection.
+func connStream(l func() *limitListener) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		lis := l()
+		p, ok := peer.FromContext(ss.Context())
+		if lis == nil || !ok || p.Addr == nil {
+			return handler(srv, ss)
+		}
+		c := lis.lookup(p.Addr.String())
+		if c == nil {
+			return handler(srv, ss)
+		}
+		return handler(srv, &ctxStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), closerKey{}, c)})
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 // sizeUnary refuses a request larger than the bound of its method with
 // RESOURCE_EXHAUSTED. The global MaxRecvMsgSize already bounds what is read;

@@ -204,3 +204,50 @@ func TestIdleConnectionClosed(t *testing.T) {
 		}
 	}
 }
+
+// closingHealth's Watch closes its caller's connection and reports whether
+// it could.
+type closingHealth struct {
+	healthpb.UnimplementedHealthServer
+	closed chan bool
+}
+
+func (c *closingHealth) Watch(_ *healthpb.HealthCheckRequest, s healthpb.Health_WatchServer) error {
+	c.closed <- CloseConnection(s.Context())
+	return status.Error(codes.ResourceExhausted, "cut off")
+}
+
+func TestCloseConnection(t *testing.T) {
+	srv := New(Options{})
+	impl := &closingHealth{closed: make(chan bool, 1)}
+	desc := healthpb.Health_ServiceDesc
+	desc.ServiceName = "test.ClosingHealth"
+	srv.RegisterService(&desc, impl)
+	conn := dial(t, tcpServer(t, srv))
+	if err := healthCheck(conn, ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := conn.NewStream(ctx, &desc.Streams[0], "/test.ClosingHealth/Watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMsg(&healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.CloseSend()
+	if !<-impl.closed {
+		t.Fatal("connection of a TCP call not found")
+	}
+	// The client's connection drops without the client doing anything.
+	for st := conn.GetState(); st == connectivity.Ready; st = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, st) {
+			t.Fatal("connection still open")
+		}
+	}
+	// Outside a call, or on an unknown connection, nothing happens.
+	if CloseConnection(context.Background()) {
+		t.Fatal("closed a connection without a call")
+	}
+}

@@ -81,6 +81,9 @@ type Server struct {
 	limits  *Limits
 	maxConn int
 
+	lisMu sync.Mutex
+	lis   *limitListener // set by Serve
+
 	initMetrics sync.Once
 }
 
@@ -131,8 +134,10 @@ func New(opts Options) *Server {
 		requestIDUnary,
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 	}
+	s := &Server{}
 	stream := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(rec),
+		connStream(s.listener),
 		requestIDStream,
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
 	}
@@ -178,14 +183,9 @@ func New(opts Options) *Server {
 	if opts.TLS != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	s := &Server{
-		grpc:    grpc.NewServer(serverOpts...),
-		health:  health.NewServer(),
-		logger:  logger,
-		metrics: metrics,
-		limits:  limits,
-		maxConn: opts.MaxConnections,
-	}
+	s.grpc = grpc.NewServer(serverOpts...)
+	s.health = health.NewServer()
+	s.logger, s.metrics, s.limits, s.maxConn = logger, metrics, limits, opts.MaxConnections
 	if s.maxConn <= 0 {
 		s.maxConn = DefaultMaxConnections
 	}
@@ -193,6 +193,13 @@ func New(opts Options) *Server {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s
+}
+
+// listener returns the listener Serve wraps, nil before Serve.
+func (s *Server) listener() *limitListener {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	return s.lis
 }
 
 // Limits returns the refusal counter, to count a service's own bounds in
@@ -231,7 +238,11 @@ func (s *Server) Serve(lis net.Listener) error {
 			s.metrics.InitializeMetrics(s.grpc)
 		}
 	})
-	err := s.grpc.Serve(LimitListener(lis, s.maxConn, s.limits))
+	ll := newLimitListener(lis, s.maxConn, s.limits)
+	s.lisMu.Lock()
+	s.lis = ll
+	s.lisMu.Unlock()
+	err := s.grpc.Serve(ll)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}

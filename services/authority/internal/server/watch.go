@@ -160,7 +160,11 @@ func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
 		w.timer.Stop()
 		return err
 	case <-w.timer.C:
-		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String())
+		// grpc-go keeps a stream's queued messages, and the trailers behind
+		// them, until the peer reads them: closing the connection releases
+		// them, and its goroutines, now. The client reconnects and resumes.
+		closed := grpcserver.CloseConnection(w.ctx)
+		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
 		return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
 	case <-w.s.shutdown:
 		return errShutdown
