@@ -84,13 +84,13 @@ func settle(t *testing.T, s *svc, baseline float64) (float64, time.Duration) {
 	}
 }
 
-func report(t *testing.T, s *svc, what string, baseline, peakGoroutines float64, results *codeCounts) {
+func report(t *testing.T, s *svc, what string, rssBefore, baseline, peakGoroutines float64, results *codeCounts) {
 	t.Helper()
 	after, took := settle(t, s, baseline)
 	rss := s.peakRSS(t)
 	refusals := s.metric(t, `sigil_limit_exceeded_total{limit="connections"}`) + s.metric(t, `sigil_limit_exceeded_total{limit="message_size"}`)
-	t.Logf("RESULT %s: peak RSS %.0f MiB (target ≤ %d); goroutines baseline %.0f, peak %.0f, %.0f after the clients left (%.1fs); answers: %s; limit refusals (connections+message_size): %.0f",
-		what, rss, targetRSSMiB, baseline, peakGoroutines, after, took.Seconds(), results, refusals)
+	t.Logf("RESULT %s: RSS before %.0f MiB, peak RSS %.0f MiB (target ≤ %d); goroutines baseline %.0f, peak %.0f, %.0f after the clients left (%.1fs); answers: %s; limit refusals (connections+message_size): %.0f",
+		what, rssBefore, rss, targetRSSMiB, baseline, peakGoroutines, after, took.Seconds(), results, refusals)
 	if rss > targetRSSMiB {
 		t.Errorf("%s: peak RSS %.0f MiB over the %d MiB target", what, rss, targetRSSMiB)
 	}
@@ -128,7 +128,7 @@ func flood(t *testing.T, s *svc, n int, call func(*grpc.ClientConn) error) (*cod
 func abuseAuthorizerConnections(t *testing.T) {
 	authority, dir := startAuthority(t)
 	authorizer := startAuthorizer(t, authority, dir)
-	baseline := authorizer.metric(t, "go_goroutines")
+	baseline, rssBefore := authorizer.metric(t, "go_goroutines"), authorizer.rss(t)
 	// The largest request the authorizer accepts: CheckPermissions with
 	// every field at its bound (its token is garbage: denials).
 	req := &sigilv1.CheckPermissionsRequest{Token: "sigil_pat_" + strings.Repeat("t", 4096-10), OrgId: strings.Repeat("o", 256)}
@@ -144,13 +144,13 @@ func abuseAuthorizerConnections(t *testing.T) {
 		_, err := sigilv1.NewAuthorizerServiceClient(c).CheckPermissions(ctx, req)
 		return err
 	})
-	report(t, authorizer, fmt.Sprintf("authorizer, %d connections × largest CheckPermissions", *abuseConns), baseline, peak, results)
+	report(t, authorizer, fmt.Sprintf("authorizer, %d connections × largest CheckPermissions", *abuseConns), rssBefore, baseline, peak, results)
 }
 
 func abuseParkedWaits(t *testing.T) {
 	authority, dir := startAuthority(t)
 	authorizer := startAuthorizer(t, authority, dir)
-	baseline := authorizer.metric(t, "go_goroutines")
+	baseline, rssBefore := authorizer.metric(t, "go_goroutines"), authorizer.rss(t)
 	resp, err := authority.authority().CreateToken(operator(t, dir), &sigilv1.CreateTokenRequest{OrgId: "org-a", Name: "waiter",
 		Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}}, Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(30 * 24 * time.Hour)}, CreatedBy: "alice"})
 	if err != nil {
@@ -189,12 +189,12 @@ func abuseParkedWaits(t *testing.T) {
 		c.Close()
 	}
 	t.Logf("RESULT parked waits refused at once (sigil_limit_exceeded_total{limit=\"parked_waits\"}): %.0f of %d", parked, *abuseWaits)
-	report(t, authorizer, fmt.Sprintf("authorizer, %d min_revision waits", *abuseWaits), baseline, peak, results)
+	report(t, authorizer, fmt.Sprintf("authorizer, %d min_revision waits", *abuseWaits), rssBefore, baseline, peak, results)
 }
 
 func abuseAuthorityConnections(t *testing.T) {
 	authority, dir := startAuthority(t)
-	baseline := authority.metric(t, "go_goroutines")
+	baseline, rssBefore := authority.metric(t, "go_goroutines"), authority.rss(t)
 	op := operator(t, dir)
 	// The largest request the authority accepts in size (just under its
 	// 64 KiB bound); its description is too long, so it is refused after
@@ -206,7 +206,7 @@ func abuseAuthorityConnections(t *testing.T) {
 		_, err := sigilv1.NewTokenAuthorityServiceClient(c).CreateToken(ctx, req)
 		return err
 	})
-	report(t, authority, fmt.Sprintf("authority, %d connections × 63 KiB CreateToken", *abuseConns), baseline, peak, results)
+	report(t, authority, fmt.Sprintf("authority, %d connections × 63 KiB CreateToken", *abuseConns), rssBefore, baseline, peak, results)
 }
 
 func abuseStalledWatch(t *testing.T) {
@@ -238,7 +238,7 @@ func abuseStalledWatch(t *testing.T) {
 	if _, err := ac.RevokeTokens(op, &sigilv1.RevokeTokensRequest{OrgId: "org-a"}); err != nil {
 		t.Fatal(err)
 	}
-	baseline := authority.metric(t, "go_goroutines")
+	baseline, rssBefore := authority.metric(t, "go_goroutines"), authority.rss(t)
 	cred := withCred(context.Background(), watchCred(t, dir))
 	results := &codeCounts{}
 	conns := make([]*grpc.ClientConn, *abuseWatch)
@@ -262,5 +262,5 @@ func abuseStalledWatch(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	report(t, authority, fmt.Sprintf("authority, %d stalled WatchRevocations streams", *abuseWatch), baseline, peak, results)
+	report(t, authority, fmt.Sprintf("authority, %d stalled WatchRevocations streams", *abuseWatch), rssBefore, baseline, peak, results)
 }

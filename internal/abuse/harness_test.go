@@ -127,12 +127,24 @@ func (s *svc) metric(t testing.TB, sample string) float64 {
 // peakRSS returns the process's peak resident set (VmHWM), in MiB.
 func (s *svc) peakRSS(t testing.TB) float64 {
 	t.Helper()
+	return s.procStatus(t, "VmHWM")
+}
+
+// rss returns the process's resident set now (VmRSS), in MiB.
+func (s *svc) rss(t testing.TB) float64 {
+	t.Helper()
+	return s.procStatus(t, "VmRSS")
+}
+
+// procStatus returns a field of /proc/<pid>/status given in kB, in MiB.
+func (s *svc) procStatus(t testing.TB, field string) float64 {
+	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			if err != nil {
 				t.Fatal(err)
@@ -140,7 +152,7 @@ func (s *svc) peakRSS(t testing.TB) float64 {
 			return kb / 1024
 		}
 	}
-	t.Fatal("no VmHWM in /proc status")
+	t.Fatalf("no %s in /proc status", field)
 	return 0
 }
 

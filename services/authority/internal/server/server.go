@@ -25,8 +25,11 @@ const (
 	// sends a checkpoint.
 	DefaultCheckpointInterval = time.Second
 	DefaultSendTimeout        = 5 * time.Second
-	// SnapshotChunkSize is the most revoked tokens per snapshot chunk.
-	SnapshotChunkSize = 1000
+	// SnapshotChunkSize is the most revoked tokens per snapshot chunk. A
+	// chunk encodes to about 48 bytes a token: 500 keep it under 32 KiB,
+	// the largest buffer grpc-go pools below 1 MiB, so that a stream stalled
+	// with two chunks queued holds tens of KiB, not two 1 MiB buffers.
+	SnapshotChunkSize = 500
 )
 
 // Options are the server's dependencies and settings.
@@ -74,6 +77,7 @@ type Server struct {
 	shutdownOnce sync.Once
 
 	watchSlots *watchSlots
+	snapshots  snapshotCache
 }
 
 // New returns a server. Every dependency in opts is required except Metrics,

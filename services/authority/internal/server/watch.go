@@ -197,36 +197,17 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 // snapshot sends the chunks, the end marker and a checkpoint, and returns
 // the snapshot's revision.
 func (w *watch) snapshot() (uint64, error) {
-	snap, err := w.s.store.Snapshot(w.ctx, w.s.now().Add(-manage.ExpiryMargin))
+	msgs, rev, err := w.s.snapshots.get(w.ctx, w.s.store, w.s.now().Add(-manage.ExpiryMargin))
 	if err != nil {
 		return 0, err
 	}
-	keys := make([]*sigilv1.SigningKey, len(snap.Keys))
-	for i, k := range snap.Keys {
-		keys[i] = keyToProto(k)
-	}
-	revoked := snap.Revoked
-	for first := true; first || len(revoked) > 0; first = false {
-		n := min(len(revoked), SnapshotChunkSize)
-		chunk := &sigilv1.SnapshotChunk{Epoch: snap.Epoch, Revision: snap.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, n)}
-		for i, r := range revoked[:n] {
-			chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
-		}
-		if first {
-			chunk.Keys = keys
-		}
-		revoked = revoked[n:]
-		if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}}); err != nil {
+	for _, m := range msgs {
+		if err := w.send(m); err != nil {
 			return 0, err
 		}
 	}
-	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
-		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision},
-	}}); err != nil {
-		return 0, err
-	}
-	w.safe = snap.Revision
-	return snap.Revision, w.checkpoint()
+	w.safe = rev
+	return rev, w.checkpoint()
 }
 
 func (w *watch) checkpoint() error {
