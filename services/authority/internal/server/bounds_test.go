@@ -194,3 +194,35 @@ func TestSlowConsumerReleasesEverything(t *testing.T) {
 		t.Fatalf("client connection %s: the test needs it open", s)
 	}
 }
+
+// TestSnapshotShared: streams that start at one revision share one copy of
+// the snapshot; a commit makes the next stream build a new one.
+func TestSnapshotShared(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	id := e.mint("org-1", "a", "alice").GetInfo().GetTokenId()
+	e.revoke(id)
+	ctx := context.Background()
+	cutoff := e.clock.now()
+	a, revA, err := e.srv.snapshots.get(ctx, e.st, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, revB, err := e.srv.snapshots.get(ctx, e.st, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if revA != revB || &a[0] != &b[0] {
+		t.Fatalf("two snapshots at revision %d/%d not shared", revA, revB)
+	}
+	if n := len(a[0].GetSnapshotChunk().GetRevokedTokens()); n != 1 {
+		t.Fatalf("%d revoked tokens in the snapshot, want 1", n)
+	}
+	e.revoke(e.mint("org-1", "b", "alice").GetInfo().GetTokenId())
+	c, revC, err := e.srv.snapshots.get(ctx, e.st, cutoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if revC <= revA || len(c[0].GetSnapshotChunk().GetRevokedTokens()) != 2 {
+		t.Fatalf("after a revocation: revision %d (was %d), %d revoked", revC, revA, len(c[0].GetSnapshotChunk().GetRevokedTokens()))
+	}
+}
