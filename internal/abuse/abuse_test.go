@@ -23,7 +23,16 @@ var (
 	abuseWatch  = flag.Int("abuse.watch", 200, "stalled WatchRevocations streams")
 	abuseWaits  = flag.Int("abuse.waits", 5000, "parked min_revision waits attempted")
 	abuseTokens = flag.Int("abuse.tokens", 4000, "revoked tokens in the snapshot the stalled streams get")
+	abuseCap    = flag.Int("abuse.maxconns", 0, "--max-connections of both services (0: their default, 1024)")
 )
+
+// capArgs passes -abuse.maxconns to a service.
+func capArgs() []string {
+	if *abuseCap > 0 {
+		return []string{"--max-connections", fmt.Sprint(*abuseCap)}
+	}
+	return nil
+}
 
 // Targets of the measurement.
 const (
@@ -40,6 +49,7 @@ func TestAbuse(t *testing.T) {
 		t.Skip("abuse measurement: run with -abuse")
 	}
 	t.Run("authorizer/connections", abuseAuthorizerConnections)
+	t.Run("authorizer/1MiB-requests", abuseAuthorizerHuge)
 	t.Run("authorizer/parked-waits", abuseParkedWaits)
 	t.Run("authority/connections", abuseAuthorityConnections)
 	t.Run("authority/stalled-watch", abuseStalledWatch)
@@ -125,9 +135,25 @@ func flood(t *testing.T, s *svc, n int, call func(*grpc.ClientConn) error) (*cod
 	return results, peak
 }
 
+// abuseAuthorizerHuge replays the original attack: every connection sends
+// a 1 MiB CheckPermission.
+func abuseAuthorizerHuge(t *testing.T) {
+	authority, dir := startAuthority(t)
+	authorizer := startAuthorizer(t, authority, dir, capArgs()...)
+	baseline, rssBefore := authorizer.metric(t, "go_goroutines"), authorizer.rss(t)
+	req := &sigilv1.CheckPermissionRequest{Token: strings.Repeat("t", 1<<20), Permission: "domain:view"}
+	results, peak := flood(t, authorizer, *abuseConns, func(c *grpc.ClientConn) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		_, err := sigilv1.NewAuthorizerServiceClient(c).CheckPermission(ctx, req)
+		return err
+	})
+	report(t, authorizer, fmt.Sprintf("authorizer, %d connections × 1 MiB CheckPermission", *abuseConns), rssBefore, baseline, peak, results)
+}
+
 func abuseAuthorizerConnections(t *testing.T) {
 	authority, dir := startAuthority(t)
-	authorizer := startAuthorizer(t, authority, dir)
+	authorizer := startAuthorizer(t, authority, dir, capArgs()...)
 	baseline, rssBefore := authorizer.metric(t, "go_goroutines"), authorizer.rss(t)
 	// The largest request the authorizer accepts: CheckPermissions with
 	// every field at its bound (its token is garbage: denials).
@@ -193,7 +219,7 @@ func abuseParkedWaits(t *testing.T) {
 }
 
 func abuseAuthorityConnections(t *testing.T) {
-	authority, dir := startAuthority(t)
+	authority, dir := startAuthority(t, capArgs()...)
 	baseline, rssBefore := authority.metric(t, "go_goroutines"), authority.rss(t)
 	op := operator(t, dir)
 	// The largest request the authority accepts in size (just under its
