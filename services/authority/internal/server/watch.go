@@ -34,9 +34,13 @@ import (
 //     one is sent every checkpoint interval (default 1 s).
 //  4. The stream reads from the store at its own pace; writers never wait for
 //     it. A message that cannot be sent within the send timeout ends the
-//     stream with RESOURCE_EXHAUSTED; so does falling behind compaction. The
-//     client reconnects and resumes (or gets a snapshot).
+//     stream with RESOURCE_EXHAUSTED and closes its connection (so that
+//     nothing queued for it stays); falling behind compaction ends it with
+//     RESOURCE_EXHAUSTED too. The client reconnects and resumes (or gets a
+//     snapshot).
 //  5. The watch credential or the operator token; anonymous only in dev mode.
+//     At most MaxWatchStreams open streams per credential; one more is
+//     RESOURCE_EXHAUSTED.
 //  6. Server shutdown ends the stream with UNAVAILABLE.
 func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream sigilv1.TokenAuthorityService_WatchRevocationsServer) error {
 	ctx := stream.Context()

@@ -132,8 +132,8 @@ func New(opts Options) *Follower {
 		opts.Now = time.Now
 	}
 	if opts.Elapsed == nil {
-		// time.Since uses the monotonic reading both times carry; storing
-		// a time as UnixNano (as this package once did) loses it.
+		// time.Since uses the monotonic reading both times carry; a time
+		// stored as UnixNano, or read through an injected clock, loses it.
 		origin := time.Now()
 		opts.Elapsed = func() time.Duration { return time.Since(origin) }
 	}
