@@ -162,7 +162,8 @@ func TestParkedWaitsAreBounded(t *testing.T) {
 	limits := grpcserver.NewLimits(nil)
 	p := NewParking(2, limits)
 	f := newFake(true, true, 10)
-	ctx, cancel := context.WithCancel(context.Background())
+	// The timeout only guards a wait that should have been refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// Two waits park (below the bound).
 	done := make(chan error, 2)
