@@ -29,9 +29,15 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// DefaultMaxRecvMsgSize bounds every request message. Sigil requests are
-// small; a large bound only helps an attacker.
-const DefaultMaxRecvMsgSize = 1 << 20
+// DefaultMaxRecvMsgSize bounds every request message when a service names
+// no bound of its own. Sigil requests are small; a large bound only helps an
+// attacker, so each service sets MaxRecvMsgSize to its largest legitimate
+// request.
+const DefaultMaxRecvMsgSize = 64 << 10
+
+// DefaultMaxConnectionIdle closes a connection without calls for this long,
+// so that idle clients do not hold a connection slot forever.
+const DefaultMaxConnectionIdle = 5 * time.Minute
 
 // Options configures a Server.
 type Options struct {
@@ -44,7 +50,25 @@ type Options struct {
 	// TLS, when set, serves TLS (mTLS when it requires client certificates).
 	TLS *tls.Config
 	// MaxRecvMsgSize bounds request messages; DefaultMaxRecvMsgSize when 0.
+	// Set it to the largest legitimate request of the service.
 	MaxRecvMsgSize int
+	// MethodMaxRecvSize narrows the bound per full method name
+	// ("/pkg.Service/Method"): a larger request is RESOURCE_EXHAUSTED.
+	MethodMaxRecvSize map[string]int
+	// MaxConnections bounds the open connections Serve accepts;
+	// DefaultMaxConnections when 0. Beyond it a connection is closed at once.
+	MaxConnections int
+	// MaxStreamsPerConnection bounds the concurrent calls of one connection;
+	// DefaultMaxStreamsPerConnection when 0.
+	MaxStreamsPerConnection int
+	// MaxConnectionIdle closes a connection without calls after this long;
+	// DefaultMaxConnectionIdle when 0. Half-open connections are reaped by
+	// keepalive pings (every 30 s, 10 s to answer).
+	MaxConnectionIdle time.Duration
+	// Limits counts refusals (sigil_limit_exceeded_total). When nil, one is
+	// made and registered on Registerer; get it with Server.Limits to share
+	// it with the service's own bounds.
+	Limits *Limits
 }
 
 // Server is a gRPC server with Sigil's interceptor chain, health and
@@ -54,6 +78,11 @@ type Server struct {
 	health  *health.Server
 	logger  *slog.Logger
 	metrics *grpcprom.ServerMetrics // nil without a Registerer
+	limits  *Limits
+	maxConn int
+
+	lisMu sync.Mutex
+	lis   *limitListener // set by Serve
 
 	initMetrics sync.Once
 }
@@ -80,6 +109,18 @@ func New(opts Options) *Server {
 	if maxRecv == 0 {
 		maxRecv = DefaultMaxRecvMsgSize
 	}
+	maxStreams := opts.MaxStreamsPerConnection
+	if maxStreams <= 0 {
+		maxStreams = DefaultMaxStreamsPerConnection
+	}
+	maxIdle := opts.MaxConnectionIdle
+	if maxIdle <= 0 {
+		maxIdle = DefaultMaxConnectionIdle
+	}
+	limits := opts.Limits
+	if limits == nil {
+		limits = NewLimits(opts.Registerer)
+	}
 	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		logger.ErrorContext(ctx, "panic in handler", "panic", describePanic(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
@@ -93,8 +134,10 @@ func New(opts Options) *Server {
 		requestIDUnary,
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 	}
+	s := &Server{}
 	stream := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(rec),
+		connStream(s.listener),
 		requestIDStream,
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
 	}
@@ -107,6 +150,11 @@ func New(opts Options) *Server {
 		unary = append(unary, metrics.UnaryServerInterceptor())
 		stream = append(stream, metrics.StreamServerInterceptor())
 	}
+	// The per-method size bound comes after logging and metrics, so that a
+	// refusal is logged and counted by method and code.
+	if len(opts.MethodMaxRecvSize) > 0 {
+		unary = append(unary, sizeUnary(opts.MethodMaxRecvSize, limits))
+	}
 	// A second recovery right before the handler, so that a handler's panic
 	// is logged with its request id and counted as Internal by the metrics.
 	unary = append(unary, recovery.UnaryServerInterceptor(rec))
@@ -116,29 +164,47 @@ func New(opts Options) *Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxRecv),
+		grpc.MaxConcurrentStreams(uint32(maxStreams)),
+		grpc.StatsHandler(limitStats{limits}),
+		// A client pinging more often than every 5 s gets GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
+		// Idle connections are closed after MaxConnectionIdle; a connection
+		// whose peer vanished (half-open) fails the ping every 30 s within
+		// 10 s and is closed.
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    30 * time.Second,
-			Timeout: 10 * time.Second,
+			MaxConnectionIdle: maxIdle,
+			Time:              30 * time.Second,
+			Timeout:           10 * time.Second,
 		}),
 	}
 	if opts.TLS != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	s := &Server{
-		grpc:    grpc.NewServer(serverOpts...),
-		health:  health.NewServer(),
-		logger:  logger,
-		metrics: metrics,
+	s.grpc = grpc.NewServer(serverOpts...)
+	s.health = health.NewServer()
+	s.logger, s.metrics, s.limits, s.maxConn = logger, metrics, limits, opts.MaxConnections
+	if s.maxConn <= 0 {
+		s.maxConn = DefaultMaxConnections
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s
 }
+
+// listener returns the listener Serve wraps, nil before Serve.
+func (s *Server) listener() *limitListener {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	return s.lis
+}
+
+// Limits returns the refusal counter, to count a service's own bounds in
+// the same metric.
+func (s *Server) Limits() *Limits { return s.limits }
 
 // RegisterService registers a service implementation; call before Serve.
 // The service's health status starts NOT_SERVING.
@@ -162,7 +228,8 @@ func (s *Server) SetServing(serving bool) {
 	}
 }
 
-// Serve serves on lis until Shutdown. It returns nil after a Shutdown.
+// Serve serves on lis, at most MaxConnections at a time, until Shutdown. It
+// returns nil after a Shutdown.
 // The first call gives every method of every registered service its zero
 // series, so dashboards and alerts see a method before its first call.
 func (s *Server) Serve(lis net.Listener) error {
@@ -171,7 +238,11 @@ func (s *Server) Serve(lis net.Listener) error {
 			s.metrics.InitializeMetrics(s.grpc)
 		}
 	})
-	err := s.grpc.Serve(lis)
+	ll := newLimitListener(lis, s.maxConn, s.limits)
+	s.lisMu.Lock()
+	s.lis = ll
+	s.lisMu.Unlock()
+	err := s.grpc.Serve(ll)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}

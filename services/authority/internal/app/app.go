@@ -47,6 +47,12 @@ type Options struct {
 }
 
 // Run runs the authority with cfg until ctx ends, then stops gracefully.
+// maxRequestSize bounds every request to the authority. The largest
+// legitimate one is a CreateToken whose grants fill a token (token.MaxLen
+// bytes) plus its other fields (about 2 KiB); grants that cannot fit in a
+// token are refused anyway, so 64 KiB leaves ample room.
+const maxRequestSize = 64 << 10
+
 func Run(ctx context.Context, cfg config.Config) error {
 	return RunWithOptions(ctx, cfg, Options{})
 }
@@ -135,6 +141,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg, st.Revision)
+	limits := grpcserver.NewLimits(reg)
 
 	srv, err := server.New(server.Options{
 		Options: manage.Options{
@@ -142,6 +149,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 			Dev: cfg.Dev, Logger: logger,
 		},
 		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Metrics: metrics,
+		MaxWatchStreams: cfg.MaxWatchStreams, Limits: limits,
 	})
 	if err != nil {
 		return err
@@ -150,7 +158,11 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		logger.Warn("dev mode: WatchRevocations is open to anonymous callers")
 	}
 
-	gs := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: tlsCfg})
+	gs := grpcserver.New(grpcserver.Options{
+		Logger: logger, Registerer: reg, TLS: tlsCfg, Limits: limits,
+		MaxRecvMsgSize: maxRequestSize,
+		MaxConnections: cfg.MaxConnections, MaxStreamsPerConnection: cfg.MaxStreams,
+	})
 	gs.RegisterService(&sigilv1.TokenAuthorityService_ServiceDesc, srv)
 
 	lis, err := net.Listen("tcp", cfg.Listen)

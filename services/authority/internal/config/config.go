@@ -9,6 +9,7 @@ import (
 
 	"github.com/sigil-auth/sigil/pkg/flagcheck"
 	"github.com/sigil-auth/sigil/pkg/flagenv"
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authority/internal/server"
@@ -44,6 +45,9 @@ type Config struct {
 	LogLevel           string        // debug, info, warn or error
 	LockTimeout        time.Duration // how long to wait for the bbolt file lock
 	Dev                bool          // development mode: anonymous WatchRevocations allowed
+	MaxConnections     int           // open gRPC connections accepted at once
+	MaxStreams         int           // concurrent calls per connection
+	MaxWatchStreams    int           // open revocation streams per credential
 }
 
 // Parse reads the flags in args (without the program name) and, for flags
@@ -71,6 +75,9 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.LockTimeout, "lock-timeout", store.DefaultLockTimeout, "how long to wait for the database file lock held by another process")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: allow anonymous WatchRevocations")
+	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
+	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
+	fs.IntVar(&c.MaxWatchStreams, "max-watch-streams", server.DefaultMaxWatchStreams, "open WatchRevocations streams per credential (all authorizers share the watch credential)")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -121,6 +128,14 @@ func (c Config) Validate() error {
 		p.Add("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
 	}
 	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	for _, b := range []struct {
+		flag string
+		v    int
+	}{{"max-connections", c.MaxConnections}, {"max-streams-per-connection", c.MaxStreams}, {"max-watch-streams", c.MaxWatchStreams}} {
+		if b.v < 1 || b.v > 1_000_000 {
+			p.Add(b.flag, "must be between 1 and 1000000, got %d", b.v)
+		}
+	}
 	p.Positive("lock-timeout", c.LockTimeout)
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)

@@ -23,6 +23,7 @@ func TestParseDefaults(t *testing.T) {
 		KEKFile: filepath.Join("data", "kek"), MinTTL: 168 * time.Hour, MaxTTL: 8760 * time.Hour,
 		TokenPrefix: "sigil_pat_", KeyActivationDelay: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		LogLevel: "info", LockTimeout: 3 * time.Second,
+		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)

@@ -82,6 +82,11 @@ func (m *Manager) mintAndStore(t store.Token, save func(store.Token) (uint64, er
 		secret, err := m.codec.Mint(token.Claims{
 			ID: id, OrgID: t.OrgID, KeyID: keyID, IssuedAt: t.CreateTime, ExpiresAt: t.ExpireTime, Grants: t.Grants,
 		}, priv)
+		if errors.Is(err, token.ErrTooLong) {
+			// The caller asked for more grants than a token can carry: its
+			// mistake, named before anything is stored.
+			return "", t, 0, &FieldError{Field: "grants", Reason: fmt.Sprintf("too many or too long: the token would exceed %d bytes", token.MaxLen)}
+		}
 		if err != nil {
 			return "", t, 0, err
 		}

@@ -75,6 +75,8 @@ type envOpts struct {
 	checkpoint      time.Duration
 	activationDelay time.Duration
 	dir             string // reuse a data dir (restart)
+	maxWatch        int
+	limits          *grpcserver.Limits
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -111,6 +113,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 			Dev: o.dev, Logger: logger, Now: e.clock.now,
 		},
 		MinTTL: 7 * day, MaxTTL: 365 * day, SendTimeout: o.sendTimeout, CheckpointInterval: o.checkpoint,
+		MaxWatchStreams: o.maxWatch, Limits: o.limits,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -24,8 +25,11 @@ const (
 	// sends a checkpoint.
 	DefaultCheckpointInterval = time.Second
 	DefaultSendTimeout        = 5 * time.Second
-	// SnapshotChunkSize is the most revoked tokens per snapshot chunk.
-	SnapshotChunkSize = 1000
+	// SnapshotChunkSize is the most revoked tokens per snapshot chunk. A
+	// chunk encodes to about 48 bytes a token: 500 keep it under 32 KiB,
+	// the largest buffer grpc-go pools below 1 MiB, so that a stream stalled
+	// with two chunks queued holds tens of KiB, not two 1 MiB buffers.
+	SnapshotChunkSize = 500
 )
 
 // Options are the server's dependencies and settings.
@@ -43,6 +47,12 @@ type Options struct {
 	// SendTimeout is how long one stream message may wait for a slow
 	// consumer before the stream is cut off; DefaultSendTimeout when 0.
 	SendTimeout time.Duration
+	// MaxWatchStreams bounds the open revocation streams per credential;
+	// DefaultMaxWatchStreams when 0.
+	MaxWatchStreams int
+	// Limits counts refused streams (sigil_limit_exceeded_total); nil: not
+	// counted.
+	Limits *grpcserver.Limits
 }
 
 // Server implements sigilv1.TokenAuthorityServiceServer.
@@ -65,6 +75,9 @@ type Server struct {
 
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
+
+	watchSlots *watchSlots
+	snapshots  snapshotCache
 }
 
 // New returns a server. Every dependency in opts is required except Metrics,
@@ -80,7 +93,8 @@ func New(opts Options) (*Server, error) {
 		store: opts.Store, codec: opts.Codec, catalog: opts.Catalog, minTTL: opts.MinTTL, maxTTL: opts.MaxTTL,
 		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
 		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
-		shutdown: make(chan struct{}),
+		shutdown:   make(chan struct{}),
+		watchSlots: newWatchSlots(opts.MaxWatchStreams, opts.Limits),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
@@ -39,23 +42,38 @@ import (
 //     one is sent every checkpoint interval (default 1 s).
 //  4. The stream reads from the store at its own pace; writers never wait for
 //     it. A message that cannot be sent within the send timeout ends the
-//     stream with RESOURCE_EXHAUSTED; so does falling behind compaction. The
-//     client reconnects and resumes (or gets a snapshot).
+//     stream with RESOURCE_EXHAUSTED and closes its connection (so that
+//     nothing queued for it stays); falling behind compaction ends it with
+//     RESOURCE_EXHAUSTED too. The client reconnects and resumes (or gets a
+//     snapshot).
 //  5. The watch credential or the operator token; anonymous only in dev mode.
+//     At most MaxWatchStreams open streams per credential; one more is
+//     RESOURCE_EXHAUSTED.
 //  6. Server shutdown ends the stream with UNAVAILABLE.
 func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream sigilv1.TokenAuthorityService_WatchRevocationsServer) error {
 	ctx := stream.Context()
-	if _, err := s.authenticate(ctx, manage.AccessWatch); err != nil {
+	c, err := s.authenticate(ctx, manage.AccessWatch)
+	if err != nil {
 		return s.toStatus(ctx, err)
 	}
+	release, err := s.watchSlots.acquire(watchIdentity(c))
+	if err != nil {
+		return err
+	}
+	defer release()
 	s.metrics.subscribers.Inc()
 	defer s.metrics.subscribers.Dec()
 	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan *sigilv1.WatchRevocationsResponse), out: make(chan error, 1)}
+	// The sender ends when in is closed and its Send returns. A Send
+	// blocked by a consumer that does not read returns as soon as this
+	// handler returns: grpc-go then cancels the stream, which unblocks it.
+	// So a cut-off stream holds no goroutine, and none of its messages,
+	// past its handler, whether or not the client ever reads or leaves.
 	go w.sender()
 	defer close(w.in)
 	w.timer = time.NewTimer(time.Hour)
 	defer w.timer.Stop()
-	err := w.run(req)
+	err = w.run(req)
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
@@ -84,8 +102,60 @@ type watch struct {
 
 func (w *watch) sender() {
 	for m := range w.in {
+		// out has room for one result and send reads it before handing
+		// over the next message, so this never blocks.
 		w.out <- w.stream.Send(m)
 	}
+}
+
+// DefaultMaxWatchStreams bounds the open revocation streams of one
+// credential: every authorizer of a deployment shares the watch credential,
+// so this is also the most authorizers it can serve.
+const DefaultMaxWatchStreams = 256
+
+// watchSlots counts the open revocation streams of each credential, so that
+// one credential (a leaked watch token, a buggy authorizer reconnecting in
+// a loop) cannot hold every stream the authority can carry.
+type watchSlots struct {
+	max    int
+	limits *grpcserver.Limits
+
+	mu   sync.Mutex
+	open map[string]int // identity -> open streams
+}
+
+func newWatchSlots(max int, limits *grpcserver.Limits) *watchSlots {
+	if max <= 0 {
+		max = DefaultMaxWatchStreams
+	}
+	return &watchSlots{max: max, limits: limits, open: map[string]int{}}
+}
+
+// acquire takes a stream slot of identity, or fails with RESOURCE_EXHAUSTED
+// (counted) when it has max open streams. release frees the slot.
+func (w *watchSlots) acquire(identity string) (release func(), err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.open[identity] >= w.max {
+		return nil, w.limits.Refuse(grpcserver.LimitWatchStream, fmt.Sprintf("too many revocation streams for this credential (at most %d); close one first", w.max))
+	}
+	w.open[identity]++
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.open[identity]--; w.open[identity] == 0 {
+			delete(w.open, identity)
+		}
+	}, nil
+}
+
+// watchIdentity names the credential of a caller, without the credential:
+// its kind, and the token id for a PAT.
+func watchIdentity(c *manage.Caller) string {
+	if c.Kind == manage.PAT {
+		return "token:" + c.Token.ID
+	}
+	return fmt.Sprintf("kind:%d", int(c.Kind))
 }
 
 var errShutdown = status.Error(codes.Unavailable, "authority is shutting down; reconnect and resume")
@@ -105,7 +175,11 @@ func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
 		w.timer.Stop()
 		return err
 	case <-w.timer.C:
-		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String())
+		// grpc-go keeps a stream's queued messages, and the trailers behind
+		// them, until the peer reads them: closing the connection releases
+		// them, and its goroutines, now. The client reconnects and resumes.
+		closed := grpcserver.CloseConnection(w.ctx)
+		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
 		return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
 	case <-w.s.shutdown:
 		return errShutdown
@@ -134,37 +208,18 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 // snapshot sends the chunks, the end marker and a checkpoint, and returns
 // the snapshot's revision.
 func (w *watch) snapshot() (uint64, error) {
-	snap, err := w.s.store.Snapshot(w.ctx, w.s.now().Add(-manage.ExpiryMargin))
+	msgs, rev, digest, err := w.s.snapshots.get(w.ctx, w.s.store, w.s.now().Add(-manage.ExpiryMargin))
 	if err != nil {
 		return 0, err
 	}
-	keys := make([]*sigilv1.SigningKey, len(snap.Keys))
-	for i, k := range snap.Keys {
-		keys[i] = keyToProto(k)
-	}
-	revoked := snap.Revoked
-	for first := true; first || len(revoked) > 0; first = false {
-		n := min(len(revoked), SnapshotChunkSize)
-		chunk := &sigilv1.SnapshotChunk{Epoch: snap.Epoch, Revision: snap.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, n)}
-		for i, r := range revoked[:n] {
-			chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
-		}
-		if first {
-			chunk.Keys = keys
-		}
-		revoked = revoked[n:]
-		if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}}); err != nil {
+	for _, m := range msgs {
+		if err := w.send(m); err != nil {
 			return 0, err
 		}
 	}
-	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
-		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision, Digest: snap.Digest},
-	}}); err != nil {
-		return 0, err
-	}
-	w.safe = snap.Revision
-	w.digest, w.digestRev = snap.Digest, snap.Revision
-	return snap.Revision, w.checkpoint()
+	w.safe = rev
+	w.digest, w.digestRev = digest, rev
+	return rev, w.checkpoint()
 }
 
 // canResume reports whether a stream may resume after the request's

@@ -119,10 +119,22 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	registerStateMetrics(reg, fol, dec)
 
-	srv := grpcserver.New(grpcserver.Options{Logger: logger, Registerer: reg, TLS: serverTLS})
+	// The largest legitimate request bounds every message: CheckPermissions
+	// with MaxChecks checks, or an Envoy check with its headers.
+	maxRecv := server.MaxCheckPermissionsRequestSize
+	if policy != nil {
+		maxRecv = max(maxRecv, extauthz.MaxCheckRequestSize)
+	}
+	limits := grpcserver.NewLimits(reg)
+	srv := grpcserver.New(grpcserver.Options{
+		Logger: logger, Registerer: reg, TLS: serverTLS, Limits: limits,
+		MaxRecvMsgSize: maxRecv, MethodMaxRecvSize: server.MethodMaxRecvSize(),
+		MaxConnections: cfg.MaxConnections, MaxStreamsPerConnection: cfg.MaxStreams,
+	})
 	decisionMetrics := check.NewMetrics(reg)
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{
 		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Metrics: decisionMetrics,
+		Parking: check.NewParking(cfg.MaxParkedWaits, limits),
 	}))
 	if policy != nil {
 		srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(extauthz.Options{

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 )
@@ -25,6 +26,41 @@ const MaxOrgIDLen = 256
 // DefaultMaxWait bounds a min_revision wait for a call without a deadline
 // when no other bound is given.
 const DefaultMaxWait = 5 * time.Second
+
+// DefaultMaxParkedWaits bounds the min_revision waits parked at once when
+// no other bound is given: each holds a goroutine and its request.
+const DefaultMaxParkedWaits = 1000
+
+// Parking bounds the min_revision waits parked at once. A wait beyond the
+// bound is RESOURCE_EXHAUSTED at once (never an answer without the
+// revision) and counted as grpcserver.LimitParkedWaits.
+type Parking struct {
+	slots  chan struct{}
+	limits *grpcserver.Limits
+}
+
+// NewParking returns a bound of max parked waits (DefaultMaxParkedWaits
+// when not positive), counting refusals in limits (nil: not counted).
+func NewParking(max int, limits *grpcserver.Limits) *Parking {
+	if max <= 0 {
+		max = DefaultMaxParkedWaits
+	}
+	return &Parking{slots: make(chan struct{}, max), limits: limits}
+}
+
+// park takes a slot, or fails with RESOURCE_EXHAUSTED when none is free.
+// The returned function frees it.
+func (p *Parking) park() (func(), error) {
+	if p == nil {
+		return func() {}, nil
+	}
+	select {
+	case p.slots <- struct{}{}:
+		return func() { <-p.slots }, nil
+	default:
+		return nil, p.limits.Refuse(grpcserver.LimitParkedWaits, "too many min_revision waits in progress; retry later or without min_revision")
+	}
+}
 
 // Follower is what the check APIs need from the revocation follower.
 type Follower interface {
@@ -53,14 +89,21 @@ func Ready(f Follower) error {
 // Await fails with UNAVAILABLE unless f is synced and fresh and, when
 // minRevision is set, reaches it before ctx's deadline (or maxWait when ctx
 // has none; DefaultMaxWait when maxWait is not positive). Readiness is
-// checked before and after the wait, which may outlast the freshness.
-func Await(ctx context.Context, f Follower, minRevision uint64, maxWait time.Duration) error {
+// checked before and after the wait, which may outlast the freshness. A wait
+// needs a slot of p (nil: unbounded); without one it is RESOURCE_EXHAUSTED
+// at once.
+func Await(ctx context.Context, f Follower, minRevision uint64, maxWait time.Duration, p *Parking) error {
 	if err := Ready(f); err != nil {
 		return err
 	}
 	if minRevision == 0 || f.Revision() >= minRevision {
 		return nil
 	}
+	release, err := p.park()
+	if err != nil {
+		return err
+	}
+	defer release()
 	if _, ok := ctx.Deadline(); !ok {
 		if maxWait <= 0 {
 			maxWait = DefaultMaxWait

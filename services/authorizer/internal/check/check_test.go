@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 )
@@ -101,7 +102,7 @@ func TestAwait(t *testing.T) {
 	ctx := context.Background()
 	t.Run("not ready: no wait", func(t *testing.T) {
 		f := newFake(false, true, 10)
-		wantUnavailable(t, Await(ctx, f, 20, time.Hour), "--max-staleness")
+		wantUnavailable(t, Await(ctx, f, 20, time.Hour, nil), "--max-staleness")
 		if f.waits != 0 {
 			t.Fatal("waited while not ready")
 		}
@@ -109,7 +110,7 @@ func TestAwait(t *testing.T) {
 	t.Run("revision reached: no wait", func(t *testing.T) {
 		f := newFake(true, true, 10)
 		for _, rev := range []uint64{0, 5, 10} {
-			if err := Await(ctx, f, rev, time.Hour); err != nil {
+			if err := Await(ctx, f, rev, time.Hour, nil); err != nil {
 				t.Fatalf("min_revision %d: %v", rev, err)
 			}
 		}
@@ -121,13 +122,13 @@ func TestAwait(t *testing.T) {
 		f := newFake(true, true, 10)
 		ctx, cancel := context.WithCancel(ctx)
 		cancel()
-		wantUnavailable(t, Await(ctx, f, 20, time.Hour), "min_revision 20 not reached before the deadline (applied revision 10)")
+		wantUnavailable(t, Await(ctx, f, 20, time.Hour, nil), "min_revision 20 not reached before the deadline (applied revision 10)")
 	})
 	t.Run("no deadline: bounded by max wait", func(t *testing.T) {
 		for _, maxWait := range []time.Duration{time.Millisecond, 0} {
 			f := newFake(true, true, 10)
 			done := make(chan error, 1)
-			go func() { done <- Await(ctx, f, 20, maxWait) }()
+			go func() { done <- Await(ctx, f, 20, maxWait, nil) }()
 			if maxWait == 0 {
 				// DefaultMaxWait applies: bring the revision once the wait
 				// began, so the test does not wait it out.
@@ -150,9 +151,52 @@ func TestAwait(t *testing.T) {
 	t.Run("stale after the wait", func(t *testing.T) {
 		f := newFake(true, true, 10)
 		done := make(chan error, 1)
-		go func() { done <- Await(ctx, f, 20, time.Hour) }()
+		go func() { done <- Await(ctx, f, 20, time.Hour, nil) }()
 		<-f.entered
 		f.advance(20, false)
 		wantUnavailable(t, <-done, "--max-staleness")
 	})
+}
+
+func TestParkedWaitsAreBounded(t *testing.T) {
+	limits := grpcserver.NewLimits(nil)
+	p := NewParking(2, limits)
+	f := newFake(true, true, 10)
+	// The timeout only guards a wait that should have been refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Two waits park (below the bound).
+	done := make(chan error, 2)
+	for range 2 {
+		go func() { done <- Await(ctx, f, 20, time.Hour, p) }()
+		<-f.entered
+	}
+	// The third is refused at once, and counted.
+	err := Await(ctx, f, 20, time.Hour, p)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third wait: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if n := limits.Count(grpcserver.LimitParkedWaits); n != 1 {
+		t.Fatalf("parked_waits refusals = %d, want 1", n)
+	}
+	// A call that needs no wait takes no slot.
+	if err := Await(ctx, f, 5, time.Hour, p); err != nil {
+		t.Fatalf("no wait needed: %v", err)
+	}
+	// The parked waits end: their slots are free again.
+	f.advance(20, true)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("parked wait: %v", err)
+		}
+	}
+	go func() { done <- Await(ctx, f, 30, time.Hour, p) }()
+	<-f.entered
+	f.advance(30, true)
+	if err := <-done; err != nil {
+		t.Fatalf("wait after slots freed: %v", err)
+	}
+	if n := limits.Count(grpcserver.LimitParkedWaits); n != 1 {
+		t.Fatalf("parked_waits refusals = %d after slots freed, want 1", n)
+	}
 }

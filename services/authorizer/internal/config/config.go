@@ -8,8 +8,10 @@ import (
 
 	"github.com/sigil-auth/sigil/pkg/flagcheck"
 	"github.com/sigil-auth/sigil/pkg/flagenv"
+	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 )
 
 // EnvPrefix is the prefix of the environment variables that set flags.
@@ -35,6 +37,9 @@ type Config struct {
 	ShutdownTimeout    time.Duration // bound of the graceful stop
 	LogLevel           string        // debug, info, warn or error
 	Routes             string        // route policy file (YAML) enabling Envoy ext_authz; empty disables it
+	MaxConnections     int           // open gRPC connections accepted at once
+	MaxStreams         int           // concurrent calls per connection
+	MaxParkedWaits     int           // min_revision waits parked at once
 }
 
 // Parse reads the flags in args (without the program name) and, for flags
@@ -62,6 +67,9 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.Routes, "routes", "", "route policy file (YAML) mapping HTTP requests to permissions; when set, Envoy's ext_authz Check is served on the gRPC port")
+	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
+	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
+	fs.IntVar(&c.MaxParkedWaits, "max-parked-waits", check.DefaultMaxParkedWaits, "min_revision waits parked at once; beyond it a call needing a wait is RESOURCE_EXHAUSTED at once")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -92,6 +100,14 @@ func (c Config) Validate() error {
 		p.Add("cache-size", "must be between 1 and 10000000, got %d", c.CacheSize)
 	}
 	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	for _, b := range []struct {
+		flag string
+		v    int
+	}{{"max-connections", c.MaxConnections}, {"max-streams-per-connection", c.MaxStreams}, {"max-parked-waits", c.MaxParkedWaits}} {
+		if b.v < 1 || b.v > 1_000_000 {
+			p.Add(b.flag, "must be between 1 and 1000000, got %d", b.v)
+		}
+	}
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()

@@ -20,6 +20,7 @@ func TestParseDefaults(t *testing.T) {
 		Listen: "127.0.0.1:7002", MetricsListen: "127.0.0.1:9102", Authority: "127.0.0.1:7001",
 		MaxStaleness: 30 * time.Second, ClockLeeway: 30 * time.Second, MaxWait: 5 * time.Second,
 		TokenPrefix: "sigil_pat_", CacheSize: 100000, ShutdownTimeout: 10 * time.Second, LogLevel: "info",
+		MaxConnections: 1024, MaxStreams: 100, MaxParkedWaits: 1000,
 	}
 	if c != want {
 		t.Fatalf("defaults = %+v\nwant %+v", c, want)

@@ -23,6 +23,11 @@ import (
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 )
 
+// MaxCheckRequestSize bounds an Envoy CheckRequest: Envoy's request headers
+// are at most 60 KiB by default (max_request_headers_kb), plus the request
+// attributes; the example Envoy configuration sends no request body.
+const MaxCheckRequestSize = 96 << 10
+
 // Header names exchanged with Envoy (lower case, as Envoy passes them).
 const (
 	HeaderAuthorization = "authorization"

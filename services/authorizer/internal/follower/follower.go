@@ -38,8 +38,15 @@ type Options struct {
 	Credential func() (string, error)
 	// Logger receives stream life-cycle lines. Nil discards them.
 	Logger *slog.Logger
-	// Now returns the current time; time.Now when nil.
+	// Now returns the wall-clock time; time.Now when nil. It is used only
+	// against times that come from elsewhere (token expiries, the
+	// authority's checkpoint time), never to measure an interval here.
 	Now func() time.Time
+	// Elapsed returns monotonic time since an arbitrary fixed origin; it
+	// measures staleness and the skew warning's rate, so that a wall-clock
+	// step (NTP, an operator) can neither make a stale follower fresh nor a
+	// fresh one stale. Nil: the monotonic reading of time.Now since New.
+	Elapsed func() time.Duration
 	// MaxStaleness is how long the follower counts as fresh after the last
 	// message from the authority. Required.
 	MaxStaleness time.Duration
@@ -113,11 +120,14 @@ type Follower struct {
 	mu       sync.RWMutex
 	st       state
 	advanced chan struct{} // closed and replaced whenever applied grows
-	lastMsg  atomic.Int64  // unix nanoseconds of the last message; 0 before any
+	lastMsg  atomic.Int64  // Elapsed() at the last message
+	heard    atomic.Bool   // a message has arrived (lastMsg is set)
 
-	lastPrune    time.Time    // touched only by the Run goroutine
-	lastSkewWarn time.Time    // touched only by the Run goroutine
-	skew         atomic.Int64 // our clock minus the authority's, in nanoseconds, at the last checkpoint
+	lastPrune    time.Duration // Elapsed() at the last prune; touched only by the Run goroutine
+	pruned       bool          // a prune ran; touched only by the Run goroutine
+	lastSkewWarn time.Duration // Elapsed() at the last skew warning; touched only by the Run goroutine
+	skewWarned   bool          // a skew warning was logged; touched only by the Run goroutine
+	skew         atomic.Int64  // our clock minus the authority's, in nanoseconds, at the last checkpoint
 	skewKnown    atomic.Bool
 
 	reconnects, snapshots, events, duplicates, malformed, checkpoints atomic.Uint64
@@ -130,6 +140,12 @@ func New(opts Options) *Follower {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Elapsed == nil {
+		// time.Since uses the monotonic reading both times carry; a time
+		// stored as UnixNano, or read through an injected clock, loses it.
+		origin := time.Now()
+		opts.Elapsed = func() time.Duration { return time.Since(origin) }
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 5 * time.Second
@@ -240,7 +256,8 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 		// (until its end the old state answers, and it may be of another
 		// history: a restored store).
 		if msg.GetEvent() != nil && snap == nil {
-			f.lastMsg.Store(f.now().UnixNano())
+			f.lastMsg.Store(int64(f.opts.Elapsed()))
+			f.heard.Store(true)
 		}
 	}
 }
@@ -446,12 +463,14 @@ var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 // prune drops revoked tokens that expired more than Retention ago, at most
 // once a minute.
 func (f *Follower) prune() {
-	now := f.now()
-	if now.Sub(f.lastPrune) < time.Minute {
+	// The rate is monotonic; the cutoff is compared with token expiries,
+	// which are wall-clock times.
+	at := f.opts.Elapsed()
+	if f.pruned && at-f.lastPrune < time.Minute {
 		return
 	}
-	f.lastPrune = now
-	cutoff := now.Add(-f.opts.Retention)
+	f.lastPrune, f.pruned = at, true
+	cutoff := f.now().Add(-f.opts.Retention)
 	f.mu.Lock()
 	n := 0
 	for id, exp := range f.st.revoked {
@@ -476,8 +495,9 @@ func (f *Follower) noteSkew(ts *timestamppb.Timestamp) {
 	skew := now.Sub(ts.AsTime())
 	f.skew.Store(int64(skew))
 	f.skewKnown.Store(true)
-	if f.opts.SkewWarning > 0 && (skew > f.opts.SkewWarning || skew < -f.opts.SkewWarning) && now.Sub(f.lastSkewWarn) >= time.Minute {
-		f.lastSkewWarn = now
+	at := f.opts.Elapsed()
+	if f.opts.SkewWarning > 0 && (skew > f.opts.SkewWarning || skew < -f.opts.SkewWarning) && (!f.skewWarned || at-f.lastSkewWarn >= time.Minute) {
+		f.lastSkewWarn, f.skewWarned = at, true
 		f.logger.Warn("clock differs from the authority's by more than the clock leeway: tokens may be denied as not yet valid or expired, or accepted late",
 			"skew", skew.String(), "leeway", f.opts.SkewWarning.String())
 	}
@@ -593,14 +613,13 @@ func (f *Follower) Synced() bool {
 	return f.st.synced
 }
 
-// Staleness returns the time since the last message from the authority, or
-// false when none has arrived yet.
+// Staleness returns the monotonic time since the last message from the
+// authority, or false when none has arrived yet.
 func (f *Follower) Staleness() (time.Duration, bool) {
-	last := f.lastMsg.Load()
-	if last == 0 {
+	if !f.heard.Load() {
 		return 0, false
 	}
-	return f.now().Sub(time.Unix(0, last)), true
+	return f.opts.Elapsed() - time.Duration(f.lastMsg.Load()), true
 }
 
 // Ready reports whether checks may be answered: synced, and a message came

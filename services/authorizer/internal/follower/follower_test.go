@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,14 @@ var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 type harness struct {
 	f     *Follower
 	fake  *authoritytest.Fake
-	clock *authoritytest.Clock
+	clock *authoritytest.Clock // wall clock: token times, the authority's time
+	mono  atomic.Int64         // monotonic source, nanoseconds since start
+}
+
+// advance moves both clocks by d, as time passing does.
+func (h *harness) advance(d time.Duration) {
+	h.clock.Add(d)
+	h.mono.Add(int64(d))
 }
 
 // start serves a fake authority and runs a follower against it; every
@@ -41,6 +49,7 @@ func start(t *testing.T) *harness {
 		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
 		Credential:   func() (string, error) { return "watch-secret", nil },
 		Now:          h.clock.Now,
+		Elapsed:      func() time.Duration { return time.Duration(h.mono.Load()) },
 		MaxStaleness: 30 * time.Second,
 		Retention:    time.Minute,
 		BackoffBase:  5 * time.Millisecond,
@@ -283,17 +292,48 @@ func TestStalenessAndRecovery(t *testing.T) {
 	if !h.f.Ready() {
 		t.Fatal("not ready after the snapshot")
 	}
-	h.clock.Add(30 * time.Second)
+	h.advance(30 * time.Second)
 	if !h.f.Ready() {
 		t.Fatal("not ready at exactly max staleness")
 	}
-	h.clock.Add(time.Second)
+	h.advance(time.Second)
 	if h.f.Ready() {
 		t.Fatal("ready after max staleness without a message")
 	}
 	if d, ok := h.f.Staleness(); !ok || d != 31*time.Second {
 		t.Fatalf("staleness = %v, %v", d, ok)
 	}
+	s.Send(t, checkpoint(11))
+	h.waitRev(t, 11)
+	waitFor(t, "ready again", h.f.Ready)
+}
+
+// TestStalenessIgnoresWallClockSteps steps the wall clock while the
+// monotonic source runs on: staleness follows the monotonic source only. A
+// wall clock stepped back one hour must not keep a stale follower Ready for
+// that hour, and one stepped forward must not make a fresh follower stale.
+func TestStalenessIgnoresWallClockSteps(t *testing.T) {
+	h := start(t)
+	s, _ := syncBasic(t, h)
+	if !h.f.Ready() {
+		t.Fatal("not ready after the snapshot")
+	}
+	// Forward step of an hour, one real second later: still fresh.
+	h.clock.Add(time.Hour)
+	h.mono.Add(int64(time.Second))
+	if !h.f.Ready() {
+		t.Fatal("a forward wall-clock step made a fresh follower stale")
+	}
+	// Back by two hours (one behind the start) while 31 s really pass.
+	h.clock.Add(-2 * time.Hour)
+	h.mono.Add(int64(30 * time.Second))
+	if h.f.Ready() {
+		t.Fatal("a backward wall-clock step kept a stale follower ready")
+	}
+	if d, ok := h.f.Staleness(); !ok || d != 31*time.Second {
+		t.Fatalf("staleness = %v, %v; want 31s", d, ok)
+	}
+	// A message makes it fresh again, whatever the wall clock says.
 	s.Send(t, checkpoint(11))
 	h.waitRev(t, 11)
 	waitFor(t, "ready again", h.f.Ready)

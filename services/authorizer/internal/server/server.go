@@ -16,12 +16,41 @@ import (
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
+	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 )
 
 // MaxChecks bounds the checks of one CheckPermissions call.
 const MaxChecks = 100
+
+// Bounds of the request messages, from the field bounds: anything larger
+// cannot be a valid request, and is RESOURCE_EXHAUSTED before validation.
+const (
+	// maxPermissionLen bounds a product:action permission (two names of
+	// at most 32 bytes), with room.
+	maxPermissionLen = 128
+	// fieldOverhead is the protobuf framing of a string field (tag and
+	// length), rounded up.
+	fieldOverhead = 8
+	// MaxCheckPermissionRequestSize bounds a CheckPermission request: a
+	// token, an organization id, one permission and resource, min_revision.
+	MaxCheckPermissionRequestSize = token.MaxLen + check.MaxOrgIDLen + maxPermissionLen + scope.MaxResourceLen + 4*fieldOverhead + 16
+	// MaxCheckPermissionsRequestSize bounds a CheckPermissions request: a
+	// token, an organization id, min_revision and MaxChecks checks. It is
+	// the largest request of the AuthorizerService.
+	MaxCheckPermissionsRequestSize = token.MaxLen + check.MaxOrgIDLen + 2*fieldOverhead + 16 +
+		MaxChecks*(maxPermissionLen+scope.MaxResourceLen+3*fieldOverhead)
+)
+
+// MethodMaxRecvSize is the per-method receive bound of the service, for
+// grpcserver.Options.MethodMaxRecvSize.
+func MethodMaxRecvSize() map[string]int {
+	return map[string]int{
+		sigilv1.AuthorizerService_CheckPermission_FullMethodName:  MaxCheckPermissionRequestSize,
+		sigilv1.AuthorizerService_CheckPermissions_FullMethodName: MaxCheckPermissionsRequestSize,
+	}
+}
 
 // Options configures the service.
 type Options struct {
@@ -38,6 +67,9 @@ type Options struct {
 	// Metrics, when set, are the decision metrics to use, shared with the
 	// other check APIs of the process (ext_authz).
 	Metrics *check.Metrics
+	// Parking bounds the parked min_revision waits; nil leaves them
+	// unbounded (tests).
+	Parking *check.Parking
 }
 
 // server implements sigilv1.AuthorizerServiceServer.
@@ -64,11 +96,12 @@ type server struct {
 	follower check.Follower
 	maxWait  time.Duration
 	metrics  *check.Metrics
+	parking  *check.Parking
 }
 
 // New returns the AuthorizerService implementation.
 func New(opts Options) sigilv1.AuthorizerServiceServer {
-	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait, metrics: opts.Metrics}
+	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait, metrics: opts.Metrics, parking: opts.Parking}
 	if s.metrics == nil {
 		s.metrics = check.NewMetrics(opts.Registerer)
 	}
@@ -144,7 +177,7 @@ func (s *server) observe(start time.Time) { s.metrics.Observe(start) }
 
 // await applies the readiness gate and the min_revision wait.
 func (s *server) await(ctx context.Context, minRevision uint64) error {
-	return check.Await(ctx, s.follower, minRevision, s.maxWait)
+	return check.Await(ctx, s.follower, minRevision, s.maxWait, s.parking)
 }
 
 // fieldValue names a (permission, resource) pair and its fields.

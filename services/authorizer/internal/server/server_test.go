@@ -20,6 +20,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/authoritytest"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/follower"
 )
@@ -40,6 +41,7 @@ type env struct {
 	priv   ed25519.PrivateKey
 	pub    ed25519.PublicKey
 	waits  chan uint64 // the revision of every min_revision wait the server begins
+	limits *grpcserver.Limits
 }
 
 // waitSignal is a follower that tells the test when the server begins a
@@ -64,6 +66,9 @@ func newEnv(t *testing.T) *env {
 	e.fake, conn = authoritytest.Start(t)
 	e.fol = follower.New(follower.Options{
 		Client: sigilv1.NewTokenAuthorityServiceClient(conn), Now: e.clock.Now,
+		// The fake clock only moves forward here, so it can stand for the
+		// monotonic source too.
+		Elapsed:      func() time.Duration { return e.clock.Now().Sub(t0) },
 		MaxStaleness: 30 * time.Second, Retention: time.Minute,
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 	})
@@ -84,9 +89,14 @@ func newEnv(t *testing.T) *env {
 		cancel()
 		<-done
 	})
-	srv := grpcserver.New(grpcserver.Options{})
+	// The bounds of the real service, with room for testParkedWaits waits.
+	e.limits = grpcserver.NewLimits(nil)
+	srv := grpcserver.New(grpcserver.Options{
+		Limits: e.limits, MaxRecvMsgSize: MaxCheckPermissionsRequestSize, MethodMaxRecvSize: MethodMaxRecvSize(),
+	})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{
 		Decider: dec, Follower: waitSignal{e.fol, e.waits}, MaxWait: 200 * time.Millisecond, Registerer: prometheus.NewRegistry(),
+		Parking: check.NewParking(testParkedWaits, e.limits),
 	}))
 	e.client = sigilv1.NewAuthorizerServiceClient(authoritytest.Serve(t, srv))
 	return e
