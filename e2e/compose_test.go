@@ -47,7 +47,7 @@ func needDocker(t *testing.T) {
 func newCompose(t *testing.T) *compose {
 	t.Helper()
 	dir := copyRepo(t)
-	build := exec.Command("go", "build", "-trimpath", "-o", "bin/", "./services/authority", "./services/authorizer")
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=auto", "-o", "bin/", "./services/authority", "./services/authorizer")
 	build.Dir = dir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

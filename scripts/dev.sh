@@ -35,7 +35,7 @@ port_free "authorizer's metrics" "$authorizer_metrics" SIGIL_DEV_AUTHORIZER_METR
 
 echo "building services into $bin/ ..."
 mkdir -p "$bin" "$data_dir"
-CGO_ENABLED=0 go build -trimpath -o "$bin/" ./services/authority ./services/authorizer
+CGO_ENABLED=0 go build -trimpath -buildvcs=auto -o "$bin/" ./services/authority ./services/authorizer
 
 pids=()
 logs="$(mktemp -d)" # our processes' logs, to tell their ports from another program's
