@@ -11,6 +11,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v3"
 )
 
 // loadCompose loads docker-compose.yml with the compose specification's own
@@ -30,6 +31,8 @@ func loadComposeProfiles(t *testing.T, profiles ...string) *types.Project {
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
 		cli.WithWorkingDirectory(root),
 		cli.WithEnv(nil),
+		cli.WithEnvFiles(), // .env names the project, as Compose v1 and v2 read it
+		cli.WithDotEnv,
 		cli.WithResolvedPaths(true),
 		cli.WithProfiles(profiles),
 	)
@@ -41,6 +44,29 @@ func loadComposeProfiles(t *testing.T, profiles ...string) *types.Project {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
 	return p
+}
+
+// TestComposeFileSuitsComposeV1 keeps the file loadable by Debian's
+// docker-compose 1.29, whose schema refuses a top-level name (the project
+// name is in .env instead).
+func TestComposeFileSuitsComposeV1(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top map[string]any
+	if err := yaml.Unmarshal(b, &top); err != nil {
+		t.Fatal(err)
+	}
+	for k := range top {
+		if !slices.Contains([]string{"services", "volumes", "secrets", "networks", "configs"}, k) && !strings.HasPrefix(k, "x-") {
+			t.Errorf("top-level key %q: docker-compose 1.29 refuses it", k)
+		}
+	}
 }
 
 func TestComposeServices(t *testing.T) {

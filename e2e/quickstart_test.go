@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sigil-auth/sigil/internal/testproc"
 	"github.com/sigil-auth/sigil/pkg/healthcheck"
@@ -82,5 +87,50 @@ func TestQuickStart(t *testing.T) {
 	}
 	if strings.Contains(out, strings.TrimSpace(string(second))) {
 		t.Error("the run command printed the operator token itself")
+	}
+}
+
+// TestDevRefusesABusyPort starts a foreign gRPC server, SERVING over the
+// health protocol, on the authority's address, then runs the README's run
+// command: it must fail at once with one line naming the port and the
+// variable that moves it, and never report the foreign server as ours.
+func TestDevRefusesABusyPort(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(foreign, hs)
+	go func() { _ = foreign.Serve(lis) }()
+	t.Cleanup(foreign.Stop)
+	addr := lis.Addr().String()
+
+	dir := copyRepo(t)
+	p := testproc.StartWith(t, testproc.Options{Name: "task dev", Dir: dir, Group: true, StopSignal: syscall.SIGINT, Env: []string{
+		"SIGIL_DEV_AUTHORITY=" + addr,
+		"SIGIL_DEV_AUTHORIZER=" + testproc.FreeAddr(t),
+		"SIGIL_DEV_AUTHORITY_METRICS=" + testproc.FreeAddr(t),
+		"SIGIL_DEV_AUTHORIZER_METRICS=" + testproc.FreeAddr(t),
+	}}, "go", "tool", "task", "dev")
+	select {
+	case <-p.Done():
+	case <-time.After(4 * time.Minute): // compiling task on a cold cache; only a hang fails here
+		t.Fatalf("dev still running with its port taken:\n%s", p.Logs.String())
+	}
+	out := p.Logs.String()
+	if p.Err() == nil {
+		t.Errorf("dev exited 0 with its port taken:\n%s", out)
+	}
+	port := addr[strings.LastIndex(addr, ":")+1:]
+	want := "dev: port " + port + " (" + addr + ") is already in use; stop what holds it or set SIGIL_DEV_AUTHORITY to another address for the authority"
+	if !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	for _, never := range []string{"SERVING", "building services", "Sigil is running"} {
+		if strings.Contains(out, never) {
+			t.Errorf("output has %q although the port was taken:\n%s", never, out)
+		}
 	}
 }

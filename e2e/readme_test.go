@@ -31,13 +31,101 @@ func stop(t *testing.T, p *testproc.Proc) string {
 // and in one shell, against freshly started binaries, and checks what each
 // block prints. Only the addresses are changed, to free ports.
 func TestREADMEWalkthrough(t *testing.T) {
+	work := walkthroughDir(t)
+	authority, authorizer := testproc.FreeAddr(t), testproc.FreeAddr(t)
+	authorityProc := testproc.Start(t, bin(t, "authority"), "--data-dir", filepath.Join(work, "data"),
+		"--listen", authority, "--metrics-listen", testproc.FreeAddr(t))
+	if err := testproc.WaitServing(authority, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	authorizerProc := testproc.Start(t, bin(t, "authorizer"), "--authority", authority,
+		"--authority-token-file", filepath.Join(work, "data", "watch.token"),
+		"--listen", authorizer, "--metrics-listen", testproc.FreeAddr(t))
+	if err := testproc.WaitServing(authorizer, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	runWalkthrough(t, work, authority, authorizer)
+
+	// Stop both, then read their logs: no secret may be in them.
+	operator, err := os.ReadFile(filepath.Join(work, "data", "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*testproc.Proc{authorizerProc, authorityProc} {
+		logs := stop(t, p)
+		if logs == "" {
+			t.Errorf("%s log is empty", p.Name)
+		}
+		// Every v1 token body starts with the version byte 0x01: "AQ".
+		if strings.Contains(logs, "sigil_pat_AQ") {
+			t.Errorf("%s log contains a token", p.Name)
+		}
+		if strings.Contains(logs, strings.TrimSpace(string(operator))) {
+			t.Errorf("%s log contains the operator token", p.Name)
+		}
+	}
+}
+
+// walkthroughDir makes the directory the walkthrough runs in, as the root
+// of a checkout would be: `go tool grpcurl` needs go.mod and go.sum, and
+// data/ is where it reads the operator token.
+func walkthroughDir(t *testing.T) string {
+	t.Helper()
 	root := repoRoot(t)
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	work := t.TempDir()
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(work, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return work
+}
+
+// runWalkthrough runs the README's `sh walkthrough` blocks in work against
+// an authority and an authorizer at the given addresses (the blocks' own
+// 127.0.0.1:7001 and :7002 are replaced by them) and checks what each block
+// prints. work/data/operator.token must hold the operator credential.
+func runWalkthrough(t *testing.T, work, authority, authorizer string) {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	blocks := walkthroughBlock.FindAllStringSubmatch(string(readme), -1)
-	checks := []func(t *testing.T, out string){
+	checks := walkthroughChecks()
+	if len(blocks) != len(checks) {
+		t.Fatalf("README has %d walkthrough blocks, this test checks %d: update both together", len(blocks), len(checks))
+	}
+	var script strings.Builder
+	script.WriteString("set -euo pipefail\n")
+	for i, b := range blocks {
+		body := strings.NewReplacer("127.0.0.1:7001", authority, "127.0.0.1:7002", authorizer).Replace(b[1])
+		fmt.Fprintf(&script, "echo '@@block %d@@'\n%s\n", i, body)
+	}
+	cmd := exec.Command("bash", "-c", script.String())
+	cmd.Dir = work
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough failed: %v\n%s", err, out)
+	}
+	outputs := splitBlocks(t, string(out), len(blocks))
+	for i, check := range checks {
+		t.Run(fmt.Sprintf("block%d", i), func(t *testing.T) {
+			check(t, outputs[i])
+			if t.Failed() {
+				t.Logf("block:\n%s\noutput:\n%s", blocks[i][1], outputs[i])
+			}
+		})
+	}
+}
+
+// walkthroughChecks checks the output of each walkthrough block, in order.
+func walkthroughChecks() []func(t *testing.T, out string) {
+	return []func(t *testing.T, out string){
 		func(t *testing.T, out string) { // variables
 			if strings.TrimSpace(out) != "" {
 				t.Errorf("setting variables printed %q", out)
@@ -71,75 +159,6 @@ func TestREADMEWalkthrough(t *testing.T) {
 				t.Errorf("active tokens remain after the bulk revocation:\n%s", after)
 			}
 		},
-	}
-	if len(blocks) != len(checks) {
-		t.Fatalf("README has %d walkthrough blocks, this test checks %d: update both together", len(blocks), len(checks))
-	}
-
-	// The walkthrough runs at the root of a checkout: `go tool grpcurl`
-	// needs go.mod, and `data/` is the authority's data directory.
-	work := t.TempDir()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(work, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	authority, authorizer := testproc.FreeAddr(t), testproc.FreeAddr(t)
-	authorityProc := testproc.Start(t, bin(t, "authority"), "--data-dir", filepath.Join(work, "data"),
-		"--listen", authority, "--metrics-listen", testproc.FreeAddr(t))
-	if err := testproc.WaitServing(authority, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	authorizerProc := testproc.Start(t, bin(t, "authorizer"), "--authority", authority,
-		"--authority-token-file", filepath.Join(work, "data", "watch.token"),
-		"--listen", authorizer, "--metrics-listen", testproc.FreeAddr(t))
-	if err := testproc.WaitServing(authorizer, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-
-	var script strings.Builder
-	script.WriteString("set -euo pipefail\n")
-	for i, b := range blocks {
-		body := strings.NewReplacer("127.0.0.1:7001", authority, "127.0.0.1:7002", authorizer).Replace(b[1])
-		fmt.Fprintf(&script, "echo '@@block %d@@'\n%s\n", i, body)
-	}
-	cmd := exec.Command("bash", "-c", script.String())
-	cmd.Dir = work
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("walkthrough failed: %v\n%s", err, out)
-	}
-	outputs := splitBlocks(t, string(out), len(blocks))
-	for i, check := range checks {
-		t.Run(fmt.Sprintf("block%d", i), func(t *testing.T) {
-			check(t, outputs[i])
-			if t.Failed() {
-				t.Logf("block:\n%s\noutput:\n%s", blocks[i][1], outputs[i])
-			}
-		})
-	}
-
-	// Stop both, then read their logs: no secret may be in them.
-	operator, err := os.ReadFile(filepath.Join(work, "data", "operator.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []*testproc.Proc{authorizerProc, authorityProc} {
-		logs := stop(t, p)
-		if logs == "" {
-			t.Errorf("%s log is empty", p.Name)
-		}
-		// Every v1 token body starts with the version byte 0x01: "AQ".
-		if strings.Contains(logs, "sigil_pat_AQ") {
-			t.Errorf("%s log contains a token", p.Name)
-		}
-		if strings.Contains(logs, strings.TrimSpace(string(operator))) {
-			t.Errorf("%s log contains the operator token", p.Name)
-		}
 	}
 }
 

@@ -6,7 +6,7 @@
 # container, not by other users of this host. Existing files are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=deploy/secrets
+dir="${SIGIL_SECRETS_DIR:-deploy/secrets}"
 mkdir -p "$dir"
 chmod 0700 "$dir"
 rand() { head -c 32 /dev/urandom | base64 | tr -d '\n'; }

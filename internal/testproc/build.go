@@ -136,7 +136,9 @@ func (b *builder) build(pkg string) (string, error) {
 	}
 	start := time.Now()
 	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
-	cmd := exec.Command("go", "build", "-o", tmp, "./"+pkg)
+	// -buildvcs=auto: stamp the commit, as `go tool task build` does, even
+	// where the go env turns stamping off.
+	cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", tmp, "./"+pkg)
 	cmd.Dir = b.root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)

@@ -1,7 +1,9 @@
 // Command authority runs the Sigil token authority: it mints, lists, rotates
 // and revokes personal access tokens and streams revocations to authorizers.
 //
-// Usage: authority [flags], or authority healthcheck [--addr host:port].
+// Usage: authority [flags]; authority healthcheck [--addr host:port] [TLS
+// flags] probes a running authority (for images without a shell);
+// authority --version prints what the binary was built from.
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sigil-auth/sigil/pkg/buildinfo"
 	"github.com/sigil-auth/sigil/pkg/healthcheck"
 	"github.com/sigil-auth/sigil/services/authority/internal/app"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
@@ -25,6 +28,10 @@ func main() {
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck.Main(args[1:], "127.0.0.1:7001", os.Stdout)
+	}
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Println(buildinfo.Read().String("authority"))
+		return 0
 	}
 	cfg, err := config.Parse(args, os.LookupEnv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
