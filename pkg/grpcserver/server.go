@@ -16,7 +16,6 @@ import (
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -92,10 +91,12 @@ type Server struct {
 //  1. recovery: a panic becomes codes.Internal (and is logged), so no panic
 //     can turn into an answer; a second recovery sits right before the
 //     handler so that the inner layers log and count it;
-//  2. request id: taken from x-request-id or made, echoed in the response
-//     header and added to the log line;
-//  3. logging: one line per finished call, without payloads or metadata;
-//  4. metrics: counts and latencies by method and code;
+//  2. access log: one line per finished call whose level is enabled (not
+//     OK calls, at debug), with a request id (the caller's x-request-id or
+//     a new one, sent back in the x-request-id trailer), without payloads
+//     or metadata; a call that is not logged costs one level check;
+//  3. metrics: counts and latencies by method and code;
+//  4. the per-method request size bound, when set;
 //  5. recovery again, right before the handler.
 //
 // Authentication is not an interceptor: each handler states which callers
@@ -125,21 +126,16 @@ func New(opts Options) *Server {
 		logger.ErrorContext(ctx, "panic in handler", "panic", describePanic(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	logOpts := []logging.Option{
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(codeToLevel),
-	}
+	access := accessLog{logger: logger}
 	unary := []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(rec),
-		requestIDUnary,
-		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+		access.unary,
 	}
 	s := &Server{}
 	stream := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(rec),
 		connStream(s.listener),
-		requestIDStream,
-		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+		access.stream,
 	}
 	var metrics *grpcprom.ServerMetrics
 	if opts.Registerer != nil {
@@ -285,29 +281,4 @@ func describePanic(p any) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("panic of type %T", p)
-}
-
-// codeToLevel logs successful and expected outcomes at debug level, so a
-// busy authorizer does not write a line per check, and server faults at error.
-func codeToLevel(code codes.Code) logging.Level {
-	switch code {
-	case codes.OK, codes.NotFound, codes.Canceled, codes.AlreadyExists, codes.InvalidArgument, codes.FailedPrecondition:
-		return logging.LevelDebug
-	case codes.Unauthenticated, codes.PermissionDenied, codes.ResourceExhausted, codes.DeadlineExceeded, codes.Unavailable, codes.OutOfRange, codes.Aborted:
-		return logging.LevelInfo
-	default:
-		return logging.LevelError
-	}
-}
-
-// slogAdapter turns a slog.Logger into the middleware's logger, checking the
-// level first so that disabled lines cost little.
-func slogAdapter(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		level := slog.Level(lvl)
-		if !l.Enabled(ctx, level) {
-			return
-		}
-		l.Log(ctx, level, msg, fields...)
-	})
 }

@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
@@ -105,17 +106,13 @@ func TestHealthStartsNotServing(t *testing.T) {
 
 func TestPanicBecomesInternalWithoutLeak(t *testing.T) {
 	f := start(t, &panicHealth{block: make(chan struct{})})
-	var header metadata.MD
 	err := f.conn.Invoke(metadata.AppendToOutgoingContext(context.Background(), RequestIDHeader, "req-42"),
-		"/test.PanicHealth/Check", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}, grpc.Header(&header))
+		"/test.PanicHealth/Check", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("code = %v, want Internal", status.Code(err))
 	}
 	if strings.Contains(err.Error(), "sigil_pat_") {
 		t.Fatalf("error leaks the panic value: %v", err)
-	}
-	if got := header.Get(RequestIDHeader); len(got) != 1 || got[0] != "req-42" {
-		t.Fatalf("request id header = %v, want req-42", got)
 	}
 	if strings.Contains(f.logs.String(), "sigil_pat_") {
 		t.Fatalf("log leaks the panic value: %s", f.logs.String())
@@ -236,5 +233,101 @@ func TestMetricsInitializedForRegisteredServices(t *testing.T) {
 		if !started[want] {
 			t.Errorf("no grpc_server_started_total series for %s; have %v", want, started)
 		}
+	}
+}
+
+// TestAccessLog checks the one line per finished call: a failed call is
+// logged with its method, code, message and request id (a new one, sent
+// back in the trailer, when the caller gave none or a bad one); an OK call
+// at info level writes nothing and sends no request id.
+func TestAccessLog(t *testing.T) {
+	logs := &bytes.Buffer{}
+	srv := New(Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	hs := &panicHealth{block: make(chan struct{})}
+	desc := healthpb.Health_ServiceDesc
+	desc.ServiceName = "test.PanicHealth"
+	srv.RegisterService(&desc, hs)
+	lis := bufconn.Listen(1 << 20)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		conn.Close()
+		srv.Shutdown(time.Second)
+		<-done
+	}()
+	srv.SetServing(true)
+
+	// OK at info level: no line, no request id.
+	var trailer metadata.MD
+	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}, grpc.Trailer(&trailer)); err != nil {
+		t.Fatal(err)
+	}
+	if logs.Len() != 0 || len(trailer.Get(RequestIDHeader)) != 0 {
+		t.Fatalf("an OK call was logged (%q) or got a request id (%v)", logs.String(), trailer.Get(RequestIDHeader))
+	}
+
+	for _, tc := range []struct {
+		name, sent string
+		echoed     bool // the trailer carries a new id
+	}{
+		{"caller's id", "req-7", false},
+		{"no id", "", true},
+		{"bad id", `a"b`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			ctx := context.Background()
+			if tc.sent != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, RequestIDHeader, tc.sent)
+			}
+			var trailer metadata.MD
+			_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"}, grpc.Trailer(&trailer))
+			if status.Code(err) != codes.NotFound {
+				t.Fatalf("code %v, want NotFound", status.Code(err))
+			}
+			// NotFound is logged at debug: nothing at info.
+			if logs.Len() != 0 {
+				t.Fatalf("NotFound logged at info: %s", logs.String())
+			}
+			err = conn.Invoke(ctx, "/test.PanicHealth/Check", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}, grpc.Trailer(&trailer))
+			if status.Code(err) != codes.Internal {
+				t.Fatalf("code %v, want Internal", status.Code(err))
+			}
+			var line struct {
+				Level, Msg, RequestID      string
+				Service, Method, Code, Err string
+			}
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(l), &rec); err != nil {
+					t.Fatal(err)
+				}
+				if rec["msg"] == "finished call" {
+					line.Level, _ = rec["level"].(string)
+					line.RequestID, _ = rec["request_id"].(string)
+					line.Service, _ = rec["grpc.service"].(string)
+					line.Method, _ = rec["grpc.method"].(string)
+					line.Code, _ = rec["grpc.code"].(string)
+					line.Err, _ = rec["grpc.error"].(string)
+				}
+			}
+			// The generated handler names its own service in the call info.
+			if line.Level != "ERROR" || line.Service != "grpc.health.v1.Health" || line.Method != "Check" || line.Code != "Internal" || line.Err != "internal error" {
+				t.Fatalf("access log line %+v from %s", line, logs.String())
+			}
+			got := trailer.Get(RequestIDHeader)
+			switch {
+			case tc.echoed && (len(got) != 1 || got[0] != line.RequestID || len(got[0]) != 16):
+				t.Fatalf("trailer request id %v, logged %q: want the same new 16-hex id", got, line.RequestID)
+			case !tc.echoed && (len(got) != 0 || line.RequestID != tc.sent):
+				t.Fatalf("trailer %v, logged %q: want the caller's id logged and not echoed", got, line.RequestID)
+			}
+		})
 	}
 }
