@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -34,8 +37,11 @@ func BenchmarkGRPC(b *testing.B) {
 	}
 	st := staticState{pub: pub}
 	dec, _ := decision.New(decision.Options{Codec: codec, State: st, Leeway: 30 * time.Second, CacheSize: 1000})
-	srv := grpcserver.New(grpcserver.Options{})
-	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{Decider: dec, Follower: st}))
+	// The chain and metrics of the real authorizer: RPC metrics, decision
+	// metrics, the access log at its default level.
+	reg := prometheus.NewRegistry()
+	srv := grpcserver.New(grpcserver.Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{Decider: dec, Follower: st, Registerer: reg}))
 	srv.SetServing(true)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
