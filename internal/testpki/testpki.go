@@ -27,13 +27,25 @@ type PKI struct {
 	Pool                          *x509.CertPool
 	Client                        tls.Certificate // the client certificate and key
 	Foreign                       tls.Certificate // a client certificate of another CA
+
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+}
+
+// Issue writes into dir a certificate for 127.0.0.1 named name, signed by
+// the CA and valid from notBefore to notAfter (for renewal and expiry
+// tests), and returns its certificate and key files.
+func (p *PKI) Issue(t testing.TB, dir, name string, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	key, _, der := issueValid(t, p.ca, p.caKey, name, false, []net.IP{net.ParseIP("127.0.0.1")}, notBefore, notAfter)
+	return writePEM(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", der), writeKey(t, filepath.Join(dir, name+".key"), key)
 }
 
 // New writes a PKI into dir, valid for an hour around now.
 func New(t testing.TB, dir string) *PKI {
 	t.Helper()
 	caKey, ca, caDER := issue(t, nil, nil, "sigil test ca", true, nil)
-	p := &PKI{Pool: x509.NewCertPool()}
+	p := &PKI{Pool: x509.NewCertPool(), ca: ca, caKey: caKey}
 	p.Pool.AddCert(ca)
 	p.CAFile = writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER)
 	srvKey, _, srvDER := issue(t, ca, caKey, "server", false, []net.IP{net.ParseIP("127.0.0.1")})
@@ -51,6 +63,11 @@ func New(t testing.TB, dir string) *PKI {
 
 func issue(t testing.TB, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, isCA bool, ips []net.IP) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
 	t.Helper()
+	return issueValid(t, parent, parentKey, cn, isCA, ips, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+func issueValid(t testing.TB, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, isCA bool, ips []net.IP, notBefore, notAfter time.Time) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +78,7 @@ func issue(t testing.TB, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, 
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		IPAddresses: ips, BasicConstraintsValid: true, IsCA: isCA,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Server returns the server TLS configuration for certFile and keyFile, or
 // nil when both are empty (plaintext). When clientCAFile is set, clients
-// must present a certificate signed by one of its CAs (mTLS).
+// must present a certificate signed by one of its CAs (mTLS). An expired
+// or not yet valid certificate is an error. The certificate and key are
+// read again when their files change, so a renewed certificate is served
+// without a restart; the client CA is read once.
 func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	if certFile == "" && keyFile == "" {
 		if clientCAFile != "" {
@@ -23,11 +27,14 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("tls: --tls-cert and --tls-key go together")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	kp, err := loadKeyPair(certFile, keyFile, time.Now)
 	if err != nil {
-		return nil, fmt.Errorf("tls: load key pair: %w", err)
+		return nil, err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
+		MinVersion:     tls.VersionTLS12,
+	}
 	if clientCAFile != "" {
 		pool, err := loadPool(clientCAFile)
 		if err != nil {
@@ -40,8 +47,9 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 }
 
 // Client returns the client TLS configuration trusting caFile and, when
-// certFile and keyFile are set, presenting that client certificate. It
-// returns nil when all three are empty (plaintext).
+// certFile and keyFile are set, presenting that client certificate (read
+// again when its files change, as for Server; an expired one is an error).
+// It returns nil when all three are empty (plaintext).
 func Client(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if caFile == "" && certFile == "" && keyFile == "" {
 		return nil, nil
@@ -58,11 +66,11 @@ func Client(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, errors.New("tls: client certificate and key go together")
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		kp, err := loadKeyPair(certFile, keyFile, time.Now)
 		if err != nil {
-			return nil, fmt.Errorf("tls: load client key pair: %w", err)
+			return nil, err
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
 	}
 	return cfg, nil
 }

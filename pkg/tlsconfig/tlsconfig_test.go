@@ -50,8 +50,8 @@ func TestServer(t *testing.T) {
 				}
 				return
 			}
-			if len(cfg.Certificates) != 1 || cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tc.wantClientAuth {
-				t.Fatalf("config = %d certs, min %x, client auth %v", len(cfg.Certificates), cfg.MinVersion, cfg.ClientAuth)
+			if _, ok := Expiry(cfg); !ok || cfg.MinVersion != tls.VersionTLS12 || cfg.ClientAuth != tc.wantClientAuth {
+				t.Fatalf("config: certificate %v, min %x, client auth %v", ok, cfg.MinVersion, cfg.ClientAuth)
 			}
 			if tc.ca != "" && cfg.ClientCAs == nil {
 				t.Fatal("client CAs not loaded")
@@ -94,8 +94,8 @@ func TestClient(t *testing.T) {
 				}
 				return
 			}
-			if (cfg.RootCAs != nil) != tc.wantRoots || (len(cfg.Certificates) == 1) != tc.wantCC {
-				t.Fatalf("roots %v, client certs %d", cfg.RootCAs != nil, len(cfg.Certificates))
+			if _, cc := Expiry(cfg); (cfg.RootCAs != nil) != tc.wantRoots || cc != tc.wantCC {
+				t.Fatalf("roots %v, client certificate %v", cfg.RootCAs != nil, cc)
 			}
 		})
 	}
