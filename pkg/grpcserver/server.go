@@ -84,6 +84,7 @@ type Server struct {
 	lis   *limitListener // set by Serve
 
 	initMetrics sync.Once
+	creds       *loggedCreds // nil without TLS
 }
 
 // New builds a server. The interceptor chain, in order:
@@ -177,7 +178,8 @@ func New(opts Options) *Server {
 		}),
 	}
 	if opts.TLS != nil {
-		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+		s.creds = newLoggedCreds(credentials.NewTLS(opts.TLS), logger, opts.Registerer)
+		serverOpts = append(serverOpts, grpc.Creds(s.creds))
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
 	s.health = health.NewServer()
@@ -281,4 +283,12 @@ func describePanic(p any) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("panic of type %T", p)
+}
+
+// handshakeFailures is the TLS handshake failure counter (tests).
+func (s *Server) handshakeFailures() prometheus.Counter {
+	if s.creds == nil {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "none"})
+	}
+	return s.creds.failed
 }
