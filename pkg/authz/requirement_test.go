@@ -147,7 +147,9 @@ func TestFill(t *testing.T) {
 		}
 	}
 	setStr := func(name, v string) func(m *dynamicpb.Message) {
-		return func(m *dynamicpb.Message) { m.Set(md.Fields().ByName(protoreflect.Name(name)), protoreflect.ValueOfString(v)) }
+		return func(m *dynamicpb.Message) {
+			m.Set(md.Fields().ByName(protoreflect.Name(name)), protoreflect.ValueOfString(v))
+		}
 	}
 	for _, c := range []struct {
 		name, tmpl string
