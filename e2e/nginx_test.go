@@ -157,6 +157,10 @@ func TestNginxForwardAuth(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d, want 200", resp.StatusCode)
 		}
+		if s.Authorization != "" {
+			// Not printed: it holds the PAT.
+			t.Fatal("the product received an Authorization header")
+		}
 		want := seen{TokenID: viewerID, OrgID: "org-a", URI: "/v5/domain/domains/example.com?x=1"}
 		if s != want {
 			t.Fatalf("product saw %+v, want %+v", s, want)
