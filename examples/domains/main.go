@@ -60,8 +60,9 @@ func run(args []string) error {
 	}
 	defer pool.Close()
 	guard, err := authz.New(authz.Options{
-		Services: []protoreflect.ServiceDescriptor{domainsv1.File_sigil_examples_domains_v1_domains_proto.Services().ByName("DomainService")},
-		Checker:  pool, OrgIDKey: *orgHeader, Logger: logger,
+		Services:       []protoreflect.ServiceDescriptor{domainsv1.File_sigil_examples_domains_v1_domains_proto.Services().ByName("DomainService")},
+		PublicServices: authz.StandardPublicServices,
+		Checker:        pool, OrgIDKey: *orgHeader, Logger: logger,
 	})
 	if err != nil {
 		return err

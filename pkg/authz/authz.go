@@ -76,6 +76,11 @@ type Options struct {
 	// File_..._proto variables). Every method of them must be valid; a
 	// method of another service is denied as not annotated.
 	Services []protoreflect.ServiceDescriptor
+	// PublicServices are full service names (e.g. "grpc.health.v1.Health")
+	// whose every method passes with no token: services the product did
+	// not write and cannot annotate. StandardPublicServices lists gRPC
+	// reflection and health.
+	PublicServices []string
 	// Checker answers CheckPermission, usually a *Pool. Required.
 	Checker Checker
 	// Catalog is the permission catalog the annotations are checked
@@ -95,9 +100,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// StandardPublicServices are gRPC server reflection (which shows every
+// method's requirement) and health.
+var StandardPublicServices = []string{
+	"grpc.reflection.v1.ServerReflection",
+	"grpc.reflection.v1alpha.ServerReflection",
+	"grpc.health.v1.Health",
+}
+
 // Guard holds the requirements and checks calls.
 type Guard struct {
 	reqs    map[string]Requirement
+	public  map[string]bool // service names
 	checker Checker
 	orgKey  string
 	revKey  string
@@ -110,13 +124,16 @@ func New(opts Options) (*Guard, error) {
 	if opts.Checker == nil {
 		return nil, errors.New("authz: Checker is required")
 	}
-	g := &Guard{reqs: map[string]Requirement{}, checker: opts.Checker, orgKey: strings.ToLower(opts.OrgIDKey),
+	g := &Guard{reqs: map[string]Requirement{}, public: map[string]bool{}, checker: opts.Checker, orgKey: strings.ToLower(opts.OrgIDKey),
 		revKey: strings.ToLower(opts.MinRevisionKey), logger: opts.Logger}
 	if g.revKey == "" {
 		g.revKey = DefaultMinRevisionKey
 	}
 	if g.logger == nil {
 		g.logger = slog.New(slog.DiscardHandler)
+	}
+	for _, name := range opts.PublicServices {
+		g.public[name] = true
 	}
 	var errs []error
 	for _, sd := range opts.Services {
@@ -233,7 +250,7 @@ func (g *Guard) authFunc(ctx context.Context) (context.Context, error) {
 // whose requirement needs no field).
 func (g *Guard) authorize(ctx context.Context, method string, req any) (context.Context, error) {
 	r, ok := g.reqs[method]
-	if ok && r.Public {
+	if (ok && r.Public) || g.public[serviceOf(method)] {
 		return ctx, nil
 	}
 	if !ok || r.Permission == "" {
@@ -286,6 +303,15 @@ func (g *Guard) authorize(ctx context.Context, method string, req any) (context.
 		return context.WithValue(ctx, ctxKey{}, identity{tokenID: resp.GetTokenId(), orgID: resp.GetOrgId()}), nil
 	}
 	return nil, denial(resp.GetReason())
+}
+
+// serviceOf returns the service of a full method name "/svc/Method".
+func serviceOf(method string) string {
+	method = strings.TrimPrefix(method, "/")
+	if i := strings.LastIndexByte(method, '/'); i >= 0 {
+		return method[:i]
+	}
+	return ""
 }
 
 // Code maps a DenyReason onto the status code of a denial: the token

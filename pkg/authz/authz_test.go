@@ -164,6 +164,24 @@ func TestUnannotatedMethodIsDenied(t *testing.T) {
 	wantStatus(t, err, codes.PermissionDenied, ReasonNoRequirement)
 }
 
+func TestPublicServices(t *testing.T) {
+	g, err := New(Options{Checker: fakeChecker{err: status.Error(codes.Unavailable, "down")}, PublicServices: []string{"sigil.examples.domains.v1.DomainService"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for method, want := range map[string]bool{
+		"/sigil.examples.domains.v1.DomainService/RenewDomain": true,
+		"/sigil.examples.domains.v1.DomainServiceX/Renew":      false,
+		"/sigil.examples.domains.v1/DomainService":             false,
+		"/other.Service/Method":                                false,
+	} {
+		_, err := g.authorize(context.Background(), method, nil)
+		if (err == nil) != want {
+			t.Errorf("%s: %v, want public %v", method, err, want)
+		}
+	}
+}
+
 // fakeAuthorizer is a CheckPermission server answering allowed.
 type fakeAuthorizer struct {
 	sigilv1.UnimplementedAuthorizerServiceServer
