@@ -32,6 +32,7 @@ import (
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/extauthz"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/follower"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/forwardauth"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
 )
@@ -141,6 +142,14 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 			Policy: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
 			Logger: logger.With("component", "extauthz"),
 		}))
+	}
+	if cfg.HTTPListen != "" { // HTTP forward-auth, on the same decision path (Validate: needs --routes)
+		fa, err := forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Policy: policy, Decider: dec, Follower: fol,
+			Metrics: decisionMetrics, Registerer: reg, Logger: logger.With("component", "forwardauth")}, "forwardauth"), logger)
+		if err != nil {
+			return fmt.Errorf("http listen %s: %w", cfg.HTTPListen, err)
+		}
+		defer fa.Close(cfg.ShutdownTimeout)
 	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)

@@ -37,6 +37,7 @@ type Config struct {
 	ShutdownTimeout    time.Duration // bound of the graceful stop
 	LogLevel           string        // debug, info, warn or error
 	Routes             string        // route policy file (YAML) enabling Envoy ext_authz; empty disables it
+	HTTPListen         string        // HTTP forward-auth address (needs Routes); empty disables
 	MaxConnections     int           // open gRPC connections accepted at once
 	MaxStreams         int           // concurrent calls per connection
 	MaxParkedWaits     int           // min_revision waits parked at once
@@ -67,6 +68,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop on SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.Routes, "routes", "", "route policy file (YAML) mapping HTTP requests to permissions; when set, Envoy's ext_authz Check is served on the gRPC port")
+	fs.StringVar(&c.HTTPListen, "http-listen", "", "HTTP forward-auth listen address (host:port) serving /v1/authz for nginx auth_request, Traefik ForwardAuth and Caddy forward_auth; needs --routes (empty disables)")
 	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
 	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
 	fs.IntVar(&c.MaxParkedWaits, "max-parked-waits", check.DefaultMaxParkedWaits, "min_revision waits parked at once; beyond it a call needing a wait is RESOURCE_EXHAUSTED at once")
@@ -106,6 +108,12 @@ func (c Config) Validate() error {
 	}{{"max-connections", c.MaxConnections}, {"max-streams-per-connection", c.MaxStreams}, {"max-parked-waits", c.MaxParkedWaits}} {
 		if b.v < 1 || b.v > 1_000_000 {
 			p.Add(b.flag, "must be between 1 and 1000000, got %d", b.v)
+		}
+	}
+	if c.HTTPListen != "" {
+		p.Check("http-listen", flagcheck.Addr(c.HTTPListen))
+		if c.Routes == "" {
+			p.Add("http-listen", "needs --routes")
 		}
 	}
 	_, err := logging.ParseLevel(c.LogLevel)
