@@ -17,6 +17,7 @@ import (
 
 	"github.com/sigil-auth/sigil/pkg/buildinfo"
 	"github.com/sigil-auth/sigil/pkg/healthcheck"
+	"github.com/sigil-auth/sigil/pkg/logging"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/app"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/config"
 )
@@ -43,6 +44,10 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP must not kill the service (its default action): logged, and
+	// certificates reload on their own when their files change.
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated with the config
+	logging.HandleHangup(ctx, logging.New(os.Stderr, level, "authorizer"))
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "sigil-authorizer:", err)
 		return 1
