@@ -27,7 +27,15 @@ func ParseLevel(s string) (slog.Level, error) {
 }
 
 // New returns a JSON logger writing to w at level, with a "service"
-// attribute on every line.
+// attribute on every line. Durations are written as text ("1.5s"), not
+// as the integer nanoseconds slog's JSON handler would write.
 func New(w io.Writer, level slog.Level, service string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("service", service)
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: durationText})).With("service", service)
+}
+
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }

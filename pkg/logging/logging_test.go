@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -42,5 +44,16 @@ func TestNewWritesJSONWithServiceAndLevel(t *testing.T) {
 	}
 	if line["msg"] != "kept" || line["service"] != "authority" || line["level"] != "WARN" {
 		t.Fatalf("line = %v", line)
+	}
+}
+
+// TestDurationsAsText: a duration reads "1.5s" in the log, not 1500000000.
+func TestDurationsAsText(t *testing.T) {
+	var buf bytes.Buffer
+	New(&buf, slog.LevelInfo, "test").Info("x", "wait", 1500*time.Millisecond, slog.Group("g", "d", 2*time.Minute))
+	for _, want := range []string{`"wait":"1.5s"`, `"d":"2m0s"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log %s lacks %s", buf.String(), want)
+		}
 	}
 }
