@@ -269,7 +269,7 @@ func TestRotateTokenCascades(t *testing.T) {
 // children reads the parent index.
 func children(s *Bolt, id string) (ids []string, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		ids, err = childrenOf(tx, id)
+		ids, err = childrenOf(boltKV{tx}, id)
 		return err
 	})
 	return ids, err
@@ -307,7 +307,7 @@ func TestCreateTokenParentMustBeLive(t *testing.T) {
 func revokeWithoutCascade(t *testing.T, s *Bolt, id string) uint64 {
 	t.Helper()
 	rev, err := s.mutate(context.Background(), func(w *writer) error {
-		tk, createRev, err := getToken(w.tx, id)
+		tk, createRev, err := getToken(w.kv, id)
 		if err != nil {
 			return err
 		}

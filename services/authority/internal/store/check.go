@@ -126,7 +126,7 @@ func checkInvariants(tx *bolt.Tx) error {
 		if d.err != nil {
 			return d.err
 		}
-		tk, _, err := getToken(tx, string(d.b))
+		tk, _, err := getToken(boltKV{tx}, string(d.b))
 		if err != nil {
 			return fmt.Errorf("parent index: %w", err)
 		}
@@ -146,7 +146,7 @@ func checkInvariants(tx *bolt.Tx) error {
 		}
 	}
 	return tx.Bucket(bucketTokenNames).ForEach(func(k, v []byte) error {
-		tk, _, err := getToken(tx, string(v))
+		tk, _, err := getToken(boltKV{tx}, string(v))
 		if err != nil {
 			return fmt.Errorf("name index: %w", err)
 		}
@@ -169,7 +169,7 @@ func checkParent(tx *bolt.Tx, tk *Token) error {
 	if tx.Bucket(bucketTokensByParent).Get(childKey(tk.ParentID, tk.ID)) == nil {
 		return fmt.Errorf("token %s: not in the parent index", tk.ID)
 	}
-	p, _, err := getToken(tx, tk.ParentID)
+	p, _, err := getToken(boltKV{tx}, tk.ParentID)
 	if err != nil {
 		return fmt.Errorf("token %s: parent: %w", tk.ID, err)
 	}

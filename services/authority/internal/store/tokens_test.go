@@ -684,7 +684,7 @@ func fillTokens(s *Bolt, org string, n, revoked int) error {
 			if err != nil {
 				return err
 			}
-			w := &writer{tx: tx, start: rev, rev: rev}
+			w := &writer{kv: boltKV{tx}, start: rev, rev: rev}
 			for ; done < n && w.rev-w.start < perTx; done++ {
 				x := tok(org, fmt.Sprint("fill-", done), "filler", 30*24*time.Hour)
 				createRev := w.next()
