@@ -337,7 +337,7 @@ func TestRevokeAgainRevokesLegacyDescendants(t *testing.T) {
 	c := childOf(p, "c")
 	mustCreate(t, s, c)
 	pRev := revokeWithoutCascade(t, s, p.ID)
-	if err := s.db.View(checkInvariants); err == nil || !strings.Contains(err.Error(), "unrevoked when its parent") {
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkInvariants(boltKV{tx}) }); err == nil || !strings.Contains(err.Error(), "unrevoked when its parent") {
 		t.Fatalf("checkInvariants with a live child of a revoked token: %v", err)
 	}
 	got, rev, n, err := s.RevokeToken(ctx, p.ID, auditFor(AuditTokenRevoked, t0.Add(time.Hour)))
@@ -362,7 +362,7 @@ func TestParentIndexInvariants(t *testing.T) {
 	mustCreate(t, s, p)
 	c := childOf(p, "c")
 	mustCreate(t, s, c)
-	if err := s.db.View(checkInvariants); err != nil {
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkInvariants(boltKV{tx}) }); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -383,7 +383,7 @@ func TestParentIndexInvariants(t *testing.T) {
 				if err := tc.do(b); err != nil {
 					return err
 				}
-				if err := checkInvariants(tx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				if err := checkInvariants(boltKV{tx}); err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("checkInvariants: %v, want %q", err, tc.want)
 				}
 				return errors.New("roll back")

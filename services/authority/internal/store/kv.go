@@ -26,7 +26,11 @@ type kv interface {
 type boltKV struct{ tx *bolt.Tx }
 
 func (b boltKV) get(bucket, key []byte) ([]byte, error) {
-	return b.tx.Bucket(bucket).Get(key), nil
+	bk := b.tx.Bucket(bucket)
+	if bk == nil {
+		return nil, nil // a bucket an older file lacks (CheckFile reads those)
+	}
+	return bk.Get(key), nil
 }
 
 func (b boltKV) scan(bucket, prefix []byte, fn func(k, v []byte) error) error {
