@@ -388,7 +388,16 @@ func (e *etcdKV) get(bucket, key []byte) ([]byte, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
-	return resp.Kvs[0].Value, nil
+	return present(resp.Kvs[0].Value), nil
+}
+
+// present returns v, or an empty non-nil slice for a key with an empty
+// value: nil means absent.
+func present(v []byte) []byte {
+	if v == nil {
+		return []byte{}
+	}
+	return v
 }
 
 func (e *etcdKV) scan(bucket, prefix []byte, fn func(k, v []byte) error) error {
@@ -450,7 +459,7 @@ func (s *Etcd) rangeAll(ctx context.Context, from, end string, rev int64, fn fun
 			return err
 		}
 		for _, kv := range resp.Kvs {
-			if err := fn(kv.Key, kv.Value); err != nil {
+			if err := fn(kv.Key, present(kv.Value)); err != nil {
 				return err
 			}
 		}
@@ -632,7 +641,7 @@ func (s *Etcd) getMany(ctx context.Context, keys []string, rev int64) ([][]byte,
 			if len(kvs) == 0 {
 				out = append(out, nil)
 			} else {
-				out = append(out, kvs[0].Value)
+				out = append(out, present(kvs[0].Value))
 			}
 		}
 		keys = keys[n:]

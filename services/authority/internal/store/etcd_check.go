@@ -30,7 +30,7 @@ func (s *Etcd) Check(ctx context.Context) error {
 			unknown = fmt.Errorf("key outside the store's buckets under %q", s.prefix)
 			return nil
 		}
-		m.buckets[b] = append(m.buckets[b], memEntry{[]byte(key), bytes.Clone(v)})
+		m.buckets[b] = append(m.buckets[b], memEntry{[]byte(key), append([]byte{}, v...)})
 		return nil
 	})
 	if err != nil {

@@ -4,17 +4,32 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 
 	"go.uber.org/goleak"
 
 	"github.com/sigil-auth/sigil/pkg/scope"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the embedded etcd some tests share before it looks for
+// leaked goroutines.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	etcdtest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // t0 is the tests' "now".
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
