@@ -70,6 +70,10 @@ type Etcd struct {
 	changed chan struct{}
 	closed  bool
 
+	// afterChunk, when set (tests), runs after each committed chunk of a
+	// chunked revocation; an error stops the work there, as a crash would.
+	afterChunk func() error
+
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
@@ -597,6 +601,11 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 		}
 		if err != nil {
 			return 0, err
+		}
+		if s.afterChunk != nil {
+			if err := s.afterChunk(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return 0, fmt.Errorf("%w: etcd: chunked revocation lost %d times to concurrent writers", ErrUnavailable, maxAttempts)

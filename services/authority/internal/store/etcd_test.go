@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+)
+
+// openEtcdTest opens an etcd store under a fresh prefix of the shared
+// embedded server and closes it on cleanup.
+func openEtcdTest(t *testing.T, prefix string, opts EtcdOptions) *Etcd {
+	t.Helper()
+	if opts.Endpoints == nil {
+		opts.Endpoints = []string{etcdtest.Shared(t).Endpoint}
+	}
+	opts.Prefix = prefix
+	s, err := OpenEtcd(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// chain stores n tokens, each minted through the previous, and returns
+// them root first.
+func chain(t *testing.T, s Store, org string, n int) []Token {
+	t.Helper()
+	nodes := []Token{tok(org, "root", "u", time.Hour)}
+	for i := 1; i <= n; i++ {
+		nodes = append(nodes, childOf(nodes[i-1], fmt.Sprint("n", i)))
+	}
+	for _, x := range nodes {
+		mustCreate(t, s, x)
+	}
+	return nodes
+}
+
+// TestEtcdChunkedRevocationResumes: a revocation larger than one etcd
+// transaction that stops after its first chunk (as a crash would) leaves
+// the chunk's tokens revoked, the rest not, and its intent visible; a
+// writer meanwhile (here a mint through a token not yet revoked)
+// finishes it first and is then refused; and a store that
+// opens finishes what is left, with the request's audit record at the last
+// revision.
+func TestEtcdChunkedRevocationResumes(t *testing.T) {
+	ctx := context.Background()
+	prefix := etcdtest.Prefix(t)
+	a := openEtcdTest(t, prefix, EtcdOptions{})
+	addTestKey(t, a, testKeyID)
+	size := 5 * a.revocationLimit()
+	nodes := chain(t, a, "o", size)
+	before := a.Revision()
+	crash := errors.New("simulated crash")
+	a.afterChunk = func() error { return crash }
+	if _, _, _, err := a.RevokeToken(ctx, nodes[0].ID, auditFor(AuditTokenRevoked, t0)); !errors.Is(err, crash) {
+		t.Fatalf("RevokeToken = %v, want the simulated crash", err)
+	}
+	if err := a.Check(ctx); err == nil || !strings.Contains(err.Error(), "chunked revocation is in progress") {
+		t.Fatalf("Check with an intent left: %v", err)
+	}
+	revoked := 0
+	for _, x := range nodes {
+		got, err := a.GetToken(ctx, x.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RevokeRev != 0 {
+			revoked++
+		}
+	}
+	if revoked == 0 || revoked == len(nodes) || a.Revision() != before+uint64(revoked) {
+		t.Fatalf("after the first chunk: %d of %d revoked at revision %d (from %d)", revoked, len(nodes), a.Revision(), before)
+	}
+	// The deepest tokens go first: the root is still live.
+	if got, _ := a.GetToken(ctx, nodes[0].ID); got.RevokeRev != 0 {
+		t.Fatal("the root was revoked in the first chunk")
+	}
+
+	// The next writer mints through the root: it finishes the revocation
+	// first, then finds the root revoked. (A store that opens would
+	// finish it too: TestEtcdOpenFinishesChunkedRevocation.)
+	a.afterChunk = nil
+	late := childOf(nodes[0], "late")
+	if _, err := a.CreateToken(ctx, late, auditFor(AuditTokenCreated, t0)); !errors.Is(err, ErrNotActive) {
+		t.Fatalf("mint through the root during the revocation: %v, want ErrNotActive", err)
+	}
+	b := openEtcdTest(t, prefix, EtcdOptions{})
+	last := before + uint64(len(nodes))
+	if b.Revision() != last {
+		t.Fatalf("revision %d after the revocation was finished, want %d", b.Revision(), last)
+	}
+	root, err := b.GetToken(ctx, nodes[0].ID)
+	if err != nil || root.RevokeRev != last {
+		t.Fatalf("root revoked at %d, %v; want %d", root.RevokeRev, err, last)
+	}
+	recs, err := listAuditAfter(ctx, b, "o", last-1, 10)
+	if err != nil || len(recs) != 1 || recs[0].Revision != last || recs[0].TokenID != root.ID || recs[0].Reason != "test" {
+		t.Fatalf("audit record at the last revision: %+v, %v", recs, err)
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdOpenFinishesChunkedRevocation: a store that opens finishes a
+// chunked revocation a crashed process left, before it serves anything.
+func TestEtcdOpenFinishesChunkedRevocation(t *testing.T) {
+	ctx := context.Background()
+	prefix := etcdtest.Prefix(t)
+	a := openEtcdTest(t, prefix, EtcdOptions{})
+	addTestKey(t, a, testKeyID)
+	nodes := chain(t, a, "o", 3*a.revocationLimit())
+	a.afterChunk = func() error { return errors.New("crash") }
+	if _, _, err := a.RevokeTokens(ctx, "o", "", auditFor(AuditTokensRevoked, t0)); err == nil {
+		t.Fatal("RevokeTokens did not stop")
+	}
+	_ = a.Close()
+	b := openEtcdTest(t, prefix, EtcdOptions{})
+	for _, x := range nodes {
+		if got, err := b.GetToken(ctx, x.ID); err != nil || got.RevokeRev == 0 {
+			t.Fatalf("token %s not revoked after reopening: %v", x.Name, err)
+		}
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdTwoClients: two stores on one prefix (two authority processes)
+// share one revision order without gap or duplicate, and each sees the
+// other's commits through Revision, Changed and EventsAfter.
+func TestEtcdTwoClients(t *testing.T) {
+	ctx := context.Background()
+	prefix := etcdtest.Prefix(t)
+	a := openEtcdTest(t, prefix, EtcdOptions{})
+	b := openEtcdTest(t, prefix, EtcdOptions{})
+	if a.Epoch() != b.Epoch() {
+		t.Fatal("two clients of one prefix see two epochs")
+	}
+	addTestKey(t, a, testKeyID)
+	changed := b.Changed()
+	x := tok("o", "x", "u", time.Hour)
+	mustCreate(t, a, x)
+	_, rev, _, err := a.RevokeToken(ctx, x.ID, auditFor(AuditTokenRevoked, t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b's Changed not closed by a's commit")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Revision() < rev && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b.Revision() != rev {
+		t.Fatalf("b at revision %d, a committed %d", b.Revision(), rev)
+	}
+	evs, err := b.EventsAfter(ctx, 0, 0)
+	if err != nil || len(evs) != 2 || evs[1].Revision != rev || evs[1].TokenID != x.ID {
+		t.Fatalf("b's EventsAfter(0) = %+v, %v", evs, err)
+	}
+	// Alternating writers: dense revisions.
+	for i := range 10 {
+		s := Store(a)
+		if i%2 == 1 {
+			s = b
+		}
+		if got := mustCreate(t, s, tok("o", fmt.Sprint("t", i), "u", time.Hour)); got != rev+uint64(i)+1 {
+			t.Fatalf("write %d at revision %d, want %d", i, got, rev+uint64(i)+1)
+		}
+	}
+	if err := a.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdUnavailable: when the cluster is gone, a mutation fails with
+// ErrUnavailable within the request timeout instead of hanging, and so does
+// a read.
+func TestEtcdUnavailable(t *testing.T) {
+	srv, err := etcdtest.Start(etcdtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			srv.Close()
+		}
+	}()
+	s := openEtcdTest(t, "/u/", EtcdOptions{Endpoints: []string{srv.Endpoint}, RequestTimeout: 500 * time.Millisecond})
+	addTestKey(t, s, testKeyID)
+	srv.Close()
+	stopped = true
+	ctx := context.Background()
+	if _, err := s.CreateToken(ctx, tok("o", "x", "u", time.Hour), auditFor(AuditTokenCreated, t0)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("CreateToken without etcd: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.EventsAfter(ctx, 0, 0); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("EventsAfter without etcd: %v, want ErrUnavailable", err)
+	}
+}
