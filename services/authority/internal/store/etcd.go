@@ -182,6 +182,7 @@ type head struct {
 	floor     uint64
 	epoch     string
 	intent    []byte
+	done      []byte // progress of the intent
 }
 
 // readHead reads the meta keys.
@@ -209,6 +210,8 @@ func (s *Etcd) readHead(ctx context.Context) (head, error) {
 			}
 		case string(metaIntent):
 			h.intent = kv.Value
+		case string(metaIntentDone):
+			h.done = kv.Value
 		}
 	}
 	if schema == nil {
@@ -549,6 +552,9 @@ func (s *Etcd) commit(ctx context.Context, e *etcdKV, h head, rev uint64) error 
 	if len(e.writes) > s.maxOps {
 		return fmt.Errorf("%w: %d writes in one etcd transaction, the limit is %d", ErrTooLarge, len(e.writes), s.maxOps)
 	}
+	if e.bytes > s.maxBytes-4096 {
+		return fmt.Errorf("%w: an etcd transaction of about %d bytes, the limit is %d", ErrTooLarge, e.bytes, s.maxBytes)
+	}
 	ops := make([]clientv3.Op, 0, len(e.writes))
 	for k, v := range e.writes {
 		if v == nil {
@@ -585,7 +591,7 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 		if h.intent == nil {
 			return h.rev, nil
 		}
-		in, err := decodeIntent(h.intent)
+		in, err := decodeIntent(h.intent, h.done)
 		if err != nil {
 			return 0, err
 		}
@@ -947,6 +953,18 @@ func (s *Etcd) Snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
 // so they need no guard). A crash between them leaves events that a later
 // Compact deletes.
 func (s *Etcd) Compact(ctx context.Context, now time.Time) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		floor, err := s.compact(ctx, now)
+		if errors.Is(err, errConflict) && attempt < 3 {
+			continue // another authority compacted meanwhile: read again
+		}
+		return floor, err
+	}
+}
+
+// compact is one attempt of Compact; errConflict when another compaction
+// raised the floor meanwhile.
+func (s *Etcd) compact(ctx context.Context, now time.Time) (uint64, error) {
 	h, err := s.readHead(ctx)
 	if err != nil {
 		return 0, err
@@ -1011,7 +1029,7 @@ func (s *Etcd) Compact(ctx context.Context, now time.Time) (uint64, error) {
 			return 0, s.mapErr(ctx, err)
 		}
 		if !resp.Succeeded {
-			return 0, fmt.Errorf("%w: etcd: another compaction ran at the same time", ErrUnavailable)
+			return 0, errConflict
 		}
 	}
 	for len(drop) > 0 {

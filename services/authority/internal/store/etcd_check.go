@@ -39,7 +39,9 @@ func (s *Etcd) Check(ctx context.Context) error {
 	if unknown != nil {
 		return unknown
 	}
-	if v, _ := m.get(bucketMeta, metaIntent); v != nil {
+	v, _ := m.get(bucketMeta, metaIntent)
+	d, _ := m.get(bucketMeta, metaIntentDone)
+	if v != nil || d != nil {
 		return errors.New("a chunked revocation is in progress")
 	}
 	if err := checkInvariants(m); err != nil {

@@ -186,6 +186,7 @@ func TestEtcdTwoClients(t *testing.T) {
 // ErrUnavailable within the request timeout instead of hanging, and so does
 // a read.
 func TestEtcdUnavailable(t *testing.T) {
+	t.Parallel() // the server's Close waits seconds for the client's open streams
 	srv, err := etcdtest.Start(etcdtest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -206,5 +207,24 @@ func TestEtcdUnavailable(t *testing.T) {
 	}
 	if _, err := s.EventsAfter(ctx, 0, 0); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("EventsAfter without etcd: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestEtcdRevocationTooLarge: a revocation whose intent record does not fit
+// in one etcd request is refused with ErrTooLarge, and nothing is revoked.
+func TestEtcdRevocationTooLarge(t *testing.T) {
+	ctx := context.Background()
+	s := openEtcdTest(t, etcdtest.Prefix(t), EtcdOptions{MaxRequestBytes: 16 << 10})
+	addTestKey(t, s, testKeyID)
+	nodes := chain(t, s, "o", 400)
+	before := s.Revision()
+	if _, _, _, err := s.RevokeToken(ctx, nodes[0].ID, auditFor(AuditTokenRevoked, t0)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("RevokeToken of %d tokens with 16 KiB requests: %v, want ErrTooLarge", len(nodes), err)
+	}
+	if s.Revision() != before {
+		t.Fatalf("revision moved from %d to %d", before, s.Revision())
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

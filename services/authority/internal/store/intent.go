@@ -17,8 +17,14 @@ import "fmt"
 // records), the rest unrevoked and the intent naming them: the next writer
 // or Open finishes the work with the same reasons and times.
 
-// metaIntent is the meta key of a chunked revocation in progress.
-var metaIntent = []byte("intent")
+// metaIntent is the meta key of a chunked revocation in progress: the
+// work, written once. metaIntentDone holds how many of its tokens are
+// handled (be(n)), rewritten by each chunk, so that a chunk's transaction
+// stays small however long the list is.
+var (
+	metaIntent     = []byte("intent")
+	metaIntentDone = []byte("intent_done")
+)
 
 // bulkIntent is a chunked revocation in progress.
 type bulkIntent struct {
@@ -73,19 +79,21 @@ func applyIntentChunk(w *writer, in *bulkIntent, full func() bool) error {
 		}
 	}
 	if in.done < len(in.items) {
-		return w.put(bucketMeta, metaIntent, encodeIntent(in))
+		return w.put(bucketMeta, metaIntentDone, be(uint64(in.done)))
 	}
 	if in.final != nil && w.rev != w.start {
 		if err := w.audit(*in.final); err != nil {
 			return err
 		}
 	}
+	if err := w.del(bucketMeta, metaIntentDone); err != nil {
+		return err
+	}
 	return w.del(bucketMeta, metaIntent)
 }
 
 func encodeIntent(in *bulkIntent) []byte {
 	e := newEncoder(64 + 48*len(in.items))
-	e.uvarint(uint64(in.done))
 	e.bytes(encodeAudit(&in.request))
 	if in.final == nil {
 		e.b = append(e.b, 0)
@@ -106,10 +114,20 @@ func encodeIntent(in *bulkIntent) []byte {
 	return e.b
 }
 
-func decodeIntent(v []byte) (*bulkIntent, error) {
+// decodeIntent decodes an intent record and its progress (nil: none yet).
+func decodeIntent(v, done []byte) (*bulkIntent, error) {
 	d := newDecoder("intent", v)
 	in := &bulkIntent{}
-	in.done = int(d.uvarint())
+	if done != nil {
+		n, err := decodeUint64("intent progress", done)
+		if err != nil {
+			return nil, err
+		}
+		if n > uint64(len(v)) {
+			return nil, fmt.Errorf("%w: intent progress %d beyond its record", ErrCorrupt, n)
+		}
+		in.done = int(n)
+	}
 	req, err := decodeAudit(0, d.bytes())
 	if err != nil {
 		return nil, err

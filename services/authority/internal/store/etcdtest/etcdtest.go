@@ -46,6 +46,9 @@ func Start(opts Options) (*Server, error) {
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
+	// One member on loopback: short raft ticks elect it at once (and
+	// shorten Close's wait for open streams, which derives from them).
+	cfg.TickMs, cfg.ElectionMs = 10, 100
 	if opts.MaxTxnOps != 0 {
 		cfg.MaxTxnOps = opts.MaxTxnOps
 	}
