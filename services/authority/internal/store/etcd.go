@@ -66,6 +66,11 @@ type Etcd struct {
 
 	rev atomic.Uint64 // last revision seen committed (own commits and the watch)
 
+	// wmu serializes this process's mutations: they would otherwise only
+	// make each other's guarded transactions fail and retry. Other
+	// processes on the prefix are kept apart by the guard alone.
+	wmu sync.Mutex
+
 	mu      sync.Mutex
 	changed chan struct{}
 	closed  bool
@@ -501,6 +506,8 @@ func (s *Etcd) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		h, err := s.readHead(ctx)
 		if err != nil {

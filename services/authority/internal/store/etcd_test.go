@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,6 +226,65 @@ func TestEtcdRevocationTooLarge(t *testing.T) {
 		t.Fatalf("revision moved from %d to %d", before, s.Revision())
 	}
 	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdTwoClientsRace: writers on two clients of one prefix (two
+// processes) race, for one name among others: the guarded transactions
+// give every creation its own revision, without a gap, and the name to
+// exactly one of them.
+func TestEtcdTwoClientsRace(t *testing.T) {
+	ctx := context.Background()
+	prefix := etcdtest.Prefix(t)
+	clients := []*Etcd{openEtcdTest(t, prefix, EtcdOptions{}), openEtcdTest(t, prefix, EtcdOptions{})}
+	addTestKey(t, clients[0], testKeyID)
+	before := clients[0].Revision()
+	const writers, each = 6, 8
+	var (
+		mu    sync.Mutex
+		revs  = map[uint64]bool{}
+		taken int
+		wg    sync.WaitGroup
+	)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := clients[w%2]
+			for i := range each {
+				name := fmt.Sprint("w", w, "-", i)
+				if i == each/2 {
+					name = "same"
+				}
+				rev, err := s.CreateToken(ctx, tok("o", name, "u", time.Hour), auditFor(AuditTokenCreated, t0))
+				mu.Lock()
+				switch {
+				case err == nil && revs[rev]:
+					t.Errorf("revision %d handed out twice", rev)
+				case err == nil:
+					revs[rev] = true
+					if name == "same" {
+						taken++
+					}
+				case !errors.Is(err, ErrNameTaken) || name != "same":
+					t.Errorf("CreateToken(%s): %v", name, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	want := writers*(each-1) + 1
+	if taken != 1 || len(revs) != want {
+		t.Fatalf("name taken %d times, %d creations; want 1, %d", taken, len(revs), want)
+	}
+	for r := before + 1; r <= before+uint64(want); r++ {
+		if !revs[r] {
+			t.Fatalf("revision %d missing", r)
+		}
+	}
+	if err := clients[1].Check(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
