@@ -15,22 +15,37 @@ import (
 // test's file passes CheckFile (bbolt's check and the store's invariants)
 // after it is closed.
 func TestConformanceBolt(t *testing.T) {
-	storetest.Run(t, storetest.Config{TreeSize: 1000, Open: func(t *testing.T) store.Store {
-		path := filepath.Join(t.TempDir(), "sigil.db")
-		s, err := store.Open(path, store.Options{Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
+	storetest.Run(t, storetest.Config{
+		TreeSize: 1000,
+		Open: func(t *testing.T) store.Store {
+			return openBolt(t, filepath.Join(t.TempDir(), "sigil.db"))
+		},
+		Reopen: func(t *testing.T, s store.Store) store.Store {
+			b := s.(*store.Bolt)
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openBolt(t, b.Path())
+		},
+	})
+}
+
+// openBolt opens the file at path; on cleanup it closes it and checks it.
+func openBolt(t *testing.T, path string) *store.Bolt {
+	t.Helper()
+	s, err := store.Open(path, store.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
 		}
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-			if err := store.CheckFile(path, time.Second); err != nil {
-				t.Errorf("CheckFile: %v", err)
-			}
-		})
-		return s
-	}})
+		if err := store.CheckFile(path, time.Second); err != nil {
+			t.Errorf("CheckFile: %v", err)
+		}
+	})
+	return s
 }
 
 // TestConformanceEtcd runs the same suite on a real etcd (embedded, shared
@@ -40,9 +55,19 @@ func TestConformanceBolt(t *testing.T) {
 // a second client after the test's store is closed.
 func TestConformanceEtcd(t *testing.T) {
 	srv := etcdtest.Shared(t)
-	storetest.Run(t, storetest.Config{TreeSize: 200, Open: func(t *testing.T) store.Store {
-		return openEtcd(t, srv, etcdtest.Prefix(t))
-	}})
+	storetest.Run(t, storetest.Config{
+		TreeSize: 200,
+		Open: func(t *testing.T) store.Store {
+			return openEtcd(t, srv, etcdtest.Prefix(t))
+		},
+		Reopen: func(t *testing.T, s store.Store) store.Store {
+			e := s.(*store.Etcd)
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openEtcd(t, srv, e.Prefix())
+		},
+	})
 }
 
 // openEtcd opens an etcd store under prefix; on cleanup it closes it and

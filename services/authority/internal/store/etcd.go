@@ -316,6 +316,9 @@ func (s *Etcd) watch(ctx context.Context) {
 // Epoch returns the random id made when the store was created.
 func (s *Etcd) Epoch() string { return s.epoch }
 
+// Prefix returns the key prefix of the store in etcd.
+func (s *Etcd) Prefix() string { return s.prefix }
+
 // Revision returns the last revision seen committed.
 func (s *Etcd) Revision() uint64 { return s.rev.Load() }
 

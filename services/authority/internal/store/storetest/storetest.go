@@ -7,7 +7,9 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +30,9 @@ type Config struct {
 	// once; a backend with bounded transactions (etcd) must get more than
 	// fit in one.
 	TreeSize int
+	// Reopen closes s and opens the same store again, as a restarted
+	// authority would.
+	Reopen func(t *testing.T, s store.Store) store.Store
 }
 
 // Tests lists the conformance tests by name.
@@ -53,6 +58,7 @@ var Tests = []struct {
 	{"RotateTokenCascades", wrap(testRotateTokenCascades)},
 	{"CreateTokenParentMustBeLive", wrap(testCreateTokenParentMustBeLive)},
 	{"CascadeTree", testCascadeTree},
+	{"ReopenKeepsEverything", testReopenKeepsEverything},
 	{"EventsAfter", wrap(testEventsAfter)},
 	{"Snapshot", wrap(testSnapshot)},
 	{"Compact", wrap(testCompact)},
@@ -140,4 +146,47 @@ func pageSize(n int) int {
 		return store.MaxPageSize
 	}
 	return n
+}
+
+// testReopenKeepsEverything: a store closed and opened again (an authority
+// restarted) has the same epoch, revision, digests, tokens, keys and
+// revocations, and its revisions go on from where they were.
+func testReopenKeepsEverything(t *testing.T, cfg Config) {
+	ctx := context.Background()
+	s := openTest(t, cfg.Open)
+	a, b := tok("o", "a", "u", time.Hour), tok("o", "b", "u", time.Hour)
+	mustCreate(t, s, a)
+	mustCreate(t, s, b)
+	if _, _, _, err := s.RevokeToken(ctx, a.ID, auditFor(store.AuditTokenRevoked, t0)); err != nil {
+		t.Fatal(err)
+	}
+	epoch, rev := s.Epoch(), s.Revision()
+	digest := mustDigest(t, s, rev)
+	snap, err := s.Snapshot(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = cfg.Reopen(t, s)
+	if s.Epoch() != epoch || s.Revision() != rev {
+		t.Fatalf("reopened at epoch %s revision %d, want %s %d", s.Epoch(), s.Revision(), epoch, rev)
+	}
+	if got := mustDigest(t, s, rev); !bytes.Equal(got, digest) {
+		t.Fatal("digest at the head changed across reopen")
+	}
+	again, err := s.Snapshot(ctx, t0)
+	if err != nil || !reflect.DeepEqual(again, snap) {
+		t.Fatalf("snapshot after reopen %+v, %v; want %+v", again, err, snap)
+	}
+	if got := get(t, s, a.ID); got.RevokeRev == 0 {
+		t.Fatal("revocation lost across reopen")
+	}
+	if got := get(t, s, b.ID); got.RevokeRev != 0 || got.Name != "b" {
+		t.Fatalf("token b after reopen: %+v", got)
+	}
+	if next := mustCreate(t, s, tok("o", "c", "u", time.Hour)); next != rev+1 {
+		t.Fatalf("first write after reopen at revision %d, want %d", next, rev+1)
+	}
+	if _, err := s.CreateToken(ctx, tok("o", "b", "u", time.Hour), auditFor(store.AuditTokenCreated, t0)); !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("name index lost across reopen: %v", err)
+	}
 }
