@@ -3,12 +3,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -26,7 +24,6 @@ import (
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 	"github.com/sigil-auth/sigil/services/authority/internal/server"
-	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
 // DBFile is the name of the bbolt file in the data directory.
@@ -117,20 +114,16 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		}
 	}()
 
-	dbPath := filepath.Join(cfg.DataDir, DBFile)
-	st, err := openStore(dbPath, cfg)
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
-		if errors.Is(err, store.ErrLocked) {
-			return fmt.Errorf("database %s is in use by another process (waited %s): %w", dbPath, cfg.LockTimeout, err)
-		}
-		return fmt.Errorf("open database %s: %w", dbPath, err)
+		return err
 	}
 	closers = append(closers, func() {
 		if err := st.Close(); err != nil {
 			logger.Error("closing the database", "error", err)
 		}
 	})
-	logger.Info("database open", "path", dbPath, "epoch", st.Epoch(), "revision", st.Revision())
+	logger.Info("database open", "store", cfg.Store, "path", where, "epoch", st.Epoch(), "revision", st.Revision())
 
 	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger})
 	if err != nil {

@@ -4,7 +4,9 @@ package config
 import (
 	"flag"
 	"io"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sigil-auth/sigil/pkg/flagcheck"
@@ -48,6 +50,31 @@ type Config struct {
 	MaxConnections     int           // open gRPC connections accepted at once
 	MaxStreams         int           // concurrent calls per connection
 	MaxWatchStreams    int           // open revocation streams per credential
+
+	Store           string        // StoreBolt or StoreEtcd
+	EtcdEndpoints   string        // comma-separated etcd client URLs (--store etcd)
+	EtcdPrefix      string        // key prefix of the store in etcd
+	EtcdCA          string        // CA verifying the etcd servers (PEM)
+	EtcdCert        string        // client certificate for etcd (PEM)
+	EtcdKey         string        // client private key for etcd (PEM)
+	EtcdDialTimeout time.Duration // bound of connecting to etcd
+}
+
+// Store backends (--store).
+const (
+	StoreBolt = "bbolt"
+	StoreEtcd = "etcd"
+)
+
+// EtcdEndpointList returns the etcd endpoints, trimmed, empty ones dropped.
+func (c Config) EtcdEndpointList() []string {
+	var out []string
+	for _, e := range strings.Split(c.EtcdEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Parse reads the flags in args (without the program name) and, for flags
@@ -78,6 +105,13 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
 	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
 	fs.IntVar(&c.MaxWatchStreams, "max-watch-streams", server.DefaultMaxWatchStreams, "open WatchRevocations streams per credential (all authorizers share the watch credential)")
+	fs.StringVar(&c.Store, "store", StoreBolt, "storage backend: bbolt (one file in --data-dir) or etcd (--etcd-endpoints)")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd client URLs (http:// or https://), with --store etcd")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", store.DefaultEtcdPrefix, "prefix of every key of the store in etcd, ending with /")
+	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "CA file (PEM) verifying the etcd servers; with https endpoints")
+	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate (PEM) presented to etcd; with --etcd-key")
+	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client private key (PEM) for --etcd-cert")
+	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -137,7 +171,66 @@ func (c Config) Validate() error {
 		}
 	}
 	p.Positive("lock-timeout", c.LockTimeout)
+	c.validateStore(&p)
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()
+}
+
+// validateStore checks --store and the etcd flags: etcd needs endpoints
+// (http or https URLs with a host), a prefix ending with "/", certificate
+// and key together, TLS files only with https endpoints; with bbolt an
+// etcd flag is a mistake (the operator meant etcd, or left a stale
+// setting), not something to ignore.
+func (c Config) validateStore(p *flagcheck.Problems) {
+	switch c.Store {
+	case StoreBolt:
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{
+			{"etcd-endpoints", c.EtcdEndpoints != ""},
+			{"etcd-prefix", c.EtcdPrefix != store.DefaultEtcdPrefix},
+			{"etcd-ca", c.EtcdCA != ""},
+			{"etcd-cert", c.EtcdCert != ""},
+			{"etcd-key", c.EtcdKey != ""},
+			{"etcd-dial-timeout", c.EtcdDialTimeout != store.DefaultEtcdDialTimeout},
+		} {
+			if f.set {
+				p.Add(f.flag, "is only used with --store etcd")
+			}
+		}
+		return
+	case StoreEtcd:
+	default:
+		p.Add("store", "must be bbolt or etcd")
+		return
+	}
+	eps := c.EtcdEndpointList()
+	if len(eps) == 0 {
+		p.Add("etcd-endpoints", "is required with --store etcd")
+	}
+	https := 0
+	for i, e := range eps {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p.Add("etcd-endpoints", "endpoint %d must be an http:// or https:// URL with a host and no path", i+1)
+			continue
+		}
+		if u.Scheme == "https" {
+			https++
+		}
+	}
+	if https != 0 && https != len(eps) {
+		p.Add("etcd-endpoints", "must be all https or all http")
+	}
+	tlsSet := c.EtcdCA != "" || c.EtcdCert != "" || c.EtcdKey != ""
+	if tlsSet && https == 0 && len(eps) > 0 {
+		p.Add("etcd-endpoints", "must be https:// when --etcd-ca, --etcd-cert or --etcd-key is set")
+	}
+	p.Pair("etcd-cert", c.EtcdCert, "etcd-key", c.EtcdKey)
+	if c.EtcdPrefix == "" || !strings.HasSuffix(c.EtcdPrefix, "/") {
+		p.Add("etcd-prefix", "must be non-empty and end with /")
+	}
+	p.Positive("etcd-dial-timeout", c.EtcdDialTimeout)
 }

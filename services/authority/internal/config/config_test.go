@@ -24,6 +24,7 @@ func TestParseDefaults(t *testing.T) {
 		TokenPrefix: "sigil_pat_", KeyActivationDelay: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		LogLevel: "info", LockTimeout: 3 * time.Second,
 		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
+		Store: "bbolt", EtcdPrefix: "/sigil/", EtcdDialTimeout: 5 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -129,6 +130,22 @@ func TestValidate(t *testing.T) {
 		{name: "zero lock timeout", mutate: func(c *Config) { c.LockTimeout = 0 }, err: "--lock-timeout"},
 		{name: "same credential files", mutate: func(c *Config) { c.WatchTokenFile = c.OperatorTokenFile }, err: "--watch-token-file"},
 		{name: "empty data dir", mutate: func(c *Config) { c.DataDir = "" }, err: "--data-dir"},
+		{name: "unknown store", mutate: func(c *Config) { c.Store = "sqlite" }, err: "--store: must be bbolt or etcd"},
+		{name: "etcd valid", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://10.0.0.1:2379, http://10.0.0.2:2379" }},
+		{name: "etcd tls valid", mutate: func(c *Config) {
+			c.Store, c.EtcdEndpoints, c.EtcdCA, c.EtcdCert, c.EtcdKey = "etcd", "https://e1:2379,https://e2:2379", "ca", "c", "k"
+		}},
+		{name: "etcd without endpoints", mutate: func(c *Config) { c.Store = "etcd" }, err: "--etcd-endpoints: is required with --store etcd"},
+		{name: "etcd only commas", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", " , ," }, err: "--etcd-endpoints: is required"},
+		{name: "etcd endpoint without scheme", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "10.0.0.1:2379" }, err: "--etcd-endpoints: endpoint 1 must be"},
+		{name: "etcd endpoint with path", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://e:2379,http://e:2379/v3" }, err: "--etcd-endpoints: endpoint 2 must be"},
+		{name: "etcd mixed schemes", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://e1:2379,https://e2:2379" }, err: "all https or all http"},
+		{name: "etcd tls over http", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCA = "etcd", "http://e:2379", "ca" }, err: "must be https://"},
+		{name: "etcd cert without key", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCert = "etcd", "https://e:2379", "c" }, err: "--etcd-cert and --etcd-key go together"},
+		{name: "etcd prefix without slash", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdPrefix = "etcd", "http://e:2379", "/sigil" }, err: "--etcd-prefix"},
+		{name: "etcd dial timeout zero", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdDialTimeout = "etcd", "http://e:2379", 0 }, err: "--etcd-dial-timeout"},
+		{name: "etcd flag with bbolt", mutate: func(c *Config) { c.EtcdEndpoints = "http://e:2379" }, err: "--etcd-endpoints: is only used with --store etcd"},
+		{name: "etcd prefix with bbolt", mutate: func(c *Config) { c.EtcdPrefix = "/x/" }, err: "--etcd-prefix: is only used with --store etcd"},
 		{
 			name:   "every problem reported",
 			mutate: func(c *Config) { c.MinTTL = 0; c.Listen = "x" },

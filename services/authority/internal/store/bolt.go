@@ -239,11 +239,18 @@ func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // writer is one run of a mutation's transaction function: it hands out
 // revisions and records whether anything was written.
 type writer struct {
-	tx     *bolt.Tx
+	kv     kv
 	start  uint64 // revision before this run
 	rev    uint64 // last revision handed out
 	digest []byte // history digest at rev
 	dirty  bool
+	// limit, when not 0, is how many token revocations fit in one
+	// transaction of the backend (etcd bounds a transaction's operations):
+	// a revocation of more is made in chunks (deferRevocations).
+	limit int
+	// deferred is set when the transaction recorded a chunked revocation
+	// for the backend to carry out after the commit.
+	deferred *bulkIntent
 }
 
 // next returns the next revision.
@@ -254,16 +261,12 @@ func (w *writer) next() uint64 {
 
 func (w *writer) put(bucket, k, v []byte) error {
 	w.dirty = true
-	b := w.tx.Bucket(bucket)
-	if sequential(bucket) {
-		b.FillPercent = seqFillPercent
-	}
-	return b.Put(k, v)
+	return w.kv.put(bucket, k, v)
 }
 
 func (w *writer) del(bucket, k []byte) error {
 	w.dirty = true
-	return w.tx.Bucket(bucket).Delete(k)
+	return w.kv.del(bucket, k)
 }
 
 // event appends an event at the next revision, with its history digest,
@@ -272,7 +275,7 @@ func (w *writer) event(ev Event) (uint64, error) {
 	ev.Revision = w.next()
 	v := encodeEvent(&ev)
 	if w.digest == nil {
-		d, err := headDigest(w.tx, w.start)
+		d, err := headDigest(w.kv, w.start)
 		if err != nil {
 			return 0, err
 		}
@@ -333,7 +336,7 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 		if err != nil {
 			return err
 		}
-		w := &writer{tx: tx, start: start, rev: start}
+		w := &writer{kv: boltKV{tx}, start: start, rev: start}
 		if err := fn(w); err != nil {
 			var r rejection
 			if errors.As(err, &r) && !w.dirty {

@@ -91,223 +91,12 @@ func checkRevokedAfter(t *testing.T, s *Bolt, org string, before uint64, want []
 	}
 }
 
-// TestRevokeTokenCascades revokes B in A→B→C→D, where B also has a fan-out
-// E→{F, G}: B and its five descendants are revoked, each with its own event
-// and audit record, deepest first and B last; A and an unrelated token are
-// not. Revoking B again changes nothing; revoking A then revokes only A.
-func TestRevokeTokenCascades(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	a := tok("o", "a", "alice", time.Hour)
-	b := childOf(a, "b")
-	c := childOf(b, "c")
-	d := childOf(c, "d")
-	e := childOf(b, "e")
-	f := childOf(e, "f")
-	g := childOf(e, "g")
-	other := tok("o", "other", "alice", time.Hour)
-	for _, x := range []Token{a, b, c, d, e, f, g, other} {
-		mustCreate(t, s, x)
-	}
-	before := s.Revision()
-	at := t0.Add(time.Minute)
-	got, rev, n, err := s.RevokeToken(ctx, b.ID, AuditRecord{Time: at, Actor: "token:" + a.ID, Action: AuditTokenRevoked, Reason: "leaked"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != 5 || got.ID != b.ID || got.RevokeRev != rev || rev != s.Revision() || rev != before+6 {
-		t.Fatalf("RevokeToken(b) = %s at %d, %d descendants (store at %d); want b at %d, 5", got.Name, rev, n, s.Revision(), before+6)
-	}
-	recs := checkRevokedAfter(t, s, "o", before, []Token{b, c, d, e, f, g})
-	for _, x := range []Token{c, d, e, f, g} {
-		tk, r := get(t, s, x.ID), recs[x.ID]
-		want := CascadeReason(b.ID, "leaked")
-		if tk.RevokeReason != want || !tk.RevokeTime.Equal(at) {
-			t.Errorf("%s: revoked %q at %v, want %q at %v", x.Name, tk.RevokeReason, tk.RevokeTime, want, at)
-		}
-		if r.Revision != tk.RevokeRev || r.Action != AuditTokenRevoked || r.Reason != want || r.Actor != "token:"+a.ID || r.Name != x.Name || r.OrgID != "o" {
-			t.Errorf("%s: audit record %+v", x.Name, r)
-		}
-	}
-	if r := recs[b.ID]; r.Revision != rev || r.Reason != "leaked" || r.Action != AuditTokenRevoked {
-		t.Errorf("b: audit record %+v", r)
-	}
-	for _, x := range []Token{a, other} {
-		if tk := get(t, s, x.ID); tk.RevokeRev != 0 {
-			t.Errorf("%s revoked by the cascade", x.Name)
-		}
-	}
-
-	t.Run("repeat", func(t *testing.T) {
-		again, rev2, n2, err := s.RevokeToken(ctx, b.ID, AuditRecord{Time: at.Add(time.Hour), Action: AuditTokenRevoked, Reason: "again"})
-		if err != nil || rev2 != rev || n2 != 0 || again.RevokeReason != "leaked" || s.Revision() != rev {
-			t.Fatalf("repeat: %q at %d, %d descendants, %v (store at %d)", again.RevokeReason, rev2, n2, err, s.Revision())
-		}
-	})
-	t.Run("ancestor", func(t *testing.T) {
-		_, rev3, n3, err := s.RevokeToken(ctx, a.ID, auditFor(AuditTokenRevoked, at))
-		if err != nil || n3 != 0 || rev3 != rev+1 {
-			t.Fatalf("revoke a: at %d, %d descendants, %v; want %d, 0", rev3, n3, err, rev+1)
-		}
-	})
-}
-
-// TestRevokeTokensCascades revokes a creator's tokens: the cascade reaches
-// a token of another creator minted through one of them (a PAT that rotates
-// another creator's token becomes the new token's parent) and an expired,
-// unrevoked descendant that the filter skips.
-func TestRevokeTokensCascades(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	admin := tok("o", "admin", "alice", time.Hour)
-	mustCreate(t, s, admin)
-	child := childOf(admin, "child")
-	mustCreate(t, s, child)
-	grand := childOf(child, "grand")
-	mustCreate(t, s, grand)
-	short := childOf(admin, "short")
-	short.ExpireTime = t0.Add(time.Minute)
-	mustCreate(t, s, short)
-	bobs := tok("o", "bobs", "bob", time.Hour)
-	mustCreate(t, s, bobs)
-	bobsNext := tok("o", "bobs", "bob", time.Hour)
-	bobsNext.ParentID = admin.ID // rotated by the admin
-	if _, _, err := s.RotateToken(ctx, bobs.ID, bobsNext, auditFor(AuditTokenRotated, t0)); err != nil {
-		t.Fatal(err)
-	}
-	bobsOwn := tok("o", "bobs-own", "bob", time.Hour)
-	mustCreate(t, s, bobsOwn)
-	other := tok("o2", "admin", "alice", time.Hour)
-	mustCreate(t, s, other)
-
-	before := s.Revision()
-	at := t0.Add(2 * time.Minute) // short has expired
-	n, rev, err := s.RevokeTokens(ctx, "o", "alice", AuditRecord{Time: at, Actor: "operator", Action: AuditTokensRevoked, Reason: "offboarding"})
-	if err != nil || n != 5 || rev != before+5 || s.Revision() != rev {
-		t.Fatalf("RevokeTokens = %d at %d, %v; want 5 at %d", n, rev, err, before+5)
-	}
-	recs := checkRevokedAfter(t, s, "o", before, []Token{admin, child, grand, short, bobsNext})
-	for _, x := range []Token{short, bobsNext} {
-		if r := recs[x.ID]; r.Reason != CascadeReason(admin.ID, "offboarding") || r.Action != AuditTokenRevoked || r.Revision != get(t, s, x.ID).RevokeRev {
-			t.Errorf("%s: audit record %+v, want a cascade from admin", x.Name, r)
-		}
-	}
-	// The bulk record, at the last revision, counts what the filter chose.
-	if r, ok := recs[""]; !ok || r.Revision != rev || r.Count != 3 || r.Action != AuditTokensRevoked {
-		t.Errorf("bulk audit record %+v, want Count 3 at %d", r, rev)
-	}
-	if len(recs) != 3 {
-		t.Errorf("%d audit records (by token), want the bulk one and 2 cascades: %+v", len(recs), recs)
-	}
-	for _, x := range []Token{bobsOwn, other} {
-		if get(t, s, x.ID).RevokeRev != 0 {
-			t.Errorf("%s revoked", x.Name)
-		}
-	}
-
-	t.Run("by organization", func(t *testing.T) {
-		before := s.Revision()
-		n, _, err := s.RevokeTokens(ctx, "o", "", auditFor(AuditTokensRevoked, at))
-		if err != nil || n != 1 {
-			t.Fatalf("RevokeTokens(o) = %d, %v; want 1 (bobs-own)", n, err)
-		}
-		checkRevokedAfter(t, s, "o", before, []Token{bobsOwn})
-	})
-}
-
-// TestRotateTokenCascades rotates the root of A→B→C: B and C are revoked
-// before A, the new token is not, and its parent may not be in the tree.
-func TestRotateTokenCascades(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	caller := tok("o", "caller", "alice", time.Hour)
-	a := tok("o", "a", "alice", time.Hour)
-	b := childOf(a, "b")
-	c := childOf(b, "c")
-	for _, x := range []Token{caller, a, b, c} {
-		mustCreate(t, s, x)
-	}
-
-	t.Run("parent in the tree", func(t *testing.T) {
-		for _, p := range []Token{a, b, c} {
-			before := s.Revision()
-			next := tok("o", "a", "alice", 2*time.Hour)
-			next.ParentID = p.ID
-			if _, _, err := s.RotateToken(ctx, a.ID, next, auditFor(AuditTokenRotated, t0)); !errors.Is(err, ErrInvalid) || s.Revision() != before {
-				t.Fatalf("rotation with parent %s: %v (store at %d, was %d); want ErrInvalid, nothing written", p.Name, err, s.Revision(), before)
-			}
-		}
-	})
-
-	before := s.Revision()
-	next := tok("o", "a", "alice", 2*time.Hour)
-	next.ParentID = caller.ID
-	rev, n, err := s.RotateToken(ctx, a.ID, next, AuditRecord{Time: t0, Actor: "token:" + caller.ID, Action: AuditTokenRotated, TokenID: a.ID, Reason: "rotated to " + next.ID})
-	if err != nil || n != 2 || rev != before+4 || s.Revision() != rev {
-		t.Fatalf("RotateToken = %d, %d descendants, %v; want %d, 2", rev, n, err, before+4)
-	}
-	if nt := get(t, s, next.ID); nt.RevokeRev != 0 || nt.ParentID != caller.ID {
-		t.Fatalf("new token: %+v", nt)
-	}
-	if ga := get(t, s, a.ID); ga.RevokeRev != rev {
-		t.Fatalf("old token revoked at %d, want %d (the last)", ga.RevokeRev, rev)
-	}
-	// EventsAfter skips the creation at before+1.
-	recs := checkRevokedAfter(t, s, "o", before+1, []Token{a, b, c})
-	if r := recs[c.ID]; r.Reason != CascadeReason(a.ID, "rotated to "+next.ID) {
-		t.Errorf("c: audit record %+v", r)
-	}
-	if r := recs[a.ID]; r.Action != AuditTokenRotated || r.Revision != rev {
-		t.Errorf("rotation audit record %+v", r)
-	}
-	// A rotation's new token is never in the old one's tree.
-	if kids, err := children(s, a.ID); err != nil || len(kids) != 1 || kids[0] != b.ID {
-		t.Errorf("children of the old token: %v, %v; want only b", kids, err)
-	}
-}
-
-// children reads the parent index.
-func children(s *Bolt, id string) (ids []string, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		ids, err = childrenOf(tx, id)
-		return err
-	})
-	return ids, err
-}
-
-// TestCreateTokenParentMustBeLive: a parent that is unknown or revoked (in
-// the window between the caller's authentication and the write) is
-// refused, and nothing is written, so no child can escape a cascade.
-func TestCreateTokenParentMustBeLive(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t)
-	p := tok("o", "p", "u", time.Hour)
-	mustCreate(t, s, p)
-	if _, _, _, err := s.RevokeToken(ctx, p.ID, auditFor(AuditTokenRevoked, t0)); err != nil {
-		t.Fatal(err)
-	}
-	before := s.Revision()
-	for _, tc := range []struct {
-		parent string
-		want   error
-	}{{p.ID, ErrNotActive}, {newID(), ErrInvalid}} {
-		c := tok("o", "c", "u", time.Hour)
-		c.ParentID = tc.parent
-		if _, err := s.CreateToken(ctx, c, auditFor(AuditTokenCreated, t0)); !errors.Is(err, tc.want) {
-			t.Errorf("parent %s: %v, want %v", tc.parent, err, tc.want)
-		}
-	}
-	if s.Revision() != before {
-		t.Errorf("refused creations wrote revisions %d..%d", before, s.Revision())
-	}
-}
-
 // revokeWithoutCascade revokes a token as the store did before the cascade
 // existed: a file from then may hold live descendants of a revoked token.
 func revokeWithoutCascade(t *testing.T, s *Bolt, id string) uint64 {
 	t.Helper()
 	rev, err := s.mutate(context.Background(), func(w *writer) error {
-		tk, createRev, err := getToken(w.tx, id)
+		tk, createRev, err := getToken(w.kv, id)
 		if err != nil {
 			return err
 		}
@@ -337,7 +126,7 @@ func TestRevokeAgainRevokesLegacyDescendants(t *testing.T) {
 	c := childOf(p, "c")
 	mustCreate(t, s, c)
 	pRev := revokeWithoutCascade(t, s, p.ID)
-	if err := s.db.View(checkInvariants); err == nil || !strings.Contains(err.Error(), "unrevoked when its parent") {
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkInvariants(boltKV{tx}) }); err == nil || !strings.Contains(err.Error(), "unrevoked when its parent") {
 		t.Fatalf("checkInvariants with a live child of a revoked token: %v", err)
 	}
 	got, rev, n, err := s.RevokeToken(ctx, p.ID, auditFor(AuditTokenRevoked, t0.Add(time.Hour)))
@@ -362,7 +151,7 @@ func TestParentIndexInvariants(t *testing.T) {
 	mustCreate(t, s, p)
 	c := childOf(p, "c")
 	mustCreate(t, s, c)
-	if err := s.db.View(checkInvariants); err != nil {
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkInvariants(boltKV{tx}) }); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -383,7 +172,7 @@ func TestParentIndexInvariants(t *testing.T) {
 				if err := tc.do(b); err != nil {
 					return err
 				}
-				if err := checkInvariants(tx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				if err := checkInvariants(boltKV{tx}); err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("checkInvariants: %v, want %q", err, tc.want)
 				}
 				return errors.New("roll back")

@@ -30,7 +30,7 @@ func CheckFile(path string, lockTimeout time.Duration) error {
 		if len(errs) > 0 {
 			return fmt.Errorf("store: bbolt check: %w", errors.Join(errs...))
 		}
-		if err := checkInvariants(tx); err != nil {
+		if err := checkInvariants(boltKV{tx}); err != nil {
 			return fmt.Errorf("store: invariants: %w", err)
 		}
 		return nil
@@ -39,12 +39,12 @@ func CheckFile(path string, lockTimeout time.Duration) error {
 
 // checkInvariants checks that the indexes agree with the records and that
 // no event or audit record is beyond the revision counter.
-func checkInvariants(tx *bolt.Tx) error {
-	rev, err := currentRevision(tx)
+func checkInvariants(tx invKV) error {
+	rev, err := tx.metaUint64(metaRevision)
 	if err != nil {
 		return err
 	}
-	floor, err := compactedRevision(tx)
+	floor, err := tx.metaUint64(metaCompacted)
 	if err != nil {
 		return err
 	}
@@ -52,41 +52,49 @@ func checkInvariants(tx *bolt.Tx) error {
 		return fmt.Errorf("compacted %d > revision %d", floor, rev)
 	}
 	for _, b := range [][]byte{bucketEvents, bucketAudit} {
-		if k, _ := tx.Bucket(b).Cursor().Last(); k != nil && binary.BigEndian.Uint64(k) > rev {
+		k, err := tx.last(b)
+		if err != nil {
+			return err
+		}
+		if k != nil && binary.BigEndian.Uint64(k) > rev {
 			return fmt.Errorf("bucket %s has revision %d > %d", b, binary.BigEndian.Uint64(k), rev)
 		}
 	}
 	// A file from before history digests has no digest bucket; Open adds it.
-	if d := tx.Bucket(bucketDigests); d != nil && len(d.Get(be(rev))) != DigestSize {
+	if d, err := tx.get(bucketDigests, be(rev)); err != nil {
+		return err
+	} else if tx.has(bucketDigests) && len(d) != DigestSize {
 		return fmt.Errorf("no history digest at the last revision %d", rev)
 	}
-	if err := tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+	if err := tx.scan(bucketEvents, nil, func(k, v []byte) error {
 		_, err := decodeEvent(binary.BigEndian.Uint64(k), v)
 		return err
 	}); err != nil {
 		return err
 	}
 	// Audit log and its index: one index entry per record.
-	audit, byOrg := tx.Bucket(bucketAudit), tx.Bucket(bucketAuditByOrg)
-	if err := audit.ForEach(func(k, v []byte) error {
+	var nAudit int
+	if err := tx.scan(bucketAudit, nil, func(k, v []byte) error {
+		nAudit++
 		a, err := decodeAudit(binary.BigEndian.Uint64(k), v)
 		if err != nil {
 			return err
 		}
-		if byOrg.Get(auditOrgKey(a.OrgID, a.Revision)) == nil {
+		if v, err := tx.get(bucketAuditByOrg, auditOrgKey(a.OrgID, a.Revision)); err != nil || v == nil {
 			return fmt.Errorf("audit %d not indexed under %q", a.Revision, a.OrgID)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
-	if a, b := audit.Stats().KeyN, byOrg.Stats().KeyN; a != b {
+	if b, err := tx.count(bucketAuditByOrg); err != nil {
+		return err
+	} else if a := nAudit; a != b {
 		return fmt.Errorf("%d audit records, %d index entries", a, b)
 	}
 	// Tokens and their indexes.
 	var n, unrevoked int
-	tokens := tx.Bucket(bucketTokens)
-	if err := tokens.ForEach(func(k, v []byte) error {
+	if err := tx.scan(bucketTokens, nil, func(k, v []byte) error {
 		tk, createRev, err := decodeToken(v)
 		if err != nil {
 			return err
@@ -95,18 +103,31 @@ func checkInvariants(tx *bolt.Tx) error {
 		if tk.ID != string(k) || createRev == 0 || createRev > rev || tk.RevokeRev > rev {
 			return fmt.Errorf("token %s: bad record (create %d, revoke %d)", k, createRev, tk.RevokeRev)
 		}
-		if tx.Bucket(bucketTokensByOrg).Get(byOrgKey(tk.OrgID, createRev, tk.ID)) == nil ||
-			tx.Bucket(bucketTokensByCreator).Get(byCreatorKey(tk.OrgID, tk.CreatedBy, createRev, tk.ID)) == nil {
+		byOrg, err := tx.get(bucketTokensByOrg, byOrgKey(tk.OrgID, createRev, tk.ID))
+		if err != nil {
+			return err
+		}
+		byCreator, err := tx.get(bucketTokensByCreator, byCreatorKey(tk.OrgID, tk.CreatedBy, createRev, tk.ID))
+		if err != nil {
+			return err
+		}
+		if byOrg == nil || byCreator == nil {
 			return fmt.Errorf("token %s: not in a listing index", tk.ID)
 		}
-		inUnrevoked := tx.Bucket(bucketUnrevoked).Get(unrevokedKey(tk.OrgID, tk.CreatedBy, tk.ID)) != nil
+		u, err := tx.get(bucketUnrevoked, unrevokedKey(tk.OrgID, tk.CreatedBy, tk.ID))
+		if err != nil {
+			return err
+		}
+		inUnrevoked := u != nil
 		if inUnrevoked != (tk.RevokeRev == 0) || (tk.RevokeRev == 0) != tk.RevokeTime.IsZero() {
 			return fmt.Errorf("token %s: revoked at %d but unrevoked index says %v", tk.ID, tk.RevokeRev, inUnrevoked)
 		}
 		if inUnrevoked {
 			unrevoked++
 		}
-		if tk.RevokeRev == 0 && tx.Bucket(bucketRevoked).Get(k) != nil {
+		if r, err := tx.get(bucketRevoked, k); err != nil {
+			return err
+		} else if tk.RevokeRev == 0 && r != nil {
 			return fmt.Errorf("token %s: in revoked bucket but not revoked", tk.ID)
 		}
 		if tk.ParentID != "" {
@@ -120,7 +141,7 @@ func checkInvariants(tx *bolt.Tx) error {
 	}
 	// Every parent index entry names a stored token minted through the
 	// parent it is filed under.
-	if err := tx.Bucket(bucketTokensByParent).ForEach(func(k, _ []byte) error {
+	if err := tx.scan(bucketTokensByParent, nil, func(k, _ []byte) error {
 		d := &decoder{what: "parent index key", b: k}
 		parent := string(d.raw())
 		if d.err != nil {
@@ -141,11 +162,13 @@ func checkInvariants(tx *bolt.Tx) error {
 		b    []byte
 		want int
 	}{{bucketTokensByOrg, n}, {bucketTokensByCreator, n}, {bucketUnrevoked, unrevoked}} {
-		if got := tx.Bucket(c.b).Stats().KeyN; got != c.want {
+		if got, err := tx.count(c.b); err != nil {
+			return err
+		} else if got != c.want {
 			return fmt.Errorf("bucket %s: %d entries, want %d", c.b, got, c.want)
 		}
 	}
-	return tx.Bucket(bucketTokenNames).ForEach(func(k, v []byte) error {
+	return tx.scan(bucketTokenNames, nil, func(k, v []byte) error {
 		tk, _, err := getToken(tx, string(v))
 		if err != nil {
 			return fmt.Errorf("name index: %w", err)
@@ -165,8 +188,10 @@ func checkInvariants(tx *bolt.Tx) error {
 // when its parent is. (Not necessarily before it: a file from before the
 // cascade had its live descendants revoked when their ancestor was revoked
 // again.)
-func checkParent(tx *bolt.Tx, tk *Token) error {
-	if tx.Bucket(bucketTokensByParent).Get(childKey(tk.ParentID, tk.ID)) == nil {
+func checkParent(tx invKV, tk *Token) error {
+	if v, err := tx.get(bucketTokensByParent, childKey(tk.ParentID, tk.ID)); err != nil {
+		return err
+	} else if v == nil {
 		return fmt.Errorf("token %s: not in the parent index", tk.ID)
 	}
 	p, _, err := getToken(tx, tk.ParentID)
@@ -177,4 +202,27 @@ func checkParent(tx *bolt.Tx, tk *Token) error {
 		return fmt.Errorf("token %s: unrevoked when its parent %s was revoked (at %d)", tk.ID, p.ID, p.RevokeRev)
 	}
 	return nil
+}
+
+// invKV is what checkInvariants reads: a kv (read-only use) that can also
+// count a bucket's keys and find its last key.
+type invKV interface {
+	kv
+	count(bucket []byte) (int, error)
+	last(bucket []byte) ([]byte, error)
+	has(bucket []byte) bool
+	metaUint64(key []byte) (uint64, error)
+}
+
+func (b boltKV) count(bucket []byte) (int, error) { return b.tx.Bucket(bucket).Stats().KeyN, nil }
+
+func (b boltKV) last(bucket []byte) ([]byte, error) {
+	k, _ := b.tx.Bucket(bucket).Cursor().Last()
+	return k, nil
+}
+
+func (b boltKV) has(bucket []byte) bool { return b.tx.Bucket(bucket) != nil }
+
+func (b boltKV) metaUint64(key []byte) (uint64, error) {
+	return decodeUint64(string(key), b.tx.Bucket(bucketMeta).Get(key))
 }

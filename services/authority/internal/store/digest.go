@@ -73,8 +73,11 @@ func initDigests(tx *bolt.Tx, rev uint64) error {
 }
 
 // headDigest reads the digest at rev inside a write transaction.
-func headDigest(tx *bolt.Tx, rev uint64) ([]byte, error) {
-	v := tx.Bucket(bucketDigests).Get(be(rev))
+func headDigest(r kv, rev uint64) ([]byte, error) {
+	v, err := r.get(bucketDigests, be(rev))
+	if err != nil {
+		return nil, err
+	}
 	if len(v) != DigestSize {
 		return nil, fmt.Errorf("%w: no history digest at revision %d", ErrCorrupt, rev)
 	}

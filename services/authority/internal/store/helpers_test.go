@@ -4,17 +4,32 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 
 	"go.uber.org/goleak"
 
 	"github.com/sigil-auth/sigil/pkg/scope"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the embedded etcd some tests share before it looks for
+// leaked goroutines.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	etcdtest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // t0 is the tests' "now".
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -47,7 +62,7 @@ func openBare(t testing.TB, path string) *Bolt {
 	return s
 }
 
-func addTestKey(t testing.TB, s *Bolt, id string) uint64 {
+func addTestKey(t testing.TB, s Store, id string) uint64 {
 	t.Helper()
 	rev, err := s.AddKey(context.Background(), Key{
 		ID: id, State: KeyActive, Public: bytes.Repeat([]byte{7}, 32),
@@ -78,7 +93,7 @@ func auditFor(action AuditAction, at time.Time) AuditRecord {
 }
 
 // mustCreate stores t and returns its revision.
-func mustCreate(t testing.TB, s *Bolt, tk Token) uint64 {
+func mustCreate(t testing.TB, s Store, tk Token) uint64 {
 	t.Helper()
 	rev, err := s.CreateToken(context.Background(), tk, auditFor(AuditTokenCreated, tk.CreateTime))
 	if err != nil {
@@ -138,4 +153,15 @@ func setMode(s *Bolt, mode commitMode) {
 	case commitUpdate:
 		s.commit = s.db.Update
 	}
+}
+
+// listAuditAfter returns one page of up to limit records of org with a
+// revision above after.
+func listAuditAfter(ctx context.Context, s Store, org string, after uint64, limit int) ([]AuditRecord, error) {
+	page := ""
+	if after > 0 {
+		page = auditPageToken(org, after)
+	}
+	recs, _, err := s.ListAudit(ctx, AuditFilter{OrgID: org, PageSize: limit, PageToken: page})
+	return recs, err
 }

@@ -10,8 +10,11 @@ import (
 )
 
 // getKey reads a key record; ErrNotFound when absent.
-func getKey(tx *bolt.Tx, id string) (Key, keyMeta, error) {
-	v := tx.Bucket(bucketKeys).Get([]byte(id))
+func getKey(r kv, id string) (Key, keyMeta, error) {
+	v, err := r.get(bucketKeys, []byte(id))
+	if err != nil {
+		return Key{}, keyMeta{}, err
+	}
 	if v == nil {
 		return Key{}, keyMeta{}, fmt.Errorf("signing key %s: %w", id, ErrNotFound)
 	}
@@ -25,10 +28,10 @@ func publicKey(k Key) *Key {
 	return &k
 }
 
-// AddKey stores a new signing key (pending, active or verify-only) with an
+// addKey stores a new signing key (pending, active or verify-only) with an
 // EventKeyAdded carrying its public part, and an audit record.
 // ErrKeyExists when the id is taken.
-func (s *Bolt) AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error) {
+func addKey(ctx context.Context, s mutator, k Key, a AuditRecord) (uint64, error) {
 	switch {
 	case k.ID == "":
 		return 0, fmt.Errorf("%w: key id is empty", ErrInvalid)
@@ -38,7 +41,9 @@ func (s *Bolt) AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error)
 		return 0, fmt.Errorf("%w: signing key %s: public key is empty", ErrInvalid, k.ID)
 	}
 	return s.mutate(ctx, func(w *writer) error {
-		if w.tx.Bucket(bucketKeys).Get([]byte(k.ID)) != nil {
+		if v, err := w.kv.get(bucketKeys, []byte(k.ID)); err != nil {
+			return err
+		} else if v != nil {
 			return reject(fmt.Errorf("signing key %s: %w", k.ID, ErrKeyExists))
 		}
 		rev, err := w.event(Event{Kind: EventKeyAdded, Key: publicKey(k)})
@@ -56,7 +61,7 @@ func (s *Bolt) AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error)
 	})
 }
 
-// SetKeyState moves a key to pending, active or verify-only, with an
+// setKeyState moves a key to pending, active or verify-only, with an
 // EventKeyAdded carrying the key in its new state. ErrNotFound when
 // unknown, ErrKeyRevoked when revoked (revocation is final), ErrInvalid for
 // any other target state. Setting the state a key already has writes
@@ -67,7 +72,7 @@ func (s *Bolt) AddKey(ctx context.Context, k Key, a AuditRecord) (uint64, error)
 // changes are the key manager's scheduled steps of a rotation that was
 // audited when the key was added), the time of the call, and the new state
 // in Reason.
-func (s *Bolt) SetKeyState(ctx context.Context, id string, st KeyState) (uint64, error) {
+func setKeyState(ctx context.Context, s mutator, id string, st KeyState) (uint64, error) {
 	if st != KeyPending && st != KeyActive && st != KeyVerifyOnly {
 		return 0, fmt.Errorf("%w: signing key %s: SetKeyState to state %d", ErrInvalid, id, st)
 	}
@@ -75,7 +80,7 @@ func (s *Bolt) SetKeyState(ctx context.Context, id string, st KeyState) (uint64,
 	var rev uint64
 	last, err := s.mutate(ctx, func(w *writer) error {
 		rev = 0
-		k, km, err := getKey(w.tx, id)
+		k, km, err := getKey(w.kv, id)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)
@@ -125,17 +130,17 @@ func keyStateName(s KeyState) string {
 	return fmt.Sprintf("unknown (%d)", s)
 }
 
-// RevokeKey revokes a key at once (a.Time is the revocation time), with an
+// revokeKey revokes a key at once (a.Time is the revocation time), with an
 // EventKeyRevoked and an audit record. ErrNotFound when unknown. Revoking a
 // revoked key writes nothing and returns the revision of its revocation.
-func (s *Bolt) RevokeKey(ctx context.Context, id string, a AuditRecord) (uint64, error) {
+func revokeKey(ctx context.Context, s mutator, id string, a AuditRecord) (uint64, error) {
 	if a.Time.IsZero() {
 		return 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
 	}
 	var rev uint64
 	last, err := s.mutate(ctx, func(w *writer) error {
 		rev = 0
-		k, km, err := getKey(w.tx, id)
+		k, km, err := getKey(w.kv, id)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)
@@ -209,7 +214,7 @@ func allKeys(tx *bolt.Tx, withPrivate bool) ([]Key, error) {
 	return out, nil
 }
 
-// CutKey revokes the tokens key id signed after issuedAfter (a.Time is when
+// cutKey revokes the tokens key id signed after issuedAfter (a.Time is when
 // the cut is made): the key becomes verify-only, so it signs nothing more,
 // and carries the cut (Key.RevokedIssuedAfter, truncated to the second as
 // token issue times are) in its record and in an EventKeyAdded, so that
@@ -221,7 +226,7 @@ func allKeys(tx *bolt.Tx, withPrivate bool) ([]Key, error) {
 // and returns the revision of the key's last change. A revoked key stays
 // revoked (ErrKeyRevoked is not returned: the cut is already implied) and
 // its revocation's revision is returned. ErrNotFound when unknown.
-func (s *Bolt) CutKey(ctx context.Context, id string, issuedAfter time.Time, a AuditRecord) (uint64, error) {
+func cutKey(ctx context.Context, s mutator, id string, issuedAfter time.Time, a AuditRecord) (uint64, error) {
 	switch {
 	case a.Time.IsZero():
 		return 0, fmt.Errorf("%w: cut time is zero", ErrInvalid)
@@ -232,7 +237,7 @@ func (s *Bolt) CutKey(ctx context.Context, id string, issuedAfter time.Time, a A
 	var rev uint64
 	last, err := s.mutate(ctx, func(w *writer) error {
 		rev = 0
-		k, km, err := getKey(w.tx, id)
+		k, km, err := getKey(w.kv, id)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)

@@ -37,6 +37,16 @@ var (
 	// ErrCorrupt is returned when a stored record or the file's layout cannot
 	// be decoded.
 	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrUnavailable is returned when a networked backend (etcd) cannot
+	// commit or read now: no quorum, no leader, a timeout. The mutation
+	// was not acknowledged; after a timeout it may still have committed,
+	// so a retry can meet its effect (ErrTokenExists, an already revoked
+	// token).
+	ErrUnavailable = errors.New("store: unavailable")
+	// ErrTooLarge is returned when a mutation does not fit the backend's
+	// limits even in chunks (etcd: the intent record of a chunked
+	// revocation exceeds the request size limit).
+	ErrTooLarge = errors.New("store: mutation too large for the backend")
 )
 
 // ActorSystem is the audit actor of changes the authority makes by itself,

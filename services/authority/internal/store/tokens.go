@@ -39,8 +39,11 @@ func pageSize(n int) int {
 }
 
 // getToken reads a token record; ErrNotFound when absent.
-func getToken(tx *bolt.Tx, id string) (Token, uint64, error) {
-	v := tx.Bucket(bucketTokens).Get([]byte(id))
+func getToken(r kv, id string) (Token, uint64, error) {
+	v, err := r.get(bucketTokens, []byte(id))
+	if err != nil {
+		return Token{}, 0, err
+	}
 	if v == nil {
 		return Token{}, 0, fmt.Errorf("token %s: %w", id, ErrNotFound)
 	}
@@ -73,13 +76,18 @@ func checkNewToken(t *Token) error {
 // the mutation's time: a live token (active at now) holding the name makes
 // it ErrNameTaken. Everything it rejects is rejected before any write.
 func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
-	tokens := w.tx.Bucket(bucketTokens)
-	if tokens.Get([]byte(t.ID)) != nil {
+	if v, err := w.kv.get(bucketTokens, []byte(t.ID)); err != nil {
+		return err
+	} else if v != nil {
 		return reject(fmt.Errorf("token %s: %w", t.ID, ErrTokenExists))
 	}
 	nk := nameKey(t.OrgID, t.Name)
-	if holder := w.tx.Bucket(bucketTokenNames).Get(nk); holder != nil && string(holder) != nameFrom {
-		h, _, err := getToken(w.tx, string(holder))
+	holder, err := w.kv.get(bucketTokenNames, nk)
+	if err != nil {
+		return err
+	}
+	if holder != nil && string(holder) != nameFrom {
+		h, _, err := getToken(w.kv, string(holder))
 		if isNotFound(err) {
 			return fmt.Errorf("%w: name index names token %s that is not stored", ErrCorrupt, holder)
 		}
@@ -90,11 +98,14 @@ func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
 			return reject(fmt.Errorf("organization %q, name %q: %w", t.OrgID, t.Name, ErrNameTaken))
 		}
 	}
-	kv := w.tx.Bucket(bucketKeys).Get([]byte(t.KeyID))
-	if kv == nil {
+	kval, err := w.kv.get(bucketKeys, []byte(t.KeyID))
+	if err != nil {
+		return err
+	}
+	if kval == nil {
 		return reject(fmt.Errorf("signing key %s: %w", t.KeyID, ErrNotFound))
 	}
-	k, km, err := decodeKey(kv)
+	k, km, err := decodeKey(kval)
 	if err != nil {
 		return err
 	}
@@ -105,7 +116,7 @@ func insertToken(w *writer, t *Token, now time.Time, nameFrom string) error {
 		// The minting token was authenticated before this transaction: if
 		// it has been revoked since, its cascade could not see this child,
 		// which would outlive it. Checked here, under the write lock.
-		p, _, err := getToken(w.tx, t.ParentID)
+		p, _, err := getToken(w.kv, t.ParentID)
 		if isNotFound(err) {
 			return reject(fmt.Errorf("%w: token %s: parent token %s is not stored", ErrInvalid, t.ID, t.ParentID))
 		}
@@ -169,7 +180,11 @@ func revokeToken(w *writer, t Token, createRev uint64, a *AuditRecord) (Token, e
 	}
 	// Free the name if this token holds it (a rotation has already moved it).
 	nk := nameKey(t.OrgID, t.Name)
-	if bytes.Equal(w.tx.Bucket(bucketTokenNames).Get(nk), id) {
+	holder, err := w.kv.get(bucketTokenNames, nk)
+	if err != nil {
+		return Token{}, err
+	}
+	if bytes.Equal(holder, id) {
 		if err := w.del(bucketTokenNames, nk); err != nil {
 			return Token{}, err
 		}
@@ -193,14 +208,14 @@ func fillAudit(a *AuditRecord, t *Token) {
 	}
 }
 
-// CreateToken stores a new token, its indexes and its audit record in one
+// createToken stores a new token, its indexes and its audit record in one
 // fsynced transaction, and returns its revision. The name is taken when no
 // live token of the organization holds it at the time of the create (the
 // audit record's time, or the token's create time when that is zero):
 // ErrNameTaken otherwise. ErrTokenExists when the id is taken; the signing
 // key must exist (ErrNotFound) and not be revoked (ErrKeyRevoked), and its
 // LastExpiry moves up to the token's expiry.
-func (s *Bolt) CreateToken(ctx context.Context, t Token, a AuditRecord) (uint64, error) {
+func createToken(ctx context.Context, s mutator, t Token, a AuditRecord) (uint64, error) {
 	if err := checkNewToken(&t); err != nil {
 		return 0, err
 	}
@@ -224,7 +239,7 @@ func (s *Bolt) GetToken(ctx context.Context, id string) (Token, error) {
 	var t Token
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		t, _, err = getToken(tx, id)
+		t, _, err = getToken(boltKV{tx}, id)
 		return err
 	})
 	return t, err
@@ -334,7 +349,7 @@ func pageToken(tag byte, k []byte) string {
 	return base64.RawURLEncoding.EncodeToString(raw)
 }
 
-// RevokeToken revokes one token (a.Time is the revocation time and a.Reason
+// revokeTokenOp revokes one token (a.Time is the revocation time and a.Reason
 // its reason) and every unrevoked token minted through it, transitively
 // (the cascade: see revocationOrder), and returns the token with the
 // revision of its revocation and the number of descendants revoked. Each
@@ -350,27 +365,41 @@ func pageToken(tag byte, k []byte) string {
 // The revision returned is always the latest revocation of the token and
 // its descendants, so that it covers the tree as a min_revision: the
 // token's own but in that case.
-func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token, uint64, int64, error) {
+func revokeTokenOp(ctx context.Context, s mutator, id string, a AuditRecord) (Token, uint64, int64, error) {
 	if a.Time.IsZero() {
 		return Token{}, 0, 0, fmt.Errorf("%w: revocation time is zero", ErrInvalid)
 	}
 	var (
-		out Token
-		rev uint64
-		n   int64
+		out      Token
+		rev      uint64
+		n        int64
+		deferred bool
 	)
-	_, err := s.mutate(ctx, func(w *writer) error {
-		out, rev, n = Token{}, 0, 0
-		t, _, err := getToken(w.tx, id)
+	last, err := s.mutate(ctx, func(w *writer) error {
+		out, rev, n, deferred = Token{}, 0, 0, false
+		t, _, err := getToken(w.kv, id)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)
 			}
 			return err
 		}
-		order, maxRevoked, err := revocationOrder(w.tx, []string{id}, "")
+		order, maxRevoked, err := revocationOrder(w.kv, []string{id}, "")
 		if err != nil {
 			return err
+		}
+		if w.tooMany(len(order)) {
+			// Carried out in chunks after this commit (etcd): the
+			// results are known but for the last revision.
+			deferred, n, out = true, cascadedCount(order), t
+			var final *AuditRecord
+			if t.RevokeRev == 0 {
+				rec := a
+				fillAudit(&rec, &t)
+				final = &rec
+				out.RevokeTime, out.RevokeReason = a.Time, a.Reason
+			}
+			return w.deferRevocations(order, &a, final)
 		}
 		if n, err = revokeAll(w, order, &a); err != nil {
 			return err
@@ -387,7 +416,7 @@ func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token
 		}
 		// The token is the last of the order: its revocation is the last
 		// revision, where its audit record goes.
-		if out, _, err = getToken(w.tx, id); err != nil {
+		if out, _, err = getToken(w.kv, id); err != nil {
 			return err
 		}
 		rev = out.RevokeRev
@@ -397,6 +426,12 @@ func (s *Bolt) RevokeToken(ctx context.Context, id string, a AuditRecord) (Token
 	})
 	if err != nil {
 		return Token{}, 0, 0, err
+	}
+	if deferred {
+		rev = last
+		if out.RevokeRev == 0 {
+			out.RevokeRev = last
+		}
 	}
 	return out, rev, n, nil
 }
@@ -437,7 +472,7 @@ type revocation struct {
 // their size. It only reads: the caller writes once it has the order. It
 // also returns the latest revocation revision among the tokens of the
 // trees already revoked (roots included).
-func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, uint64, error) {
+func revocationOrder(tx kv, roots []string, spare string) ([]revocation, uint64, error) {
 	requested := make(map[string]bool, len(roots))
 	for _, id := range roots {
 		requested[id] = true
@@ -512,17 +547,17 @@ func revocationOrder(tx *bolt.Tx, roots []string, spare string) ([]revocation, u
 
 // childrenOf returns the ids of the tokens minted through id, from the
 // parent index.
-func childrenOf(tx *bolt.Tx, id string) ([]string, error) {
+func childrenOf(tx kv, id string) ([]string, error) {
 	prefix := lp(nil, id)
 	var out []string
-	c := tx.Bucket(bucketTokensByParent).Cursor()
-	for k, _ := c.Seek(prefix); hasPrefix(k, prefix); k, _ = c.Next() {
+	err := tx.scan(bucketTokensByParent, prefix, func(k, _ []byte) error {
 		if len(k) == len(prefix) {
-			return nil, fmt.Errorf("%w: parent index key without a child id", ErrCorrupt)
+			return fmt.Errorf("%w: parent index key without a child id", ErrCorrupt)
 		}
 		out = append(out, string(k[len(prefix):]))
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // revokeAll revokes the tokens of order, in order: a requested one with a
@@ -532,23 +567,40 @@ func childrenOf(tx *bolt.Tx, id string) ([]string, error) {
 func revokeAll(w *writer, order []revocation, a *AuditRecord) (int64, error) {
 	var cascaded int64
 	for _, r := range order {
-		if r.requested {
-			if _, err := revokeToken(w, r.t, r.createRev, a); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		rec := AuditRecord{Time: a.Time, Actor: a.Actor, Action: AuditTokenRevoked, Reason: CascadeReason(r.cause, a.Reason)}
-		fillAudit(&rec, &r.t)
-		if _, err := revokeToken(w, r.t, r.createRev, &rec); err != nil {
+		if err := revokeOne(w, r, a); err != nil {
 			return 0, err
 		}
-		if err := w.audit(rec); err != nil {
-			return 0, err
+		if !r.requested {
+			cascaded++
 		}
-		cascaded++
 	}
 	return cascaded, nil
+}
+
+// revokeOne revokes one token of a revocation order (see revokeAll).
+func revokeOne(w *writer, r revocation, a *AuditRecord) error {
+	if r.requested {
+		_, err := revokeToken(w, r.t, r.createRev, a)
+		return err
+	}
+	rec := AuditRecord{Time: a.Time, Actor: a.Actor, Action: AuditTokenRevoked, Reason: CascadeReason(r.cause, a.Reason)}
+	fillAudit(&rec, &r.t)
+	if _, err := revokeToken(w, r.t, r.createRev, &rec); err != nil {
+		return err
+	}
+	return w.audit(rec)
+}
+
+// cascadedCount is how many tokens of order the cascade revokes (those
+// the request did not name).
+func cascadedCount(order []revocation) int64 {
+	var n int64
+	for _, r := range order {
+		if !r.requested {
+			n++
+		}
+	}
+	return n
 }
 
 // addParentIndex makes bucketTokensByParent in a file written before it
@@ -567,7 +619,7 @@ func addParentIndex(tx *bolt.Tx) error {
 	})
 }
 
-// RevokeTokens revokes, in one transaction, every live token (not revoked,
+// revokeTokens revokes, in one transaction, every live token (not revoked,
 // not expired at a.Time) of an organization, or only those made for
 // createdBy when it is set, and every unrevoked token minted through them,
 // transitively (the cascade, as in RevokeToken). Each revoked token gets its
@@ -577,7 +629,7 @@ func addParentIndex(tx *bolt.Tx) error {
 // the last revision, which is returned. The count returned includes the
 // cascaded tokens. With no live token nothing is written, and the revision
 // returned is the current one.
-func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a AuditRecord) (int64, uint64, error) {
+func revokeTokens(ctx context.Context, s mutator, orgID, createdBy string, a AuditRecord) (int64, uint64, error) {
 	if orgID == "" {
 		return 0, 0, fmt.Errorf("%w: organization is empty", ErrInvalid)
 	}
@@ -589,30 +641,33 @@ func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a Audi
 		prefix = creatorPrefix(orgID, createdBy)
 	}
 	var (
-		count int64
-		rev   uint64
+		count    int64
+		rev      uint64
+		deferred bool
 	)
-	_, err := s.mutate(ctx, func(w *writer) error {
-		count, rev = 0, w.start
+	last, err := s.mutate(ctx, func(w *writer) error {
+		count, rev, deferred = 0, w.start, false
 		// Collect first: a bucket must not change under its cursor.
 		var ids []string
-		c := w.tx.Bucket(bucketUnrevoked).Cursor()
-		for k, v := c.Seek(prefix); hasPrefix(k, prefix); k, v = c.Next() {
+		if err := w.kv.scan(bucketUnrevoked, prefix, func(k, v []byte) error {
 			exp, err := decodeExpiry(v)
 			if err != nil {
 				return err
 			}
 			if !a.Time.Before(exp) {
-				continue // expired: not live, nothing to revoke
+				return nil // expired: not live, nothing to revoke
 			}
 			id, err := tokenIDOfUnrevoked(k)
 			if err != nil {
 				return err
 			}
 			ids = append(ids, id)
+			return nil
+		}); err != nil {
+			return err
 		}
 		for _, id := range ids {
-			t, _, err := getToken(w.tx, id)
+			t, _, err := getToken(w.kv, id)
 			if err != nil {
 				return err
 			}
@@ -623,9 +678,15 @@ func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a Audi
 		if len(ids) == 0 {
 			return nil
 		}
-		order, _, err := revocationOrder(w.tx, ids, "")
+		order, _, err := revocationOrder(w.kv, ids, "")
 		if err != nil {
 			return err
+		}
+		if w.tooMany(len(order)) {
+			count, deferred = int64(len(order)), true
+			rec := a
+			rec.OrgID, rec.Count = orgID, count-cascadedCount(order)
+			return w.deferRevocations(order, &a, &rec)
 		}
 		cascaded, err := revokeAll(w, order, &a)
 		if err != nil {
@@ -639,6 +700,9 @@ func (s *Bolt) RevokeTokens(ctx context.Context, orgID, createdBy string, a Audi
 	})
 	if err != nil {
 		return 0, 0, err
+	}
+	if deferred {
+		rev = last
 	}
 	return count, rev, nil
 }
@@ -661,7 +725,7 @@ func tokenIDOfUnrevoked(k []byte) (string, error) {
 // isNotFound reports whether err is ErrNotFound.
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
-// RotateToken stores next and revokes oldID in one transaction, with every
+// rotateToken stores next and revokes oldID in one transaction, with every
 // unrevoked token minted through oldID (the cascade, as in RevokeToken:
 // they were minted through a credential that is now revoked), and returns
 // the revision of the old token's revocation, which is the last: next is
@@ -671,7 +735,7 @@ func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // keeps its organization and name (ErrInvalid otherwise), and the name
 // moves to next. next is never revoked by the cascade; its parent must not
 // be: a parent that is oldID or descends from it is ErrInvalid.
-func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a AuditRecord) (uint64, int64, error) {
+func rotateToken(ctx context.Context, s mutator, oldID string, next Token, a AuditRecord) (uint64, int64, error) {
 	if err := checkNewToken(&next); err != nil {
 		return 0, 0, err
 	}
@@ -681,7 +745,7 @@ func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a Audi
 	var n int64
 	rev, err := s.mutate(ctx, func(w *writer) error {
 		n = 0
-		old, createRev, err := getToken(w.tx, oldID)
+		old, createRev, err := getToken(w.kv, oldID)
 		if err != nil {
 			if isNotFound(err) {
 				return reject(err)
@@ -694,7 +758,7 @@ func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a Audi
 		if next.OrgID != old.OrgID || next.Name != old.Name {
 			return reject(fmt.Errorf("%w: rotation of token %s must keep its organization and name", ErrInvalid, oldID))
 		}
-		order, _, err := revocationOrder(w.tx, []string{oldID}, next.ID)
+		order, _, err := revocationOrder(w.kv, []string{oldID}, next.ID)
 		if err != nil {
 			return err
 		}
@@ -709,6 +773,12 @@ func (s *Bolt) RotateToken(ctx context.Context, oldID string, next Token, a Audi
 		}
 		if order[len(order)-1].t.ID != old.ID || createRev != order[len(order)-1].createRev {
 			return fmt.Errorf("%w: rotation of token %s: revocation order does not end with it", ErrCorrupt, oldID)
+		}
+		if w.tooMany(len(order)) {
+			n = cascadedCount(order)
+			rec := a
+			fillAudit(&rec, &next)
+			return w.deferRevocations(order, &a, &rec)
 		}
 		if n, err = revokeAll(w, order, &a); err != nil {
 			return err

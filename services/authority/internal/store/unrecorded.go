@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// RevokeUnrecorded revokes a token the store has no record of: one minted
+// revokeUnrecorded revokes a token the store has no record of: one minted
 // after the backup a restored file was made from, which the caller has
 // proved genuine by verifying its signature. t carries what the token
 // itself says (ID, OrgID, KeyID, ExpireTime, Grants; never the string).
@@ -19,7 +19,7 @@ import (
 // revision (at or after the original revocation, so still good for a
 // read-after-revoke wait) with already set. ErrTokenExists when the store
 // has a record of the token: revoke it with RevokeToken.
-func (s *Bolt) RevokeUnrecorded(ctx context.Context, t Token, a AuditRecord) (rev uint64, already bool, err error) {
+func revokeUnrecorded(ctx context.Context, s mutator, t Token, a AuditRecord) (rev uint64, already bool, err error) {
 	switch {
 	case t.ID == "":
 		return 0, false, fmt.Errorf("%w: token id is empty", ErrInvalid)
@@ -31,10 +31,14 @@ func (s *Bolt) RevokeUnrecorded(ctx context.Context, t Token, a AuditRecord) (re
 	last, err := s.mutate(ctx, func(w *writer) error {
 		rev, already = 0, false
 		id := []byte(t.ID)
-		if w.tx.Bucket(bucketTokens).Get(id) != nil {
+		if v, err := w.kv.get(bucketTokens, id); err != nil {
+			return err
+		} else if v != nil {
 			return reject(fmt.Errorf("token %s: %w", t.ID, ErrTokenExists))
 		}
-		if w.tx.Bucket(bucketRevoked).Get(id) != nil {
+		if v, err := w.kv.get(bucketRevoked, id); err != nil {
+			return err
+		} else if v != nil {
 			already = true
 			rev = w.start
 			return nil

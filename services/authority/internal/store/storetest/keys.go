@@ -1,4 +1,4 @@
-package store
+package storetest
 
 import (
 	"bytes"
@@ -7,27 +7,29 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
-func TestAddKey(t *testing.T) {
+func testAddKey(t *testing.T, open Opener) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		key  Key
+		key  store.Key
 		want error
 	}{
-		{"pending", Key{ID: "k2", State: KeyPending, Public: []byte{1, 2}, SealedPrivate: []byte("s")}, nil},
-		{"verify-only", Key{ID: "k2", State: KeyVerifyOnly, Public: []byte{1, 2}}, nil},
-		{"exists", Key{ID: testKeyID, State: KeyPending, Public: []byte{1}}, ErrKeyExists},
-		{"revoked", Key{ID: "k2", State: KeyRevoked, Public: []byte{1}}, ErrInvalid},
-		{"no state", Key{ID: "k2", Public: []byte{1}}, ErrInvalid},
-		{"no id", Key{State: KeyPending, Public: []byte{1}}, ErrInvalid},
-		{"no public key", Key{ID: "k2", State: KeyPending}, ErrInvalid},
+		{"pending", store.Key{ID: "k2", State: store.KeyPending, Public: []byte{1, 2}, SealedPrivate: []byte("s")}, nil},
+		{"verify-only", store.Key{ID: "k2", State: store.KeyVerifyOnly, Public: []byte{1, 2}}, nil},
+		{"exists", store.Key{ID: testKeyID, State: store.KeyPending, Public: []byte{1}}, store.ErrKeyExists},
+		{"revoked", store.Key{ID: "k2", State: store.KeyRevoked, Public: []byte{1}}, store.ErrInvalid},
+		{"no state", store.Key{ID: "k2", Public: []byte{1}}, store.ErrInvalid},
+		{"no id", store.Key{State: store.KeyPending, Public: []byte{1}}, store.ErrInvalid},
+		{"no public key", store.Key{ID: "k2", State: store.KeyPending}, store.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := openTest(t)
+			s := openTest(t, open)
 			before := s.Revision()
-			rev, err := s.AddKey(ctx, tc.key, AuditRecord{Time: t0, Actor: "operator", Action: AuditKeyRotated})
+			rev, err := s.AddKey(ctx, tc.key, store.AuditRecord{Time: t0, Actor: "operator", Action: store.AuditKeyRotated})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -41,7 +43,7 @@ func TestAddKey(t *testing.T) {
 				t.Errorf("revision %d, want %d", rev, before+1)
 			}
 			evs, err := s.EventsAfter(ctx, before, 10)
-			if err != nil || len(evs) != 1 || evs[0].Kind != EventKeyAdded || evs[0].Key == nil {
+			if err != nil || len(evs) != 1 || evs[0].Kind != store.EventKeyAdded || evs[0].Key == nil {
 				t.Fatalf("events %+v, %v", evs, err)
 			}
 			if k := evs[0].Key; k.ID != "k2" || k.State != tc.key.State || !bytes.Equal(k.Public, tc.key.Public) || k.SealedPrivate != nil {
@@ -55,31 +57,31 @@ func TestAddKey(t *testing.T) {
 	}
 }
 
-func TestSetKeyState(t *testing.T) {
+func testSetKeyState(t *testing.T, open Opener) {
 	ctx := context.Background()
-	s := openTest(t)
-	if _, err := s.AddKey(ctx, Key{ID: "k2", State: KeyPending, Public: []byte{2}}, auditFor(AuditKeyRotated, t0)); err != nil {
+	s := openTest(t, open)
+	if _, err := s.AddKey(ctx, store.Key{ID: "k2", State: store.KeyPending, Public: []byte{2}}, auditFor(store.AuditKeyRotated, t0)); err != nil {
 		t.Fatal(err)
 	}
 	addTestKey(t, s, "gone")
-	if _, err := s.RevokeKey(ctx, "gone", auditFor(AuditKeyRevoked, t0)); err != nil {
+	if _, err := s.RevokeKey(ctx, "gone", auditFor(store.AuditKeyRevoked, t0)); err != nil {
 		t.Fatal(err)
 	}
 	var activatedAt uint64
 	for _, tc := range []struct {
 		name    string
 		id      string
-		state   KeyState
+		state   store.KeyState
 		want    error
 		noWrite bool
 	}{
-		{name: "activate", id: "k2", state: KeyActive},
-		{name: "same state again", id: "k2", state: KeyActive, noWrite: true},
-		{name: "demote", id: testKeyID, state: KeyVerifyOnly},
-		{name: "unknown", id: "nope", state: KeyActive, want: ErrNotFound},
-		{name: "revoked key", id: "gone", state: KeyActive, want: ErrKeyRevoked},
-		{name: "to revoked", id: "k2", state: KeyRevoked, want: ErrInvalid},
-		{name: "to nothing", id: "k2", state: 0, want: ErrInvalid},
+		{name: "activate", id: "k2", state: store.KeyActive},
+		{name: "same state again", id: "k2", state: store.KeyActive, noWrite: true},
+		{name: "demote", id: testKeyID, state: store.KeyVerifyOnly},
+		{name: "unknown", id: "nope", state: store.KeyActive, want: store.ErrNotFound},
+		{name: "revoked key", id: "gone", state: store.KeyActive, want: store.ErrKeyRevoked},
+		{name: "to revoked", id: "k2", state: store.KeyRevoked, want: store.ErrInvalid},
+		{name: "to nothing", id: "k2", state: 0, want: store.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.Revision()
@@ -103,22 +105,22 @@ func TestSetKeyState(t *testing.T) {
 				activatedAt = rev
 			}
 			evs, err := s.EventsAfter(ctx, before, 10)
-			if err != nil || len(evs) != 1 || evs[0].Kind != EventKeyAdded || evs[0].Key.State != tc.state || evs[0].Key.ID != tc.id {
+			if err != nil || len(evs) != 1 || evs[0].Kind != store.EventKeyAdded || evs[0].Key.State != tc.state || evs[0].Key.ID != tc.id {
 				t.Errorf("events %+v, %v", evs, err)
 			}
 			recs, err := listAuditAfter(ctx, s, "", before, 10)
-			if err != nil || len(recs) != 1 || recs[0].Actor != ActorSystem || recs[0].Action != AuditKeyRotated || recs[0].KeyID != tc.id {
+			if err != nil || len(recs) != 1 || recs[0].Actor != store.ActorSystem || recs[0].Action != store.AuditKeyRotated || recs[0].KeyID != tc.id {
 				t.Errorf("audit %+v, %v", recs, err)
 			}
 		})
 	}
 }
 
-func TestRevokeKey(t *testing.T) {
+func testRevokeKey(t *testing.T, open Opener) {
 	ctx := context.Background()
-	s := openTest(t)
+	s := openTest(t, open)
 	at := t0.Add(time.Minute)
-	rev, err := s.RevokeKey(ctx, testKeyID, AuditRecord{Time: at, Actor: "operator", Action: AuditKeyRevoked, Reason: "compromised"})
+	rev, err := s.RevokeKey(ctx, testKeyID, store.AuditRecord{Time: at, Actor: "operator", Action: store.AuditKeyRevoked, Reason: "compromised"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,13 +130,13 @@ func TestRevokeKey(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		id      string
-		a       AuditRecord
+		a       store.AuditRecord
 		want    error
 		wantRev uint64
 	}{
-		{"again returns the original revision", testKeyID, auditFor(AuditKeyRevoked, at.Add(time.Hour)), nil, rev},
-		{"unknown", "nope", auditFor(AuditKeyRevoked, at), ErrNotFound, 0},
-		{"zero time", testKeyID, AuditRecord{}, ErrInvalid, 0},
+		{"again returns the original revision", testKeyID, auditFor(store.AuditKeyRevoked, at.Add(time.Hour)), nil, rev},
+		{"unknown", "nope", auditFor(store.AuditKeyRevoked, at), store.ErrNotFound, 0},
+		{"zero time", testKeyID, store.AuditRecord{}, store.ErrInvalid, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.Revision()
@@ -151,18 +153,18 @@ func TestRevokeKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys[0].State != KeyRevoked || !keys[0].RevokeTime.Equal(at) {
+	if keys[0].State != store.KeyRevoked || !keys[0].RevokeTime.Equal(at) {
 		t.Errorf("key %+v", keys[0])
 	}
 	evs, err := s.EventsAfter(ctx, rev-1, 10)
-	if err != nil || len(evs) != 1 || evs[0].Kind != EventKeyRevoked || evs[0].KeyID != testKeyID {
+	if err != nil || len(evs) != 1 || evs[0].Kind != store.EventKeyRevoked || evs[0].KeyID != testKeyID {
 		t.Errorf("events %+v, %v", evs, err)
 	}
 }
 
-func TestListKeys(t *testing.T) {
+func testListKeys(t *testing.T, open Opener) {
 	ctx := context.Background()
-	s := openTest(t)
+	s := openTest(t, open)
 	// Ids that sort against the order of addition.
 	for _, id := range []string{"zz", "aa", "mm"} {
 		addTestKey(t, s, id)
