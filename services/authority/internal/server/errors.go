@@ -56,6 +56,13 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.Unavailable, "no active signing key yet (a new key is being announced); retry shortly")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrLocked):
 		return status.Error(codes.Unavailable, "authority is shutting down")
+	case errors.Is(err, store.ErrUnavailable):
+		// The storage cluster has no quorum or cannot be reached: the
+		// write may or may not have been committed, so say how to find out.
+		s.logger.WarnContext(ctx, "store unavailable", "error", err)
+		return status.Error(codes.Unavailable, "token store unavailable (no quorum or unreachable); retry: a repeated revoke is harmless, and a repeated create answers ALREADY_EXISTS if the first one was committed")
+	case errors.Is(err, store.ErrTooLarge):
+		return status.Error(codes.FailedPrecondition, "the change is too large for the token store in one step (over about 20,000 tokens at once); revoke by creator or in smaller groups")
 	}
 	s.logger.ErrorContext(ctx, "internal error", "error", err)
 	return status.Error(codes.Internal, "internal error")
