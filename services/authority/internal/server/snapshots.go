@@ -23,9 +23,9 @@ const snapshotReuse = 5 * time.Second
 // attacker holding streams it never reads) would hold its own. The shared
 // messages are never modified; grpc-go only reads them to encode them.
 type snapshotCache struct {
-	mu    sync.Mutex // held while building, so that concurrent streams build once
-	epoch string
-	rev   uint64
+	mu     sync.Mutex // held while building, so that concurrent streams build once
+	epoch  string
+	rev    uint64
 	built  time.Time // monotonic reading used
 	msgs   []*sigilv1.WatchRevocationsResponse
 	digest []byte // the history digest at rev
