@@ -16,8 +16,10 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -112,13 +114,18 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 		t.Fatalf("check: %v, %v", resp, err)
 	}
 
-	// Silence from the authority: NOT_SERVING after --max-staleness, then
-	// back on the next checkpoint.
+	// The authority stops confirming the history: NOT_SERVING after
+	// --max-staleness (a stream's checkpoints do not help: they may come
+	// arbitrarily late), then back once it answers again.
+	fake.SetConfirm(func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	})
+	s.Send(t, authoritytest.Checkpoint(6, time.Now()))
 	waitHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	if _, err := client.CheckPermission(context.Background(), &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view"}); err == nil {
 		t.Fatal("a stale authorizer answered")
 	}
-	s.Send(t, authoritytest.Checkpoint(6, time.Now()))
+	fake.SetConfirm(nil)
 	waitHealth(healthpb.HealthCheckResponse_SERVING)
 
 	res, err := http.Get("http://" + metricsAddr + "/metrics")
