@@ -744,7 +744,9 @@ func (f *Follower) WaitFor(ctx context.Context, rev uint64) error {
 	f.RequestProbe()
 	for {
 		f.mu.RLock()
-		ok := f.st.applied >= rev && f.st.confirmed && f.st.confirmedAt >= began
+		// Strictly after: a probe whose send time reads the same as the
+		// call's beginning may have been sent before it.
+		ok := f.st.applied >= rev && f.st.confirmed && f.st.confirmedAt > began
 		ch := f.advanced
 		f.mu.RUnlock()
 		if ok {

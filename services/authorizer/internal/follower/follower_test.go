@@ -31,6 +31,10 @@ type harness struct {
 	fake  *authoritytest.Fake
 	clock *authoritytest.Clock // wall clock: token times, the authority's time
 	mono  atomic.Int64         // monotonic source, nanoseconds since start
+	// tick makes every reading of the monotonic source 1ns later than the
+	// one before, as a real clock moves between two events; off, it moves
+	// only when the test says.
+	tick atomic.Bool
 }
 
 // advance moves both clocks by d, as time passing does.
@@ -47,10 +51,15 @@ func start(t *testing.T) *harness {
 	var conn *grpc.ClientConn
 	h.fake, conn = authoritytest.Start(t)
 	h.f = New(Options{
-		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
-		Credential:   func() (string, error) { return "watch-secret", nil },
-		Now:          h.clock.Now,
-		Elapsed:      func() time.Duration { return time.Duration(h.mono.Load()) },
+		Client:     sigilv1.NewTokenAuthorityServiceClient(conn),
+		Credential: func() (string, error) { return "watch-secret", nil },
+		Now:        h.clock.Now,
+		Elapsed: func() time.Duration {
+			if h.tick.Load() {
+				return time.Duration(h.mono.Add(1))
+			}
+			return time.Duration(h.mono.Load())
+		},
 		MaxStaleness: 30 * time.Second,
 		Retention:    time.Minute,
 		BackoffBase:  5 * time.Millisecond,
@@ -468,6 +477,7 @@ func TestExpiredRevocationsArePruned(t *testing.T) {
 
 func TestWaitFor(t *testing.T) {
 	h := start(t)
+	h.tick.Store(true) // probes sent after a call began read a later time
 	s, _ := syncBasic(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
