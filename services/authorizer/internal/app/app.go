@@ -47,10 +47,31 @@ const maxSnapshotMsg = 16 << 20
 // then drains in-flight calls within cfg.ShutdownTimeout. Logs are JSON on
 // standard error.
 func Run(ctx context.Context, cfg config.Config) error {
-	return run(ctx, cfg, os.Stderr)
+	return RunWith(ctx, cfg, Options{})
 }
 
-func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
+// Options are what RunWith takes besides the configuration: hooks for
+// tests that run the authorizer in process.
+type Options struct {
+	// Now is the wall clock: token issue and expiry times, the skew
+	// against the authority's clock, pruning. time.Now when nil. Freshness
+	// never reads it: it is measured on the monotonic clock of the
+	// process, so that a wall-clock step can neither make a stale
+	// authorizer fresh nor a fresh one stale.
+	Now func() time.Time
+	// LogOut receives the JSON logs; standard error when nil.
+	LogOut io.Writer
+}
+
+// RunWith is Run with opts.
+func RunWith(ctx context.Context, cfg config.Config, opts Options) error {
+	if opts.LogOut == nil {
+		opts.LogOut = os.Stderr
+	}
+	return run(ctx, cfg, opts.LogOut, opts.Now)
+}
+
+func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() time.Time) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -112,8 +133,9 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MaxStaleness: cfg.MaxStaleness,
 		Retention:    cfg.ClockLeeway + time.Minute,
 		SkewWarning:  cfg.ClockLeeway,
+		Now:          now,
 	})
-	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize})
+	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now})
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,7 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, logs) }()
+	go func() { done <- run(ctx, cfg, logs, nil) }()
 
 	addr, metricsAddr := listening(t, logs)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -168,17 +168,17 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	cfg, _ := config.Parse([]string{"--listen", "127.0.0.1:0", "--max-staleness", "0s"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err := run(context.Background(), cfg, io.Discard)
+	err := run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--max-staleness") {
 		t.Fatalf("run = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--authority-token-file", "/nonexistent/watch.token"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard)
+	err = run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "authority-token-file") {
 		t.Fatalf("run with a missing credential file = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--routes", "/nonexistent/routes.yaml"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard)
+	err = run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--routes") || !strings.Contains(err.Error(), "/nonexistent/routes.yaml") {
 		t.Fatalf("run with a missing routes file = %v", err)
 	}
