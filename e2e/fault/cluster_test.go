@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-auth/sigil/internal/faultproxy"
 	"github.com/sigil-auth/sigil/internal/testproc"
@@ -303,7 +305,7 @@ func (c *cluster) pickLive(rng *rand.Rand) (int, bool) {
 	defer c.hist.mu.Unlock()
 	var live []int
 	for i := range c.hist.tokens {
-		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] {
+		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] && !c.hist.voided[i] {
 			live = append(live, i)
 		}
 	}
@@ -358,6 +360,12 @@ func (c *cluster) settle(within time.Duration) {
 		c.hist.mu.Lock()
 		var unsure []int
 		for i := range c.hist.unsure {
+			if c.hist.voided[i] {
+				// The restored store has no record of it: the key cut
+				// voids it instead.
+				delete(c.hist.unsure, i)
+				continue
+			}
 			unsure = append(unsure, i)
 		}
 		c.hist.mu.Unlock()
@@ -375,14 +383,16 @@ func (c *cluster) settle(within time.Duration) {
 }
 
 // converge is invariant (c): after the faults, within the bound, the
-// authorizer denies every revoked token REVOKED (without min_revision) and
-// allows every live one. It returns what still disagreed at the bound.
+// authorizer denies every revoked token REVOKED (without min_revision),
+// every token a restore's key cut voided KEY_REVOKED, and allows every
+// live one. It returns what still disagreed at the bound.
 func (c *cluster) converge(within time.Duration) []string {
 	c.t.Helper()
 	c.settle(within)
 	revoked := c.hist.revokedSet()
 	c.hist.mu.Lock()
 	n := len(c.hist.tokens)
+	voided := maps.Clone(c.hist.voided)
 	c.hist.mu.Unlock()
 	pending := make([]int, n)
 	for i := range pending {
@@ -395,8 +405,16 @@ func (c *cluster) converge(within time.Duration) []string {
 		for _, i := range pending {
 			got := c.check(i, 0, 2*time.Second)
 			_, isRevoked := revoked[i]
-			ok := got.Code == codes.OK && (isRevoked && !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_REVOKED ||
-				!isRevoked && got.Allowed)
+			var ok bool
+			switch {
+			case got.Code != codes.OK:
+			case voided[i]:
+				ok = !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_KEY_REVOKED
+			case isRevoked:
+				ok = !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_REVOKED
+			default:
+				ok = got.Allowed
+			}
 			if !ok {
 				still = append(still, i)
 				if len(why) < maxViolations {
@@ -431,4 +449,53 @@ func (c *cluster) sigstop(p *testproc.Proc, d time.Duration, isAuthority bool) {
 	if isAuthority {
 		c.hist.addWindow(window{From: from, To: to, What: fmt.Sprintf("authority stopped %s", d)})
 	}
+}
+
+// cutKeys is step 4 of the restore procedure (docs/operations.md): every
+// signing key is cut at the backup time T, so that tokens it signed in or
+// after T's second are denied KEY_REVOKED. It returns the keys cut.
+func (c *cluster) cutKeys(T time.Time) map[string]bool {
+	c.t.Helper()
+	ctx, cancel := c.opCtx(5 * time.Second)
+	defer cancel()
+	// The authority has just restarted: wait for the connection rather
+	// than fail fast while it is in backoff.
+	resp, err := c.mgmt.ListSigningKeys(ctx, &sigilv1.ListSigningKeysRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		c.t.Fatalf("list signing keys: %v", err)
+	}
+	cut := map[string]bool{}
+	for _, k := range resp.GetKeys() {
+		if _, err := c.mgmt.RevokeSigningKey(ctx, &sigilv1.RevokeSigningKeyRequest{KeyId: k.GetKeyId(), IssuedAfter: timestamppb.New(T)}, grpc.WaitForReady(true)); err != nil {
+			c.t.Fatalf("cut key: %v", err)
+		}
+		cut[k.GetKeyId()] = true
+	}
+	return cut
+}
+
+// voidedTokens asks the restored authority which recorded tokens the cut
+// voids: those it has no record of (minted after the backup) and those a
+// cut key signed in or after the cut's second.
+func (c *cluster) voidedTokens(cutKeys map[string]bool, T time.Time) []int {
+	c.t.Helper()
+	c.hist.mu.Lock()
+	toks := append([]tokenRec(nil), c.hist.tokens...)
+	c.hist.mu.Unlock()
+	second := T.Truncate(time.Second)
+	var out []int
+	for i, tk := range toks {
+		ctx, cancel := c.opCtx(5 * time.Second)
+		resp, err := c.mgmt.GetToken(ctx, &sigilv1.GetTokenRequest{TokenId: tk.ID}, grpc.WaitForReady(true))
+		cancel()
+		switch {
+		case status.Code(err) == codes.NotFound:
+			out = append(out, i)
+		case err != nil:
+			c.t.Fatalf("get token %d: %v", i, err)
+		case cutKeys[resp.GetInfo().GetKeyId()] && !resp.GetInfo().GetCreateTime().AsTime().Before(second):
+			out = append(out, i)
+		}
+	}
+	return out
 }

@@ -34,6 +34,15 @@ type revokeRec struct {
 	Token int
 	Ack   time.Time
 	Rev   uint64
+	// Gen is the history the revision number belongs to: 0 until the
+	// first restore, n after the n-th (a restored store reuses revision
+	// numbers with other events, so numbers of two histories are never
+	// compared).
+	Gen int
+	// Until, when set, is when a restore took the revocation back (it was
+	// acknowledged after the backup): it binds only checks that ended
+	// before then, and the token counts as live until revoked again.
+	Until time.Time
 }
 
 // window is a span in which no byte from the authority could reach the
@@ -58,9 +67,57 @@ type history struct {
 	windows  []window
 	unsure   map[int]bool // revocations sent whose reply never came
 	maxAcked uint64       // highest acknowledged revocation revision
+	// restores are the times the restored authority came up, in order: the
+	// starts of histories 1, 2, ...
+	restores []time.Time
+	// voided are the tokens a restore's key cut voids (minted after the
+	// backup, or in the cut's second): KEY_REVOKED from then on.
+	voided map[int]bool
 }
 
-func newHistory() *history { return &history{unsure: map[int]bool{}} }
+func newHistory() *history { return &history{unsure: map[int]bool{}, voided: map[int]bool{}} }
+
+// genAt is the history generation at t: how many restores came up by t.
+func genAt(restores []time.Time, t time.Time) int {
+	n := 0
+	for _, r := range restores {
+		if !t.Before(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// restored records that a restore, whose backup was taken at backup (the
+// authority was stopped then), came up at up: the revocations acknowledged
+// after the backup are taken back, and revisions start a new history. It
+// returns the tokens whose revocation was taken back.
+func (h *history) restored(backup, up time.Time) []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var back []int
+	for i := range h.revokes {
+		r := &h.revokes[i]
+		if r.Until.IsZero() && r.Ack.After(backup) && r.Ack.Before(up) {
+			r.Until = up
+			back = append(back, r.Token)
+		}
+	}
+	h.restores = append(h.restores, up)
+	// Old revisions mean nothing to the new history.
+	h.maxAcked = 0
+	return back
+}
+
+// voidTokens records tokens the key cut voids.
+func (h *history) voidTokens(toks []int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, i := range toks {
+		h.voided[i] = true
+		delete(h.unsure, i)
+	}
+}
 
 func (h *history) addToken(id, tok string) int {
 	h.mu.Lock()
@@ -78,6 +135,7 @@ func (h *history) addCheck(c checkRec) {
 func (h *history) addRevoke(r revokeRec) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	r.Gen = genAt(h.restores, r.Ack)
 	h.revokes = append(h.revokes, r)
 	delete(h.unsure, r.Token)
 	h.maxAcked = max(h.maxAcked, r.Rev)
@@ -110,12 +168,45 @@ func (h *history) snapshot() (checks []checkRec, revokes []revokeRec, windows []
 	return append([]checkRec(nil), h.checks...), append([]revokeRec(nil), h.revokes...), append([]window(nil), h.windows...)
 }
 
-// firstRevocations maps each revoked token to its earliest acknowledgement
-// (a revocation repeated after an unsure one is acknowledged again, with
-// the revision of the original).
+// restoreTimes copies the restores for the checkers.
+func (h *history) restoreTimes() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.restores...)
+}
+
+// bindingRevocations returns, for each token, the revocations a check of
+// it is held to: its standing one (firstRevocations) and each one a
+// restore took back (bound by Until).
+func bindingRevocations(revokes []revokeRec) map[int][]revokeRec {
+	m := map[int][]revokeRec{}
+	for tok, r := range firstRevocations(revokes) {
+		m[tok] = append(m[tok], r)
+	}
+	for _, r := range revokes {
+		if !r.Until.IsZero() {
+			m[r.Token] = append(m[r.Token], r)
+		}
+	}
+	return m
+}
+
+// binds reports whether revocation r holds check c: a taken-back one only
+// for checks that ended before the restore.
+func binds(r revokeRec, c checkRec) bool {
+	return r.Until.IsZero() || c.End.Before(r.Until)
+}
+
+// firstRevocations maps each revoked token to its earliest standing
+// acknowledgement (a revocation repeated after an unsure one is
+// acknowledged again, with the revision of the original); revocations a
+// restore took back are left out.
 func firstRevocations(revokes []revokeRec) map[int]revokeRec {
 	m := map[int]revokeRec{}
 	for _, r := range revokes {
+		if !r.Until.IsZero() {
+			continue
+		}
 		if old, ok := m[r.Token]; !ok || r.Ack.Before(old.Ack) {
 			if ok && old.Rev < r.Rev {
 				r.Rev = old.Rev
@@ -137,15 +228,32 @@ const maxViolations = 10
 // min_revision, nor answered "allowed" at a revision at or above that of
 // the token's revocation. (A min_revision at or above the revocation's
 // revision binds whenever it was acknowledged: the authorizer must have
-// applied it before answering.)
-func checkMinRevision(checks []checkRec, revokes []revokeRec) []string {
-	rev := firstRevocations(revokes)
+// applied it before answering.) Revision numbers are compared only within
+// one history (restores, when given: a check that began and ended in the
+// revocation's history).
+func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...time.Time) []string {
+	rev := bindingRevocations(revokes)
 	var out []string
 	for _, c := range checks {
-		r, ok := rev[c.Token]
-		if !ok || !c.Allowed {
+		if !c.Allowed {
 			continue
 		}
+		for _, r := range rev[c.Token] {
+			if !binds(r, c) || genAt(restores, c.Start) != r.Gen || genAt(restores, c.End) != r.Gen {
+				continue
+			}
+			out = appendMinRevision(out, c, r)
+		}
+		if len(out) >= maxViolations {
+			break
+		}
+	}
+	return out
+}
+
+// appendMinRevision appends c's violation of (a) against r, if any.
+func appendMinRevision(out []string, c checkRec, r revokeRec) []string {
+	{
 		switch {
 		case c.MinRev > 0 && c.MinRev >= r.Rev:
 			out = append(out, fmt.Sprintf("(a) token %d allowed by a check started %s with min_revision %d; its revocation is revision %d (acknowledged %s)",
@@ -153,9 +261,6 @@ func checkMinRevision(checks []checkRec, revokes []revokeRec) []string {
 		case c.Revision >= r.Rev:
 			out = append(out, fmt.Sprintf("(a) token %d allowed at revision %d by a check started %s; its revocation is revision %d",
 				c.Token, c.Revision, stamp(c.Start), r.Rev))
-		}
-		if len(out) == maxViolations {
-			break
 		}
 	}
 	return out
@@ -165,19 +270,31 @@ func checkMinRevision(checks []checkRec, revokes []revokeRec) []string {
 // revocation's acknowledgement plus maxStaleness plus margin allowed the
 // revoked token, whatever its min_revision.
 func checkStalenessBound(checks []checkRec, revokes []revokeRec, maxStaleness, margin time.Duration) []string {
-	rev := firstRevocations(revokes)
+	rev := bindingRevocations(revokes)
 	var out []string
 	for _, c := range checks {
-		r, ok := rev[c.Token]
-		if !ok || !c.Allowed {
+		if !c.Allowed {
 			continue
 		}
+		for _, r := range rev[c.Token] {
+			if !binds(r, c) {
+				continue
+			}
+			out = appendLate(out, c, r, maxStaleness, margin)
+		}
+		if len(out) >= maxViolations {
+			break
+		}
+	}
+	return out
+}
+
+// appendLate appends c's violation of (b) against r, if any.
+func appendLate(out []string, c checkRec, r revokeRec, maxStaleness, margin time.Duration) []string {
+	{
 		if late := c.Start.Sub(r.Ack); late > maxStaleness+margin {
 			out = append(out, fmt.Sprintf("(b) token %d allowed by a check started %s, %s after its revocation (revision %d) was acknowledged; bound %s + %s",
 				c.Token, stamp(c.Start), late.Round(time.Millisecond), r.Rev, maxStaleness, margin))
-			if len(out) == maxViolations {
-				break
-			}
 		}
 	}
 	return out
