@@ -3,8 +3,8 @@ package fault
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
