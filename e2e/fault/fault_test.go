@@ -53,8 +53,6 @@ type scenario struct {
 	// knownGap, when set, names a gap this scenario reproduces: it runs
 	// only with -fault.known.
 	knownGap string
-	// skip, when it returns a reason, skips the scenario.
-	skip func() string
 }
 
 // proxyFault holds the proxy in a fault for d, then resumes it; stale
@@ -188,28 +186,6 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
-// clockOffsetEnv is the hook the clock-step scenario needs: an environment
-// variable by which the authorizer binary would shift its own clock.
-const clockOffsetEnv = "SIGIL_AUTHORIZER_TEST_CLOCK_OFFSET"
-
-// clockHook says why the clock-step scenario cannot run. The authorizer
-// has no clock-injection hook; and running it under faketime(1) cannot
-// work: libfaketime intercepts libc's clock calls through LD_PRELOAD,
-// while a Go binary on Linux reads the clock through the vDSO without
-// libc (statically linked, CGO_ENABLED=0, as `task build` makes it, it
-// loads no preload library at all).
-func clockHook() string {
-	return "needs a clock-injection hook in the authorizer binary (for example the environment variable " + clockOffsetEnv +
-		", read by services/authorizer/internal/app into follower.Options.Now); none exists, and faketime's LD_PRELOAD " +
-		"does not reach a Go binary's clock (vDSO, no libc)"
-}
-
-// clockStep would step the authorizer's clock forward by more than
-// maxStaleness through the hook and back, under the load.
-func clockStep(t *testing.T, c *cluster, _ *rand.Rand) {
-	t.Fatal("unreachable while clockHook skips")
-}
-
 func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes for seconds each (run without -short)")
@@ -221,11 +197,6 @@ func TestFaults(t *testing.T) {
 	t.Logf("seed %d (rerun with -args -fault.seed=%d)", seed, seed)
 	for k, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
-			if sc.skip != nil {
-				if why := sc.skip(); why != "" {
-					t.Skip(why)
-				}
-			}
 			if sc.knownGap != "" && !*known {
 				t.Skip("known gap (run with -args -fault.known): " + sc.knownGap)
 			}

@@ -253,15 +253,13 @@ func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...time.T
 
 // appendMinRevision appends c's violation of (a) against r, if any.
 func appendMinRevision(out []string, c checkRec, r revokeRec) []string {
-	{
-		switch {
-		case c.MinRev > 0 && c.MinRev >= r.Rev:
-			out = append(out, fmt.Sprintf("(a) token %d allowed by a check started %s with min_revision %d; its revocation is revision %d (acknowledged %s)",
-				c.Token, stamp(c.Start), c.MinRev, r.Rev, stamp(r.Ack)))
-		case c.Revision >= r.Rev:
-			out = append(out, fmt.Sprintf("(a) token %d allowed at revision %d by a check started %s; its revocation is revision %d",
-				c.Token, c.Revision, stamp(c.Start), r.Rev))
-		}
+	switch {
+	case c.MinRev > 0 && c.MinRev >= r.Rev:
+		out = append(out, fmt.Sprintf("(a) token %d allowed by a check started %s with min_revision %d; its revocation is revision %d (acknowledged %s)",
+			c.Token, stamp(c.Start), c.MinRev, r.Rev, stamp(r.Ack)))
+	case c.Revision >= r.Rev:
+		out = append(out, fmt.Sprintf("(a) token %d allowed at revision %d by a check started %s; its revocation is revision %d",
+			c.Token, c.Revision, stamp(c.Start), r.Rev))
 	}
 	return out
 }
@@ -291,11 +289,9 @@ func checkStalenessBound(checks []checkRec, revokes []revokeRec, maxStaleness, m
 
 // appendLate appends c's violation of (b) against r, if any.
 func appendLate(out []string, c checkRec, r revokeRec, maxStaleness, margin time.Duration) []string {
-	{
-		if late := c.Start.Sub(r.Ack); late > maxStaleness+margin {
-			out = append(out, fmt.Sprintf("(b) token %d allowed by a check started %s, %s after its revocation (revision %d) was acknowledged; bound %s + %s",
-				c.Token, stamp(c.Start), late.Round(time.Millisecond), r.Rev, maxStaleness, margin))
-		}
+	if late := c.Start.Sub(r.Ack); late > maxStaleness+margin {
+		out = append(out, fmt.Sprintf("(b) token %d allowed by a check started %s, %s after its revocation (revision %d) was acknowledged; bound %s + %s",
+			c.Token, stamp(c.Start), late.Round(time.Millisecond), r.Rev, maxStaleness, margin))
 	}
 	return out
 }
