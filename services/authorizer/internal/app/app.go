@@ -244,7 +244,7 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_applied_revision", Help: "Authority revision applied by the follower."},
 			func() float64 { return float64(fol.Revision()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_staleness_seconds", Help: "Seconds since the last message from the authority (+Inf before the first)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_staleness_seconds", Help: "Seconds since the sending of the last history probe the authority confirmed (+Inf before the first): the authorizer is fresh while it is at most --max-staleness."},
 			func() float64 {
 				d, ok := fol.Staleness()
 				if !ok {
@@ -270,6 +270,12 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 			func() float64 { return float64(fol.Stats().Duplicates) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_malformed_total", Help: "Stream messages or entries rejected as malformed or unknown."},
 			func() float64 { return float64(fol.Stats().Malformed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_history_probes_total", Help: "ConfirmHistory probes sent (freshness, min_revision)."},
+			func() float64 { return float64(fol.Stats().Probes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_history_diverged_total", Help: "Probes answered \"not in history\": the state was of another history (a restored or replaced store); each forces a snapshot."},
+			func() float64 { return float64(fol.Stats().Diverged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_gaps_total", Help: "Live events that did not follow the applied revision (a lost message); each drops the stream."},
+			func() float64 { return float64(fol.Stats().Gaps) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},
 			func() float64 { h, _ := dec.CacheStats(); return float64(h) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_misses_total", Help: "Checks whose token had to be parsed and verified."},

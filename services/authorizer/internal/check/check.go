@@ -88,7 +88,7 @@ func Ready(f Follower) error {
 	if !f.Synced() {
 		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
 	}
-	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
+	return status.Error(codes.Unavailable, "authorizer has no confirmation from the authority within --max-staleness")
 }
 
 // Await fails with UNAVAILABLE unless f is synced and fresh and, when
