@@ -198,12 +198,17 @@ func (c *cluster) mint() error {
 // revoke revokes token i and records the acknowledgement, or records the
 // revocation as unsure when no reply came.
 func (c *cluster) revoke(i int, timeout time.Duration) error {
+	return c.revokeVia(c.mgmt, i, timeout)
+}
+
+// revokeVia is revoke through client.
+func (c *cluster) revokeVia(client sigilv1.TokenAuthorityServiceClient, i int, timeout time.Duration) error {
 	c.hist.mu.Lock()
 	id := c.hist.tokens[i].ID
 	c.hist.mu.Unlock()
 	ctx, cancel := c.opCtx(timeout)
 	defer cancel()
-	resp, err := c.mgmt.RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "fault"})
+	resp, err := client.RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "fault"}, grpc.WaitForReady(true))
 	if err != nil {
 		c.hist.addUnsure(i)
 		return err
@@ -305,7 +310,7 @@ func (c *cluster) pickLive(rng *rand.Rand) (int, bool) {
 	defer c.hist.mu.Unlock()
 	var live []int
 	for i := range c.hist.tokens {
-		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] && !c.hist.voided[i] {
+		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] && !c.hist.voided[i] && !c.hist.reserved[i] {
 			live = append(live, i)
 		}
 	}
@@ -453,8 +458,9 @@ func (c *cluster) sigstop(p *testproc.Proc, d time.Duration, isAuthority bool) {
 
 // cutKeys is step 4 of the restore procedure (docs/operations.md): every
 // signing key is cut at the backup time T, so that tokens it signed in or
-// after T's second are denied KEY_REVOKED. It returns the keys cut.
-func (c *cluster) cutKeys(T time.Time) map[string]bool {
+// after T's second are denied KEY_REVOKED. It returns the keys cut and
+// the last cut's revision.
+func (c *cluster) cutKeys(T time.Time) (map[string]bool, uint64) {
 	c.t.Helper()
 	ctx, cancel := c.opCtx(5 * time.Second)
 	defer cancel()
@@ -465,13 +471,37 @@ func (c *cluster) cutKeys(T time.Time) map[string]bool {
 		c.t.Fatalf("list signing keys: %v", err)
 	}
 	cut := map[string]bool{}
+	var rev uint64
 	for _, k := range resp.GetKeys() {
-		if _, err := c.mgmt.RevokeSigningKey(ctx, &sigilv1.RevokeSigningKeyRequest{KeyId: k.GetKeyId(), IssuedAfter: timestamppb.New(T)}, grpc.WaitForReady(true)); err != nil {
+		r, err := c.mgmt.RevokeSigningKey(ctx, &sigilv1.RevokeSigningKeyRequest{KeyId: k.GetKeyId(), IssuedAfter: timestamppb.New(T)}, grpc.WaitForReady(true))
+		if err != nil {
 			c.t.Fatalf("cut key: %v", err)
 		}
+		rev = max(rev, r.GetRevision())
 		cut[k.GetKeyId()] = true
 	}
-	return cut
+	return cut, rev
+}
+
+// waitRevision checks (token 0, recorded) with min_revision rev until the
+// authorizer answers, and returns when that answer came: the authorizer
+// answers from rev's history from then on (its state was confirmed in it,
+// and only a snapshot of it can replace that state). within only guards
+// against an authorizer that never gets there.
+func (c *cluster) waitRevision(rev uint64, within time.Duration) time.Time {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := c.check(0, rev, time.Second)
+		c.hist.addCheck(r)
+		if r.Code == codes.OK {
+			return r.End
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no answer with min_revision %d within %s after the restore", rev, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // voidedTokens asks the restored authority which recorded tokens the cut
@@ -496,6 +526,36 @@ func (c *cluster) voidedTokens(cutKeys map[string]bool, T time.Time) []int {
 		case cutKeys[resp.GetInfo().GetKeyId()] && !resp.GetInfo().GetCreateTime().AsTime().Before(second):
 			out = append(out, i)
 		}
+	}
+	return out
+}
+
+// authorityReady waits until the management connection reaches the
+// (restarted) authority, so that the calls after it do not fail fast while
+// the connection is in backoff.
+func (c *cluster) authorityReady() {
+	c.t.Helper()
+	ctx, cancel := c.opCtx(5 * time.Second)
+	defer cancel()
+	if _, err := c.mgmt.ListSigningKeys(ctx, &sigilv1.ListSigningKeysRequest{}, grpc.WaitForReady(true)); err != nil {
+		c.t.Fatalf("authority not reachable after the restart: %v", err)
+	}
+}
+
+// reserve mints n tokens the load never revokes (a scenario revokes them
+// itself) and returns them.
+func (c *cluster) reserve(n int) []int {
+	c.t.Helper()
+	var out []int
+	for range n {
+		if err := c.mint(); err != nil {
+			c.t.Fatal(err)
+		}
+		c.hist.mu.Lock()
+		i := len(c.hist.tokens) - 1
+		c.hist.reserved[i] = true
+		c.hist.mu.Unlock()
+		out = append(out, i)
 	}
 	return out
 }

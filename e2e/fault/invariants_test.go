@@ -67,25 +67,55 @@ type history struct {
 	windows  []window
 	unsure   map[int]bool // revocations sent whose reply never came
 	maxAcked uint64       // highest acknowledged revocation revision
-	// restores are the times the restored authority came up, in order: the
-	// starts of histories 1, 2, ...
-	restores []time.Time
+	// restores are the restores, in order: the starts of histories 1, 2, ...
+	restores []restoreRec
 	// voided are the tokens a restore's key cut voids (minted after the
 	// backup, or in the cut's second): KEY_REVOKED from then on.
 	voided map[int]bool
+	// reserved are tokens the load's revoker leaves alone.
+	reserved map[int]bool
 }
 
-func newHistory() *history { return &history{unsure: map[int]bool{}, voided: map[int]bool{}} }
+func newHistory() *history {
+	return &history{unsure: map[int]bool{}, voided: map[int]bool{}, reserved: map[int]bool{}}
+}
+
+// restoreRec is one restore: the restored authority came up at Up; from
+// Settled on, the authorizer is known to answer from the restored history
+// (a min_revision check of it was answered). In between, a check without
+// min_revision may be answered from the old history, within the staleness
+// bound: its answer's revision is of that history.
+type restoreRec struct {
+	Up, Settled time.Time
+}
 
 // genAt is the history generation at t: how many restores came up by t.
-func genAt(restores []time.Time, t time.Time) int {
+func genAt(restores []restoreRec, t time.Time) int {
 	n := 0
 	for _, r := range restores {
-		if !t.Before(r) {
+		if !t.Before(r.Up) {
 			n++
 		}
 	}
 	return n
+}
+
+// settledFor reports whether a check begun at start is known to be
+// answered from history gen (always for the first one).
+func settledFor(restores []restoreRec, gen int, start time.Time) bool {
+	if gen == 0 || gen > len(restores) {
+		return true
+	}
+	s := restores[gen-1].Settled
+	return !s.IsZero() && !start.Before(s)
+}
+
+// settled records when the authorizer was known to have left the old
+// history after the last restore.
+func (h *history) settled(at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.restores[len(h.restores)-1].Settled = at
 }
 
 // restored records that a restore, whose backup was taken at backup (the
@@ -103,10 +133,22 @@ func (h *history) restored(backup, up time.Time) []int {
 			back = append(back, r.Token)
 		}
 	}
-	h.restores = append(h.restores, up)
+	h.restores = append(h.restores, restoreRec{Up: up})
 	// Old revisions mean nothing to the new history.
 	h.maxAcked = 0
 	return back
+}
+
+// lastRevoke returns the last acknowledged revocation of token tok.
+func (h *history) lastRevoke(tok int) revokeRec {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := len(h.revokes) - 1; i >= 0; i-- {
+		if h.revokes[i].Token == tok {
+			return h.revokes[i]
+		}
+	}
+	return revokeRec{}
 }
 
 // voidTokens records tokens the key cut voids.
@@ -169,10 +211,10 @@ func (h *history) snapshot() (checks []checkRec, revokes []revokeRec, windows []
 }
 
 // restoreTimes copies the restores for the checkers.
-func (h *history) restoreTimes() []time.Time {
+func (h *history) restoreTimes() []restoreRec {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]time.Time(nil), h.restores...)
+	return append([]restoreRec(nil), h.restores...)
 }
 
 // bindingRevocations returns, for each token, the revocations a check of
@@ -230,8 +272,10 @@ const maxViolations = 10
 // revision binds whenever it was acknowledged: the authorizer must have
 // applied it before answering.) Revision numbers are compared only within
 // one history (restores, when given: a check that began and ended in the
-// revocation's history).
-func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...time.Time) []string {
+// revocation's history); an answer's revision only once the restore has
+// settled (before, an answer without min_revision may come from the old
+// history, whose numbers mean other events).
+func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...restoreRec) []string {
 	rev := bindingRevocations(revokes)
 	var out []string
 	for _, c := range checks {
@@ -242,7 +286,7 @@ func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...time.T
 			if !binds(r, c) || genAt(restores, c.Start) != r.Gen || genAt(restores, c.End) != r.Gen {
 				continue
 			}
-			out = appendMinRevision(out, c, r)
+			out = appendMinRevision(out, c, r, settledFor(restores, r.Gen, c.Start))
 		}
 		if len(out) >= maxViolations {
 			break
@@ -252,12 +296,12 @@ func checkMinRevision(checks []checkRec, revokes []revokeRec, restores ...time.T
 }
 
 // appendMinRevision appends c's violation of (a) against r, if any.
-func appendMinRevision(out []string, c checkRec, r revokeRec) []string {
+func appendMinRevision(out []string, c checkRec, r revokeRec, settled bool) []string {
 	switch {
 	case c.MinRev > 0 && c.MinRev >= r.Rev:
 		out = append(out, fmt.Sprintf("(a) token %d allowed by a check started %s with min_revision %d; its revocation is revision %d (acknowledged %s)",
 			c.Token, stamp(c.Start), c.MinRev, r.Rev, stamp(r.Ack)))
-	case c.Revision >= r.Rev:
+	case settled && c.Revision >= r.Rev:
 		out = append(out, fmt.Sprintf("(a) token %d allowed at revision %d by a check started %s; its revocation is revision %d",
 			c.Token, c.Revision, stamp(c.Start), r.Rev))
 	}
