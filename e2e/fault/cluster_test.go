@@ -3,6 +3,7 @@ package fault
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-auth/sigil/internal/faultproxy"
 	"github.com/sigil-auth/sigil/internal/testproc"
@@ -196,12 +198,17 @@ func (c *cluster) mint() error {
 // revoke revokes token i and records the acknowledgement, or records the
 // revocation as unsure when no reply came.
 func (c *cluster) revoke(i int, timeout time.Duration) error {
+	return c.revokeVia(c.mgmt, i, timeout)
+}
+
+// revokeVia is revoke through client.
+func (c *cluster) revokeVia(client sigilv1.TokenAuthorityServiceClient, i int, timeout time.Duration) error {
 	c.hist.mu.Lock()
 	id := c.hist.tokens[i].ID
 	c.hist.mu.Unlock()
 	ctx, cancel := c.opCtx(timeout)
 	defer cancel()
-	resp, err := c.mgmt.RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "fault"})
+	resp, err := client.RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "fault"}, grpc.WaitForReady(true))
 	if err != nil {
 		c.hist.addUnsure(i)
 		return err
@@ -303,7 +310,7 @@ func (c *cluster) pickLive(rng *rand.Rand) (int, bool) {
 	defer c.hist.mu.Unlock()
 	var live []int
 	for i := range c.hist.tokens {
-		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] {
+		if _, ok := revoked[i]; !ok && !c.hist.unsure[i] && !c.hist.voided[i] && !c.hist.reserved[i] {
 			live = append(live, i)
 		}
 	}
@@ -358,6 +365,12 @@ func (c *cluster) settle(within time.Duration) {
 		c.hist.mu.Lock()
 		var unsure []int
 		for i := range c.hist.unsure {
+			if c.hist.voided[i] {
+				// The restored store has no record of it: the key cut
+				// voids it instead.
+				delete(c.hist.unsure, i)
+				continue
+			}
 			unsure = append(unsure, i)
 		}
 		c.hist.mu.Unlock()
@@ -375,14 +388,16 @@ func (c *cluster) settle(within time.Duration) {
 }
 
 // converge is invariant (c): after the faults, within the bound, the
-// authorizer denies every revoked token REVOKED (without min_revision) and
-// allows every live one. It returns what still disagreed at the bound.
+// authorizer denies every revoked token REVOKED (without min_revision),
+// every token a restore's key cut voided KEY_REVOKED, and allows every
+// live one. It returns what still disagreed at the bound.
 func (c *cluster) converge(within time.Duration) []string {
 	c.t.Helper()
 	c.settle(within)
 	revoked := c.hist.revokedSet()
 	c.hist.mu.Lock()
 	n := len(c.hist.tokens)
+	voided := maps.Clone(c.hist.voided)
 	c.hist.mu.Unlock()
 	pending := make([]int, n)
 	for i := range pending {
@@ -395,8 +410,16 @@ func (c *cluster) converge(within time.Duration) []string {
 		for _, i := range pending {
 			got := c.check(i, 0, 2*time.Second)
 			_, isRevoked := revoked[i]
-			ok := got.Code == codes.OK && (isRevoked && !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_REVOKED ||
-				!isRevoked && got.Allowed)
+			var ok bool
+			switch {
+			case got.Code != codes.OK:
+			case voided[i]:
+				ok = !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_KEY_REVOKED
+			case isRevoked:
+				ok = !got.Allowed && got.Reason == sigilv1.DenyReason_DENY_REASON_REVOKED
+			default:
+				ok = got.Allowed
+			}
 			if !ok {
 				still = append(still, i)
 				if len(why) < maxViolations {
@@ -431,4 +454,108 @@ func (c *cluster) sigstop(p *testproc.Proc, d time.Duration, isAuthority bool) {
 	if isAuthority {
 		c.hist.addWindow(window{From: from, To: to, What: fmt.Sprintf("authority stopped %s", d)})
 	}
+}
+
+// cutKeys is step 4 of the restore procedure (docs/operations.md): every
+// signing key is cut at the backup time T, so that tokens it signed in or
+// after T's second are denied KEY_REVOKED. It returns the keys cut and
+// the last cut's revision.
+func (c *cluster) cutKeys(T time.Time) (map[string]bool, uint64) {
+	c.t.Helper()
+	ctx, cancel := c.opCtx(5 * time.Second)
+	defer cancel()
+	// The authority has just restarted: wait for the connection rather
+	// than fail fast while it is in backoff.
+	resp, err := c.mgmt.ListSigningKeys(ctx, &sigilv1.ListSigningKeysRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		c.t.Fatalf("list signing keys: %v", err)
+	}
+	cut := map[string]bool{}
+	var rev uint64
+	for _, k := range resp.GetKeys() {
+		r, err := c.mgmt.RevokeSigningKey(ctx, &sigilv1.RevokeSigningKeyRequest{KeyId: k.GetKeyId(), IssuedAfter: timestamppb.New(T)}, grpc.WaitForReady(true))
+		if err != nil {
+			c.t.Fatalf("cut key: %v", err)
+		}
+		rev = max(rev, r.GetRevision())
+		cut[k.GetKeyId()] = true
+	}
+	return cut, rev
+}
+
+// waitRevision checks (token 0, recorded) with min_revision rev until the
+// authorizer answers, and returns when that answer came: the authorizer
+// answers from rev's history from then on (its state was confirmed in it,
+// and only a snapshot of it can replace that state). within only guards
+// against an authorizer that never gets there.
+func (c *cluster) waitRevision(rev uint64, within time.Duration) time.Time {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := c.check(0, rev, time.Second)
+		c.hist.addCheck(r)
+		if r.Code == codes.OK {
+			return r.End
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("no answer with min_revision %d within %s after the restore", rev, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// voidedTokens asks the restored authority which recorded tokens the cut
+// voids: those it has no record of (minted after the backup) and those a
+// cut key signed in or after the cut's second.
+func (c *cluster) voidedTokens(cutKeys map[string]bool, T time.Time) []int {
+	c.t.Helper()
+	c.hist.mu.Lock()
+	toks := append([]tokenRec(nil), c.hist.tokens...)
+	c.hist.mu.Unlock()
+	second := T.Truncate(time.Second)
+	var out []int
+	for i, tk := range toks {
+		ctx, cancel := c.opCtx(5 * time.Second)
+		resp, err := c.mgmt.GetToken(ctx, &sigilv1.GetTokenRequest{TokenId: tk.ID}, grpc.WaitForReady(true))
+		cancel()
+		switch {
+		case status.Code(err) == codes.NotFound:
+			out = append(out, i)
+		case err != nil:
+			c.t.Fatalf("get token %d: %v", i, err)
+		case cutKeys[resp.GetInfo().GetKeyId()] && !resp.GetInfo().GetCreateTime().AsTime().Before(second):
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// authorityReady waits until the management connection reaches the
+// (restarted) authority, so that the calls after it do not fail fast while
+// the connection is in backoff.
+func (c *cluster) authorityReady() {
+	c.t.Helper()
+	ctx, cancel := c.opCtx(5 * time.Second)
+	defer cancel()
+	if _, err := c.mgmt.ListSigningKeys(ctx, &sigilv1.ListSigningKeysRequest{}, grpc.WaitForReady(true)); err != nil {
+		c.t.Fatalf("authority not reachable after the restart: %v", err)
+	}
+}
+
+// reserve mints n tokens the load never revokes (a scenario revokes them
+// itself) and returns them.
+func (c *cluster) reserve(n int) []int {
+	c.t.Helper()
+	var out []int
+	for range n {
+		if err := c.mint(); err != nil {
+			c.t.Fatal(err)
+		}
+		c.hist.mu.Lock()
+		i := len(c.hist.tokens) - 1
+		c.hist.reserved[i] = true
+		c.hist.mu.Unlock()
+		out = append(out, i)
+	}
+	return out
 }

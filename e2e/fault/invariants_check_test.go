@@ -98,3 +98,35 @@ func TestFirstRevocationsKeepsTheEarliestAcknowledgement(t *testing.T) {
 		t.Fatalf("firstRevocations = %+v", got)
 	}
 }
+
+// A revocation a restore took back binds the checks that ended before the
+// restored authority came up, and no later one; revision numbers of two
+// histories are never compared.
+func TestCheckersAcrossARestore(t *testing.T) {
+	up := at(10 * time.Second)
+	restores := []restoreRec{{Up: up, Settled: at(11500 * time.Millisecond)}}
+	revokes := []revokeRec{
+		{Token: 1, Ack: at(0), Rev: 10, Until: up},            // taken back
+		{Token: 2, Ack: at(12 * time.Second), Rev: 8, Gen: 1}, // new history
+	}
+	ok := []checkRec{
+		allowedCheck(1, 11*time.Second, 10, 10), // after the restore: token 1 is live again
+		allowedCheck(2, 5*time.Second, 9, 9),    // old history's revision 9 is not the new one's
+		allowedCheck(2, 11*time.Second, 0, 7),   // before its revocation
+		allowedCheck(2, 11*time.Second, 0, 20),  // in the restore window: an old-history revision
+	}
+	wantViolations(t, checkMinRevision(ok, revokes, restores...), 0, "")
+	wantViolations(t, checkStalenessBound(ok, revokes, 2*time.Second, time.Second), 0, "")
+
+	bad := append(ok, allowedCheck(1, 5*time.Second, 0, 0)) // before the restore, 5s after the ack
+	wantViolations(t, checkStalenessBound(bad, revokes, 2*time.Second, time.Second), 1, "token 1 allowed")
+	bad = append(ok, allowedCheck(1, time.Second, 10, 10))
+	wantViolations(t, checkMinRevision(bad, revokes, restores...), 1, "token 1 allowed by a check started 12:00:01.000 with min_revision 10")
+	// The restore window: a check begun after the new history's revocation,
+	// min_revision at it, answered allowed.
+	bad = append(ok, allowedCheck(2, 13*time.Second, 8, 20))
+	wantViolations(t, checkMinRevision(bad, revokes, restores...), 1, "token 2 allowed by a check started 12:00:13.000 with min_revision 8")
+	// Settled: an answer's revision is the new history's.
+	bad = append(ok, allowedCheck(2, 13*time.Second, 0, 9))
+	wantViolations(t, checkMinRevision(bad, revokes, restores...), 1, "token 2 allowed at revision 9")
+}

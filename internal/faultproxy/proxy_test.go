@@ -308,6 +308,13 @@ func TestCutClosesAndRefusesUntilResume(t *testing.T) {
 		wantClosed(t, c2)
 		c2.Close()
 	}
+	// The cut pair leaves the books once both its goroutines have seen the
+	// close, which may be just after the client saw it: wait for that (the
+	// deadline only guards a pair that never leaves).
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Open != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if s := p.Stats(); s.Refused < 3 || s.Open != 0 {
 		t.Fatalf("stats %+v, want 3 refused and none open", s)
 	}

@@ -11,17 +11,16 @@ package main
 
 import (
 	"context"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
+	"slices"
 	"testing"
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-auth/sigil/internal/faultproxy"
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
@@ -29,89 +28,17 @@ import (
 // dbFile is the store file's name in the authority's data directory.
 const dbFile = "sigil.db"
 
-// tcpProxy forwards loopback connections to target. While paused it
-// closes every connection it carries and refuses new ones (accepts and
-// closes them at once), so that the authorizer behind it is cut off
-// without anything of the old stream left in its socket buffers.
-type tcpProxy struct {
-	lis    net.Listener
-	target string
-
-	mu     sync.Mutex
-	paused bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string) *tcpProxy {
+// startProxy puts a fault proxy in front of target; Cut cuts the
+// authorizer off (closes every connection and resets new ones, so nothing
+// of the old stream is left in its socket buffers), Resume lets it back.
+func startProxy(t *testing.T, target string) *faultproxy.Proxy {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := faultproxy.New(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &tcpProxy{lis: lis, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = lis.Close()
-		p.pause()
-		p.wg.Wait()
-	})
+	t.Cleanup(func() { _ = p.Close() })
 	return p
-}
-
-func (p *tcpProxy) addr() string { return p.lis.Addr().String() }
-
-func (p *tcpProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.lis.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		paused := p.paused
-		p.mu.Unlock()
-		if paused {
-			_ = c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// pause closes every proxied connection and refuses new ones.
-func (p *tcpProxy) pause() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.paused = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = map[net.Conn]struct{}{}
-}
-
-// resume lets connections through again.
-func (p *tcpProxy) resume() {
-	p.mu.Lock()
-	p.paused = false
-	p.mu.Unlock()
 }
 
 // copyFile copies src to dst and syncs it.
@@ -220,7 +147,7 @@ func TestE2ERestore(t *testing.T) {
 			addr := testproc.FreeAddr(t)
 			a := startAuthority(t, dataDir, addr)
 			proxy := startProxy(t, addr)
-			z := startAuthorizerVia(t, a, proxy.addr())
+			z := startAuthorizerVia(t, a, proxy.Addr())
 
 			// Before the backup.
 			tokA, idA := a.mint(t)
@@ -244,7 +171,7 @@ func TestE2ERestore(t *testing.T) {
 			wantDecision(t, z, tokPost, n, allowed)
 
 			// Cut off, then restore and restart at the same address.
-			proxy.pause()
+			proxy.Cut()
 			z.waitServing(t, false, 10*time.Second)
 			a.term(t, 10*time.Second)
 			copyFile(t, backup, filepath.Join(dataDir, dbFile))
@@ -267,7 +194,7 @@ func TestE2ERestore(t *testing.T) {
 				t.Fatalf("restored revision %d already at %d; the case needs it below", r, n)
 			}
 
-			proxy.resume()
+			proxy.Resume()
 			neverAllowed(t, z, revoked, 20*time.Second)
 			wantDecision(t, z, tokLive, 0, allowed)
 			if !tc.pass {
@@ -308,4 +235,44 @@ func cutAllKeys(t *testing.T, a *authority, issuedAfter time.Time) uint64 {
 		t.Fatal("no key to cut")
 	}
 	return rev
+}
+
+// BenchmarkMinRevisionLatency measures what min_revision costs now that it
+// waits for a history probe sent after the check began (one round trip to
+// the authority, shared by concurrent checks): a check with min_revision
+// already applied against the same check without it, alternating, one
+// caller, real binaries over loopback. The reported figures are the
+// latency percentiles of each kind and the difference of their medians.
+func BenchmarkMinRevisionLatency(b *testing.B) {
+	a := startAuthority(b, b.TempDir(), "127.0.0.1:0")
+	z := startAuthorizer(b, a)
+	tok, _ := a.mint(b)
+	_, id := a.mint(b)
+	rev := a.revoke(b, id)
+	wantDecision(b, z, tok, rev, allowed) // applied and confirmed once
+	var plain, waited []time.Duration
+	for b.Loop() {
+		for _, minRev := range []uint64{0, rev} {
+			start := time.Now()
+			resp, err := z.check(tok, minRev)
+			d := time.Since(start)
+			if err != nil || !resp.GetAllowed() {
+				b.Fatalf("check (min_revision %d): %v %v", minRev, resp, err)
+			}
+			if minRev == 0 {
+				plain = append(plain, d)
+			} else {
+				waited = append(waited, d)
+			}
+		}
+	}
+	q := func(lat []time.Duration, p float64) float64 {
+		slices.Sort(lat)
+		return float64(lat[int(p*float64(len(lat)-1))]) / float64(time.Microsecond)
+	}
+	b.ReportMetric(q(plain, .5), "plain-p50-µs")
+	b.ReportMetric(q(plain, .99), "plain-p99-µs")
+	b.ReportMetric(q(waited, .5), "minrev-p50-µs")
+	b.ReportMetric(q(waited, .99), "minrev-p99-µs")
+	b.ReportMetric(q(waited, .5)-q(plain, .5), "added-p50-µs")
 }

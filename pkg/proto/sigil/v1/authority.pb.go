@@ -1464,9 +1464,17 @@ type WatchRevocationsResponse struct {
 	//	*WatchRevocationsResponse_KeyAdded
 	//	*WatchRevocationsResponse_KeyRevoked
 	//	*WatchRevocationsResponse_Checkpoint
-	Event         isWatchRevocationsResponse_Event `protobuf_oneof:"event"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Event isWatchRevocationsResponse_Event `protobuf_oneof:"event"`
+	// For a live event (token_revoked, key_added, key_revoked): the revision
+	// this stream vouched for just before it (the previous live event's, the
+	// last checkpoint's, the snapshot's or the resumed after_revision). No
+	// streamed event lies between it and this event's revision (revisions of
+	// events that are not streamed, such as mints, do). A follower whose
+	// applied revision differs has lost a message and reconnects. Unset from
+	// an authority that predates it.
+	PreviousRevision *uint64 `protobuf:"varint,7,opt,name=previous_revision,json=previousRevision,proto3,oneof" json:"previous_revision,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchRevocationsResponse) Reset() {
@@ -1558,6 +1566,13 @@ func (x *WatchRevocationsResponse) GetCheckpoint() *Checkpoint {
 		}
 	}
 	return nil
+}
+
+func (x *WatchRevocationsResponse) GetPreviousRevision() uint64 {
+	if x != nil && x.PreviousRevision != nil {
+		return *x.PreviousRevision
+	}
+	return 0
 }
 
 type isWatchRevocationsResponse_Event interface {
@@ -1983,6 +1998,129 @@ func (x *Checkpoint) GetDigest() []byte {
 	return nil
 }
 
+// ConfirmHistoryRequest names the point of history an authorizer applied,
+// as it would resume from it (WatchRevocationsRequest).
+type ConfirmHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Epoch of the store the authorizer's state comes from. Required.
+	Epoch string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Revision the digest is at. Required (not 0).
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// History digest at revision (32 bytes). Required.
+	Digest        []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmHistoryRequest) Reset() {
+	*x = ConfirmHistoryRequest{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmHistoryRequest) ProtoMessage() {}
+
+func (x *ConfirmHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConfirmHistoryRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ConfirmHistoryRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ConfirmHistoryRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+// ConfirmHistoryResponse answers ConfirmHistoryRequest.
+type ConfirmHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the store holds the request's revision with the request's digest
+	// in the request's epoch: the same rule by which WatchRevocations resumes
+	// rather than sends a snapshot. False: the authorizer's state is of
+	// another history (a restored or replaced store) and it must reconnect.
+	InHistory bool `protobuf:"varint,1,opt,name=in_history,json=inHistory,proto3" json:"in_history,omitempty"`
+	// The store's last committed revision when the request was answered.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmHistoryResponse) Reset() {
+	*x = ConfirmHistoryResponse{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmHistoryResponse) ProtoMessage() {}
+
+func (x *ConfirmHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConfirmHistoryResponse) GetInHistory() bool {
+	if x != nil {
+		return x.InHistory
+	}
+	return false
+}
+
+func (x *ConfirmHistoryResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // RotateSigningKeyRequest asks for a new signing key.
 type RotateSigningKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1992,7 +2130,7 @@ type RotateSigningKeyRequest struct {
 
 func (x *RotateSigningKeyRequest) Reset() {
 	*x = RotateSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2142,7 @@ func (x *RotateSigningKeyRequest) String() string {
 func (*RotateSigningKeyRequest) ProtoMessage() {}
 
 func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2155,7 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
 }
 
 // RotateSigningKeyResponse names the new key.
@@ -2035,7 +2173,7 @@ type RotateSigningKeyResponse struct {
 
 func (x *RotateSigningKeyResponse) Reset() {
 	*x = RotateSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2185,7 @@ func (x *RotateSigningKeyResponse) String() string {
 func (*RotateSigningKeyResponse) ProtoMessage() {}
 
 func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2198,7 @@ func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RotateSigningKeyResponse) GetKeyId() string {
@@ -2101,7 +2239,7 @@ type RevokeSigningKeyRequest struct {
 
 func (x *RevokeSigningKeyRequest) Reset() {
 	*x = RevokeSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2251,7 @@ func (x *RevokeSigningKeyRequest) String() string {
 func (*RevokeSigningKeyRequest) ProtoMessage() {}
 
 func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2264,7 @@ func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeSigningKeyRequest) GetKeyId() string {
@@ -2154,7 +2292,7 @@ type RevokeSigningKeyResponse struct {
 
 func (x *RevokeSigningKeyResponse) Reset() {
 	*x = RevokeSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2304,7 @@ func (x *RevokeSigningKeyResponse) String() string {
 func (*RevokeSigningKeyResponse) ProtoMessage() {}
 
 func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2317,7 @@ func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeSigningKeyResponse) GetRevision() uint64 {
@@ -2198,7 +2336,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2348,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2361,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{32}
 }
 
 // ListSigningKeysResponse lists the signing keys.
@@ -2237,7 +2375,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2387,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2400,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -2370,7 +2508,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x17WatchRevocationsRequest\x12%\n" +
 	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12!\n" +
-	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\x92\x03\n" +
+	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\xda\x03\n" +
 	"\x18WatchRevocationsResponse\x12@\n" +
 	"\x0esnapshot_chunk\x18\x01 \x01(\v2\x17.sigil.v1.SnapshotChunkH\x00R\rsnapshotChunk\x12:\n" +
 	"\fsnapshot_end\x18\x02 \x01(\v2\x15.sigil.v1.SnapshotEndH\x00R\vsnapshotEnd\x12=\n" +
@@ -2380,8 +2518,10 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"keyRevoked\x126\n" +
 	"\n" +
 	"checkpoint\x18\x06 \x01(\v2\x14.sigil.v1.CheckpointH\x00R\n" +
-	"checkpointB\a\n" +
-	"\x05event\"\xaa\x01\n" +
+	"checkpoint\x120\n" +
+	"\x11previous_revision\x18\a \x01(\x04H\x01R\x10previousRevision\x88\x01\x01B\a\n" +
+	"\x05eventB\x14\n" +
+	"\x12_previous_revision\"\xaa\x01\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12=\n" +
@@ -2406,7 +2546,15 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"Checkpoint\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12A\n" +
 	"\x0eauthority_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rauthorityTime\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\fR\x06digest\"\x19\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"a\n" +
+	"\x15ConfirmHistoryRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"S\n" +
+	"\x16ConfirmHistoryResponse\x12\x1d\n" +
+	"\n" +
+	"in_history\x18\x01 \x01(\bR\tinHistory\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\x19\n" +
 	"\x17RotateSigningKeyRequest\"\x8e\x01\n" +
 	"\x18RotateSigningKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1a\n" +
@@ -2427,7 +2575,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x1aAUDIT_ACTION_TOKEN_ROTATED\x10\x03\x12\x1f\n" +
 	"\x1bAUDIT_ACTION_TOKENS_REVOKED\x10\x04\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_ROTATED\x10\x05\x12$\n" +
-	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x062\xf1\a\n" +
+	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x062\xc6\b\n" +
 	"\x15TokenAuthorityService\x12J\n" +
 	"\vCreateToken\x12\x1c.sigil.v1.CreateTokenRequest\x1a\x1d.sigil.v1.CreateTokenResponse\x12A\n" +
 	"\bGetToken\x12\x19.sigil.v1.GetTokenRequest\x1a\x1a.sigil.v1.GetTokenResponse\x12G\n" +
@@ -2438,7 +2586,8 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\vRotateToken\x12\x1c.sigil.v1.RotateTokenRequest\x1a\x1d.sigil.v1.RotateTokenResponse\x12V\n" +
 	"\x0fListPermissions\x12 .sigil.v1.ListPermissionsRequest\x1a!.sigil.v1.ListPermissionsResponse\x12V\n" +
 	"\x0fListAuditEvents\x12 .sigil.v1.ListAuditEventsRequest\x1a!.sigil.v1.ListAuditEventsResponse\x12[\n" +
-	"\x10WatchRevocations\x12!.sigil.v1.WatchRevocationsRequest\x1a\".sigil.v1.WatchRevocationsResponse0\x01\x12Y\n" +
+	"\x10WatchRevocations\x12!.sigil.v1.WatchRevocationsRequest\x1a\".sigil.v1.WatchRevocationsResponse0\x01\x12S\n" +
+	"\x0eConfirmHistory\x12\x1f.sigil.v1.ConfirmHistoryRequest\x1a .sigil.v1.ConfirmHistoryResponse\x12Y\n" +
 	"\x10RotateSigningKey\x12!.sigil.v1.RotateSigningKeyRequest\x1a\".sigil.v1.RotateSigningKeyResponse\x12Y\n" +
 	"\x10RevokeSigningKey\x12!.sigil.v1.RevokeSigningKeyRequest\x1a\".sigil.v1.RevokeSigningKeyResponse\x12V\n" +
 	"\x0fListSigningKeys\x12 .sigil.v1.ListSigningKeysRequest\x1a!.sigil.v1.ListSigningKeysResponseB8Z6github.com/sigil-auth/sigil/pkg/proto/sigil/v1;sigilv1b\x06proto3"
@@ -2456,7 +2605,7 @@ func file_sigil_v1_authority_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_sigil_v1_authority_proto_goTypes = []any{
 	(AuditAction)(0),                 // 0: sigil.v1.AuditAction
 	(*CreateTokenRequest)(nil),       // 1: sigil.v1.CreateTokenRequest
@@ -2485,35 +2634,37 @@ var file_sigil_v1_authority_proto_goTypes = []any{
 	(*SigningKeyAdded)(nil),          // 24: sigil.v1.SigningKeyAdded
 	(*SigningKeyRevoked)(nil),        // 25: sigil.v1.SigningKeyRevoked
 	(*Checkpoint)(nil),               // 26: sigil.v1.Checkpoint
-	(*RotateSigningKeyRequest)(nil),  // 27: sigil.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil), // 28: sigil.v1.RotateSigningKeyResponse
-	(*RevokeSigningKeyRequest)(nil),  // 29: sigil.v1.RevokeSigningKeyRequest
-	(*RevokeSigningKeyResponse)(nil), // 30: sigil.v1.RevokeSigningKeyResponse
-	(*ListSigningKeysRequest)(nil),   // 31: sigil.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),  // 32: sigil.v1.ListSigningKeysResponse
-	(*Grant)(nil),                    // 33: sigil.v1.Grant
-	(*timestamppb.Timestamp)(nil),    // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
-	(*TokenInfo)(nil),                // 36: sigil.v1.TokenInfo
-	(TokenState)(0),                  // 37: sigil.v1.TokenState
-	(*SigningKey)(nil),               // 38: sigil.v1.SigningKey
+	(*ConfirmHistoryRequest)(nil),    // 27: sigil.v1.ConfirmHistoryRequest
+	(*ConfirmHistoryResponse)(nil),   // 28: sigil.v1.ConfirmHistoryResponse
+	(*RotateSigningKeyRequest)(nil),  // 29: sigil.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil), // 30: sigil.v1.RotateSigningKeyResponse
+	(*RevokeSigningKeyRequest)(nil),  // 31: sigil.v1.RevokeSigningKeyRequest
+	(*RevokeSigningKeyResponse)(nil), // 32: sigil.v1.RevokeSigningKeyResponse
+	(*ListSigningKeysRequest)(nil),   // 33: sigil.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),  // 34: sigil.v1.ListSigningKeysResponse
+	(*Grant)(nil),                    // 35: sigil.v1.Grant
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 37: google.protobuf.Duration
+	(*TokenInfo)(nil),                // 38: sigil.v1.TokenInfo
+	(TokenState)(0),                  // 39: sigil.v1.TokenState
+	(*SigningKey)(nil),               // 40: sigil.v1.SigningKey
 }
 var file_sigil_v1_authority_proto_depIdxs = []int32{
-	33, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
-	34, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	36, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	37, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
-	36, // 6: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
-	36, // 7: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	34, // 8: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 9: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 10: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	35, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
+	36, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	38, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	39, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
+	38, // 6: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
+	38, // 7: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	36, // 8: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 9: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 10: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
 	14, // 11: sigil.v1.ListPermissionsResponse.permissions:type_name -> sigil.v1.Permission
-	34, // 12: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	36, // 12: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 13: sigil.v1.AuditEvent.action:type_name -> sigil.v1.AuditAction
-	33, // 14: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
+	35, // 14: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
 	16, // 15: sigil.v1.ListAuditEventsResponse.events:type_name -> sigil.v1.AuditEvent
 	21, // 16: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
 	22, // 17: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
@@ -2522,13 +2673,13 @@ var file_sigil_v1_authority_proto_depIdxs = []int32{
 	25, // 20: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
 	26, // 21: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
 	23, // 22: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
-	38, // 23: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
-	34, // 24: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 25: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
-	34, // 26: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
-	34, // 27: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
-	34, // 28: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
-	38, // 29: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
+	40, // 23: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
+	36, // 24: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 25: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
+	36, // 26: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
+	36, // 27: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
+	36, // 28: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
+	40, // 29: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
 	1,  // 30: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
 	3,  // 31: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
 	5,  // 32: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
@@ -2538,23 +2689,25 @@ var file_sigil_v1_authority_proto_depIdxs = []int32{
 	13, // 36: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
 	17, // 37: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
 	19, // 38: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
-	27, // 39: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
-	29, // 40: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
-	31, // 41: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
-	2,  // 42: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
-	4,  // 43: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
-	6,  // 44: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
-	8,  // 45: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
-	10, // 46: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
-	12, // 47: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
-	15, // 48: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
-	18, // 49: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
-	20, // 50: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
-	28, // 51: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
-	30, // 52: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
-	32, // 53: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
-	42, // [42:54] is the sub-list for method output_type
-	30, // [30:42] is the sub-list for method input_type
+	27, // 39: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
+	29, // 40: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
+	31, // 41: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
+	33, // 42: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
+	2,  // 43: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
+	4,  // 44: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
+	6,  // 45: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
+	8,  // 46: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
+	10, // 47: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
+	12, // 48: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
+	15, // 49: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
+	18, // 50: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
+	20, // 51: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
+	28, // 52: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
+	30, // 53: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
+	32, // 54: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
+	34, // 55: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
+	43, // [43:56] is the sub-list for method output_type
+	30, // [30:43] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2588,7 +2741,7 @@ func file_sigil_v1_authority_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_authority_proto_rawDesc), len(file_sigil_v1_authority_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	TokenAuthorityService_ListPermissions_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListPermissions"
 	TokenAuthorityService_ListAuditEvents_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListAuditEvents"
 	TokenAuthorityService_WatchRevocations_FullMethodName = "/sigil.v1.TokenAuthorityService/WatchRevocations"
+	TokenAuthorityService_ConfirmHistory_FullMethodName   = "/sigil.v1.TokenAuthorityService/ConfirmHistory"
 	TokenAuthorityService_RotateSigningKey_FullMethodName = "/sigil.v1.TokenAuthorityService/RotateSigningKey"
 	TokenAuthorityService_RevokeSigningKey_FullMethodName = "/sigil.v1.TokenAuthorityService/RevokeSigningKey"
 	TokenAuthorityService_ListSigningKeys_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListSigningKeys"
@@ -73,6 +74,14 @@ type TokenAuthorityServiceClient interface {
 	// by default). Callers present the watch credential (or the operator
 	// token).
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
+	// ConfirmHistory tells an authorizer whether the point it applied (epoch,
+	// revision, digest) is in the authority's history, and the authority's
+	// current revision. Authorizers call it every checkpoint interval and when
+	// a check with min_revision arrives: a confirmation whose request was sent
+	// at a local time t proves that every revocation acknowledged before t has
+	// a revision at or below the answer's, whatever the link's delay. Callers
+	// present the watch credential (or the operator token).
+	ConfirmHistory(ctx context.Context, in *ConfirmHistoryRequest, opts ...grpc.CallOption) (*ConfirmHistoryResponse, error)
 	// RotateSigningKey adds a new signing key (operator only). It is announced
 	// at once and signs new tokens after an activation delay.
 	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
@@ -192,6 +201,16 @@ func (c *tokenAuthorityServiceClient) WatchRevocations(ctx context.Context, in *
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenAuthorityService_WatchRevocationsClient = grpc.ServerStreamingClient[WatchRevocationsResponse]
 
+func (c *tokenAuthorityServiceClient) ConfirmHistory(ctx context.Context, in *ConfirmHistoryRequest, opts ...grpc.CallOption) (*ConfirmHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfirmHistoryResponse)
+	err := c.cc.Invoke(ctx, TokenAuthorityService_ConfirmHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *tokenAuthorityServiceClient) RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RotateSigningKeyResponse)
@@ -262,6 +281,14 @@ type TokenAuthorityServiceServer interface {
 	// by default). Callers present the watch credential (or the operator
 	// token).
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
+	// ConfirmHistory tells an authorizer whether the point it applied (epoch,
+	// revision, digest) is in the authority's history, and the authority's
+	// current revision. Authorizers call it every checkpoint interval and when
+	// a check with min_revision arrives: a confirmation whose request was sent
+	// at a local time t proves that every revocation acknowledged before t has
+	// a revision at or below the answer's, whatever the link's delay. Callers
+	// present the watch credential (or the operator token).
+	ConfirmHistory(context.Context, *ConfirmHistoryRequest) (*ConfirmHistoryResponse, error)
 	// RotateSigningKey adds a new signing key (operator only). It is announced
 	// at once and signs new tokens after an activation delay.
 	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
@@ -308,6 +335,9 @@ func (UnimplementedTokenAuthorityServiceServer) ListAuditEvents(context.Context,
 }
 func (UnimplementedTokenAuthorityServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
+}
+func (UnimplementedTokenAuthorityServiceServer) ConfirmHistory(context.Context, *ConfirmHistoryRequest) (*ConfirmHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmHistory not implemented")
 }
 func (UnimplementedTokenAuthorityServiceServer) RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateSigningKey not implemented")
@@ -494,6 +524,24 @@ func _TokenAuthorityService_WatchRevocations_Handler(srv interface{}, stream grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TokenAuthorityService_WatchRevocationsServer = grpc.ServerStreamingServer[WatchRevocationsResponse]
 
+func _TokenAuthorityService_ConfirmHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenAuthorityServiceServer).ConfirmHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenAuthorityService_ConfirmHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenAuthorityServiceServer).ConfirmHistory(ctx, req.(*ConfirmHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TokenAuthorityService_RotateSigningKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RotateSigningKeyRequest)
 	if err := dec(in); err != nil {
@@ -586,6 +634,10 @@ var TokenAuthorityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditEvents",
 			Handler:    _TokenAuthorityService_ListAuditEvents_Handler,
+		},
+		{
+			MethodName: "ConfirmHistory",
+			Handler:    _TokenAuthorityService_ConfirmHistory_Handler,
 		},
 		{
 			MethodName: "RotateSigningKey",

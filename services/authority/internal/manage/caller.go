@@ -94,7 +94,7 @@ const (
 	// AccessOperator admits only the operator.
 	AccessOperator
 	// AccessWatch admits the watch credential and the operator, and
-	// anonymous callers in dev mode.
+	// anonymous callers in dev mode: WatchRevocations and ConfirmHistory.
 	AccessWatch
 )
 
@@ -112,13 +112,13 @@ func (m *Manager) Admit(c *Caller, a Access) error {
 			}
 			return unauthenticated("missing authorization: bearer credential")
 		}
-		return denied("WatchRevocations needs the watch credential")
+		return denied("WatchRevocations and ConfirmHistory need the watch credential")
 	}
 	switch {
 	case c.Kind == Anonymous:
 		return unauthenticated("missing authorization: bearer credential")
 	case c.Kind == Watch:
-		return denied("the watch credential may only call WatchRevocations")
+		return denied("the watch credential may only call WatchRevocations and ConfirmHistory")
 	case a == AccessOperator && c.Kind != Operator:
 		return denied("only the operator manages signing keys")
 	}
@@ -140,7 +140,7 @@ func (c *Caller) CanManage(org string) error {
 		}
 		return nil
 	case Watch:
-		return denied("the watch credential may only call WatchRevocations")
+		return denied("the watch credential may only call WatchRevocations and ConfirmHistory")
 	}
 	return unauthenticated("missing authorization: bearer credential")
 }

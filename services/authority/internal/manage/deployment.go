@@ -33,6 +33,11 @@ func (m *Manager) ListPermissions(c *Caller) ([]scope.Permission, error) {
 // Watch checks that the caller may watch revocations.
 func (m *Manager) Watch(c *Caller) error { return m.Admit(c, AccessWatch) }
 
+// ConfirmHistory checks that the caller may ask whether a point of history
+// is the store's (an authorizer's freshness probe): the same callers as
+// Watch.
+func (m *Manager) ConfirmHistory(c *Caller) error { return m.Admit(c, AccessWatch) }
+
 // RotateSigningKey adds a pending key (operator only).
 func (m *Manager) RotateSigningKey(ctx context.Context, c *Caller) (store.Key, uint64, error) {
 	if err := m.Admit(c, AccessOperator); err != nil {

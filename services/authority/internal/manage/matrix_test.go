@@ -152,6 +152,7 @@ func TestPermissionMatrix(t *testing.T) {
 			return err
 		},
 		"WatchRevocations": func(c *Caller, _ string) error { return m.Watch(c) },
+		"ConfirmHistory":   func(c *Caller, _ string) error { return m.ConfirmHistory(c) },
 		"RotateSigningKey": func(c *Caller, _ string) error { _, _, err := m.RotateSigningKey(ctx, c); return err },
 		"RevokeSigningKey": func(c *Caller, _ string) error {
 			k, _, err := m.RotateSigningKey(ctx, opC)
@@ -189,6 +190,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"ListPermissions", false, w{allowed, allowed, allowed, denied_, unauth}},
 		{"WatchRevocations", true, w{allowed, denied_, denied_, allowed, unauth}},
 		{"WatchRevocations", false, w{allowed, denied_, denied_, allowed, unauth}},
+		{"ConfirmHistory", true, w{allowed, denied_, denied_, allowed, unauth}},
+		{"ConfirmHistory", false, w{allowed, denied_, denied_, allowed, unauth}},
 		{"RotateSigningKey", true, w{allowed, denied_, denied_, denied_, unauth}},
 		{"RotateSigningKey", false, w{allowed, denied_, denied_, denied_, unauth}},
 		{"RevokeSigningKey", true, w{allowed, denied_, denied_, denied_, unauth}},

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
@@ -155,5 +157,67 @@ func TestWatchNoDigestGetsSnapshot(t *testing.T) {
 	want, err := e.st.DigestAt(ctx, f.applied)
 	if err != nil || string(f.digest) != string(want) || f.digestRev != f.applied {
 		t.Fatalf("snapshot end digest at %d does not match the store's (%v)", f.digestRev, err)
+	}
+}
+
+// ConfirmHistory answers by canResume's rule with the store's current
+// revision, to the watch credential and the operator only, and names the
+// field of a malformed request.
+func TestConfirmHistory(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	tok := e.mint("org-1", "a", "alice")
+	if _, err := e.client.RevokeToken(op(), &sigilv1.RevokeTokenRequest{TokenId: tok.GetInfo().GetTokenId()}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mid := e.st.Revision()
+	d, err := e.st.DigestAt(ctx, mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mint("org-1", "b", "alice")
+	head := e.st.Revision()
+	epoch := e.st.Epoch()
+	other := append([]byte(nil), d...)
+	other[0] ^= 1
+	for _, c := range []struct {
+		name string
+		cred string
+		req  *sigilv1.ConfirmHistoryRequest
+		want bool
+	}{
+		{"in history, watch credential", watchToken, &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: mid, Digest: d}, true},
+		{"in history, operator", opToken, &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: mid, Digest: d}, true},
+		{"other digest", watchToken, &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: mid, Digest: other}, false},
+		{"ahead of the store", watchToken, &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: head + 1, Digest: d}, false},
+		{"other epoch", watchToken, &sigilv1.ConfirmHistoryRequest{Epoch: "00000000000000000000000000000000", Revision: mid, Digest: d}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, err := e.client.ConfirmHistory(withCred(c.cred), c.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetInHistory() != c.want || resp.GetRevision() != head {
+				t.Fatalf("in_history %v revision %d, want %v %d", resp.GetInHistory(), resp.GetRevision(), c.want, head)
+			}
+		})
+	}
+	t.Run("a PAT is denied", func(t *testing.T) {
+		_, err := e.client.ConfirmHistory(withCred(e.manager("org-1", "m", "alice")), &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: mid, Digest: d})
+		wantCode(t, err, codes.PermissionDenied, "")
+	})
+	t.Run("anonymous", func(t *testing.T) {
+		_, err := e.client.ConfirmHistory(ctx, &sigilv1.ConfirmHistoryRequest{Epoch: epoch, Revision: mid, Digest: d})
+		wantCode(t, err, codes.Unauthenticated, "")
+	})
+	for field, req := range map[string]*sigilv1.ConfirmHistoryRequest{
+		"epoch":    {Revision: mid, Digest: d},
+		"revision": {Epoch: epoch, Digest: d},
+		"digest":   {Epoch: epoch, Revision: mid, Digest: d[:16]},
+	} {
+		t.Run("invalid "+field, func(t *testing.T) {
+			_, err := e.client.ConfirmHistory(withCred(watchToken), req)
+			wantCode(t, err, codes.InvalidArgument, field)
+		})
 	}
 }

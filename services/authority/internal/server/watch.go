@@ -98,6 +98,12 @@ type watch struct {
 
 	digest    []byte // history digest at digestRev, for checkpoints
 	digestRev uint64
+
+	// vouched is the revision the follower stands at by what this stream
+	// sent (the resumed revision, the snapshot's, the last checkpoint's or
+	// live event's): each live event carries it as previous_revision, so
+	// that a lost message is detected rather than skipped.
+	vouched uint64
 }
 
 func (w *watch) sender() {
@@ -196,6 +202,7 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 	last := req.GetAfterRevision()
 	if resume {
 		w.digest, w.digestRev = bytes.Clone(req.GetAfterDigest()), last
+		w.vouched = last
 	} else {
 		var err error
 		if last, err = w.snapshot(); err != nil {
@@ -255,6 +262,7 @@ func (w *watch) checkpoint() error {
 		w.digest, w.digestRev = d, w.safe
 	}
 	w.lastCheckpoint = w.safe
+	w.vouched = w.safe
 	return w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
 		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now()), Digest: w.digest},
 	}})
@@ -280,9 +288,12 @@ func (w *watch) live(last uint64) error {
 			}
 			for _, ev := range evs {
 				if m := eventToProto(ev); m != nil {
+					prev := w.vouched // a copy: the message outlives this round
+					m.PreviousRevision = &prev
 					if err := w.send(m); err != nil {
 						return err
 					}
+					w.vouched = ev.Revision
 				}
 				last = ev.Revision
 			}

@@ -51,6 +51,18 @@ func (f *follower) live(rev uint64) {
 func (f *follower) apply(m *sigilv1.WatchRevocationsResponse) {
 	f.t.Helper()
 	f.messages++
+	switch m.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_TokenRevoked, *sigilv1.WatchRevocationsResponse_KeyAdded, *sigilv1.WatchRevocationsResponse_KeyRevoked:
+		// Every live event names the revision the stream vouched for before
+		// it: what this follower applied, when it saw the stream from its
+		// start (a resumed follower made afresh knows nothing before).
+		if m.PreviousRevision == nil {
+			f.t.Fatal("live event without previous_revision")
+		}
+		if (f.epoch != "" || f.digestRev != 0) && m.GetPreviousRevision() != f.applied {
+			f.t.Fatalf("live event with previous_revision %d, follower applied %d", m.GetPreviousRevision(), f.applied)
+		}
+	}
 	switch ev := m.GetEvent().(type) {
 	case *sigilv1.WatchRevocationsResponse_SnapshotChunk:
 		c := ev.SnapshotChunk

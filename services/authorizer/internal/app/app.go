@@ -48,10 +48,31 @@ const maxSnapshotMsg = 16 << 20
 // then drains in-flight calls within cfg.ShutdownTimeout. Logs are JSON on
 // standard error.
 func Run(ctx context.Context, cfg config.Config) error {
-	return run(ctx, cfg, os.Stderr)
+	return RunWith(ctx, cfg, Options{})
 }
 
-func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
+// Options are what RunWith takes besides the configuration: hooks for
+// tests that run the authorizer in process.
+type Options struct {
+	// Now is the wall clock: token issue and expiry times, the skew
+	// against the authority's clock, pruning. time.Now when nil. Freshness
+	// never reads it: it is measured on the monotonic clock of the
+	// process, so that a wall-clock step can neither make a stale
+	// authorizer fresh nor a fresh one stale.
+	Now func() time.Time
+	// LogOut receives the JSON logs; standard error when nil.
+	LogOut io.Writer
+}
+
+// RunWith is Run with opts.
+func RunWith(ctx context.Context, cfg config.Config, opts Options) error {
+	if opts.LogOut == nil {
+		opts.LogOut = os.Stderr
+	}
+	return run(ctx, cfg, opts.LogOut, opts.Now)
+}
+
+func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() time.Time) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -113,8 +134,9 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MaxStaleness: cfg.MaxStaleness,
 		Retention:    cfg.ClockLeeway + time.Minute,
 		SkewWarning:  cfg.ClockLeeway,
+		Now:          now,
 	})
-	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize})
+	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now})
 	if err != nil {
 		return err
 	}
@@ -231,7 +253,7 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_applied_revision", Help: "Authority revision applied by the follower."},
 			func() float64 { return float64(fol.Revision()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_staleness_seconds", Help: "Seconds since the last message from the authority (+Inf before the first)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_staleness_seconds", Help: "Seconds since the sending of the last history probe the authority confirmed (+Inf before the first): the authorizer is fresh while it is at most --max-staleness."},
 			func() float64 {
 				d, ok := fol.Staleness()
 				if !ok {
@@ -257,6 +279,12 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 			func() float64 { return float64(fol.Stats().Duplicates) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_malformed_total", Help: "Stream messages or entries rejected as malformed or unknown."},
 			func() float64 { return float64(fol.Stats().Malformed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_history_probes_total", Help: "ConfirmHistory probes sent (freshness, min_revision)."},
+			func() float64 { return float64(fol.Stats().Probes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_history_diverged_total", Help: "Probes answered \"not in history\": the state was of another history (a restored or replaced store); each forces a snapshot."},
+			func() float64 { return float64(fol.Stats().Diverged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_gaps_total", Help: "Live events that did not follow the applied revision (a lost message); each drops the stream."},
+			func() float64 { return float64(fol.Stats().Gaps) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},
 			func() float64 { h, _ := dec.CacheStats(); return float64(h) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_misses_total", Help: "Checks whose token had to be parsed and verified."},

@@ -16,8 +16,10 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -66,7 +68,7 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, logs) }()
+	go func() { done <- run(ctx, cfg, logs, nil) }()
 
 	addr, metricsAddr := listening(t, logs)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -112,13 +114,18 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 		t.Fatalf("check: %v, %v", resp, err)
 	}
 
-	// Silence from the authority: NOT_SERVING after --max-staleness, then
-	// back on the next checkpoint.
+	// The authority stops confirming the history: NOT_SERVING after
+	// --max-staleness (a stream's checkpoints do not help: they may come
+	// arbitrarily late), then back once it answers again.
+	fake.SetConfirm(func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	})
+	s.Send(t, authoritytest.Checkpoint(6, time.Now()))
 	waitHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	if _, err := client.CheckPermission(context.Background(), &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view"}); err == nil {
 		t.Fatal("a stale authorizer answered")
 	}
-	s.Send(t, authoritytest.Checkpoint(6, time.Now()))
+	fake.SetConfirm(nil)
 	waitHealth(healthpb.HealthCheckResponse_SERVING)
 
 	res, err := http.Get("http://" + metricsAddr + "/metrics")
@@ -161,17 +168,17 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	cfg, _ := config.Parse([]string{"--listen", "127.0.0.1:0", "--max-staleness", "0s"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err := run(context.Background(), cfg, io.Discard)
+	err := run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--max-staleness") {
 		t.Fatalf("run = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--authority-token-file", "/nonexistent/watch.token"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard)
+	err = run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "authority-token-file") {
 		t.Fatalf("run with a missing credential file = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--routes", "/nonexistent/routes.yaml"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard)
+	err = run(context.Background(), cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--routes") || !strings.Contains(err.Error(), "/nonexistent/routes.yaml") {
 		t.Fatalf("run with a missing routes file = %v", err)
 	}

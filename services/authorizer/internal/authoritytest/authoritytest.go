@@ -5,6 +5,8 @@ package authoritytest
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -30,12 +32,14 @@ type Session struct {
 	Auth string
 	send chan *sigilv1.WatchRevocationsResponse
 	end  chan error
+	fake *Fake
 }
 
 // Send sends msgs in order, failing t if the stream does not take them.
 func (s *Session) Send(t testing.TB, msgs ...*sigilv1.WatchRevocationsResponse) {
 	t.Helper()
 	for _, m := range msgs {
+		s.fake.noteSent(m)
 		select {
 		case s.send <- m:
 		case <-time.After(5 * time.Second):
@@ -52,11 +56,65 @@ func (s *Session) End(err error) { s.end <- err }
 type Fake struct {
 	sigilv1.UnimplementedTokenAuthorityServiceServer
 	sessions chan *Session
+
+	mu      sync.Mutex
+	maxRev  uint64 // highest revision a session was handed to send
+	confirm func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error)
+	probes  []*sigilv1.ConfirmHistoryRequest
+}
+
+// noteSent records the revision of a message handed to a session.
+func (f *Fake) noteSent(m *sigilv1.WatchRevocationsResponse) {
+	var rev uint64
+	switch ev := m.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_SnapshotEnd:
+		rev = ev.SnapshotEnd.GetRevision()
+	case *sigilv1.WatchRevocationsResponse_Checkpoint:
+		rev = ev.Checkpoint.GetRevision()
+	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
+		rev = ev.TokenRevoked.GetRevision()
+	case *sigilv1.WatchRevocationsResponse_KeyAdded:
+		rev = ev.KeyAdded.GetRevision()
+	case *sigilv1.WatchRevocationsResponse_KeyRevoked:
+		rev = ev.KeyRevoked.GetRevision()
+	}
+	f.mu.Lock()
+	f.maxRev = max(f.maxRev, rev)
+	f.mu.Unlock()
+}
+
+// SetConfirm replaces how ConfirmHistory answers; nil restores the default:
+// "in history", with the highest revision handed to a session so far (as
+// an authority whose stream is up to date would).
+func (f *Fake) SetConfirm(fn func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error)) {
+	f.mu.Lock()
+	f.confirm = fn
+	f.mu.Unlock()
+}
+
+// Probes returns the ConfirmHistory requests received so far.
+func (f *Fake) Probes() []*sigilv1.ConfirmHistoryRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*sigilv1.ConfirmHistoryRequest(nil), f.probes...)
+}
+
+// ConfirmHistory implements sigilv1.TokenAuthorityServiceServer (see
+// SetConfirm).
+func (f *Fake) ConfirmHistory(_ context.Context, req *sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+	f.mu.Lock()
+	f.probes = append(f.probes, req)
+	fn, rev := f.confirm, f.maxRev
+	f.mu.Unlock()
+	if fn != nil {
+		return fn(req)
+	}
+	return &sigilv1.ConfirmHistoryResponse{InHistory: true, Revision: rev}, nil
 }
 
 // WatchRevocations implements sigilv1.TokenAuthorityServiceServer.
 func (f *Fake) WatchRevocations(req *sigilv1.WatchRevocationsRequest, st grpc.ServerStreamingServer[sigilv1.WatchRevocationsResponse]) error {
-	s := &Session{Req: req, send: make(chan *sigilv1.WatchRevocationsResponse), end: make(chan error, 1)}
+	s := &Session{Req: req, send: make(chan *sigilv1.WatchRevocationsResponse), end: make(chan error, 1), fake: f}
 	if md, ok := metadata.FromIncomingContext(st.Context()); ok {
 		if v := md.Get("authorization"); len(v) == 1 {
 			s.Auth = v[0]
@@ -170,9 +228,17 @@ func Chunk(epoch string, rev uint64, keys []*sigilv1.SigningKey, revoked ...*sig
 	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: &sigilv1.SnapshotChunk{Epoch: epoch, Revision: rev, Keys: keys, RevokedTokens: revoked}}}
 }
 
-// SnapshotEnd returns a snapshot end marker.
+// SnapshotEnd returns a snapshot end marker carrying Digest(epoch, rev), as
+// a current authority's does.
 func SnapshotEnd(epoch string, rev uint64) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: epoch, Revision: rev}}}
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: epoch, Revision: rev, Digest: Digest("", rev)}}}
+}
+
+// Digest is the fake's history digest at rev: any 32 bytes that differ by
+// revision and by history (a test names a history to make another one).
+func Digest(history string, rev uint64) []byte {
+	d := sha256.Sum256(fmt.Appendf(nil, "authoritytest %q %d", history, rev))
+	return d[:]
 }
 
 // TokenRevoked returns a live token revocation.
@@ -190,9 +256,10 @@ func KeyRevoked(rev uint64, id string) *sigilv1.WatchRevocationsResponse {
 	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_KeyRevoked{KeyRevoked: &sigilv1.SigningKeyRevoked{Revision: rev, KeyId: id}}}
 }
 
-// Checkpoint returns a checkpoint at rev.
+// Checkpoint returns a checkpoint at rev carrying Digest("", rev), as a
+// current authority's does.
 func Checkpoint(rev uint64, now time.Time) *sigilv1.WatchRevocationsResponse {
-	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(now)}}}
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{Checkpoint: &sigilv1.Checkpoint{Revision: rev, AuthorityTime: timestamppb.New(now), Digest: Digest("", rev)}}}
 }
 
 // Clock is a settable clock for the follower and the decider under test, so

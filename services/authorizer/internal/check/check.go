@@ -68,7 +68,12 @@ type Follower interface {
 	Ready() bool
 	// Synced reports whether a first complete snapshot was applied.
 	Synced() bool
-	// WaitFor blocks until revision rev is applied or ctx is done.
+	// WaitFor blocks until revision rev is applied and a probe of the
+	// authority sent after the call began has confirmed the follower's
+	// history, or ctx is done. The confirmation is what makes min_revision
+	// sound across a restore: the restored authority reuses revision
+	// numbers with other events, so "applied ≥ rev" alone may be about
+	// another history.
 	WaitFor(ctx context.Context, rev uint64) error
 	// Revision returns the applied revision.
 	Revision() uint64
@@ -83,20 +88,22 @@ func Ready(f Follower) error {
 	if !f.Synced() {
 		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
 	}
-	return status.Error(codes.Unavailable, "authorizer has not heard from the authority within --max-staleness")
+	return status.Error(codes.Unavailable, "authorizer has no confirmation from the authority within --max-staleness")
 }
 
 // Await fails with UNAVAILABLE unless f is synced and fresh and, when
-// minRevision is set, reaches it before ctx's deadline (or maxWait when ctx
-// has none; DefaultMaxWait when maxWait is not positive). Readiness is
-// checked before and after the wait, which may outlast the freshness. A wait
-// needs a slot of p (nil: unbounded); without one it is RESOURCE_EXHAUSTED
-// at once.
+// minRevision is set, reaches it and has its history confirmed by a probe
+// sent after the call began (Follower.WaitFor) before ctx's deadline (or
+// maxWait when ctx has none; DefaultMaxWait when maxWait is not positive).
+// A min_revision already applied waits too, for the confirmation: after a
+// restore the number may be of the old history. Readiness is checked before
+// and after the wait, which may outlast the freshness. A wait needs a slot
+// of p (nil: unbounded); without one it is RESOURCE_EXHAUSTED at once.
 func Await(ctx context.Context, f Follower, minRevision uint64, maxWait time.Duration, p *Parking) error {
 	if err := Ready(f); err != nil {
 		return err
 	}
-	if minRevision == 0 || f.Revision() >= minRevision {
+	if minRevision == 0 {
 		return nil
 	}
 	release, err := p.park()
@@ -113,7 +120,7 @@ func Await(ctx context.Context, f Follower, minRevision uint64, maxWait time.Dur
 		defer cancel()
 	}
 	if err := f.WaitFor(ctx, minRevision); err != nil {
-		return status.Errorf(codes.Unavailable, "min_revision %d not reached before the deadline (applied revision %d)", minRevision, f.Revision())
+		return status.Errorf(codes.Unavailable, "min_revision %d not reached and confirmed by the authority before the deadline (applied revision %d)", minRevision, f.Revision())
 	}
 	return Ready(f)
 }

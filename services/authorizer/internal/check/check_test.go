@@ -107,22 +107,34 @@ func TestAwait(t *testing.T) {
 			t.Fatal("waited while not ready")
 		}
 	})
-	t.Run("revision reached: no wait", func(t *testing.T) {
+	t.Run("no min_revision: no wait", func(t *testing.T) {
 		f := newFake(true, true, 10)
-		for _, rev := range []uint64{0, 5, 10} {
+		if err := Await(ctx, f, 0, time.Hour, nil); err != nil {
+			t.Fatal(err)
+		}
+		if f.waits != 0 {
+			t.Fatal("waited without min_revision")
+		}
+	})
+	t.Run("revision applied: still waits for the confirmation", func(t *testing.T) {
+		// After a restore an applied number may be of the old history: the
+		// follower's WaitFor (a probe sent after the call began) decides.
+		f := newFake(true, true, 10)
+		for _, rev := range []uint64{5, 10} {
+			go func() { <-f.entered }()
 			if err := Await(ctx, f, rev, time.Hour, nil); err != nil {
 				t.Fatalf("min_revision %d: %v", rev, err)
 			}
 		}
-		if f.waits != 0 {
-			t.Fatal("waited for an applied revision")
+		if f.waits != 2 {
+			t.Fatalf("%d waits for two min_revision checks, want 2", f.waits)
 		}
 	})
 	t.Run("deadline passes", func(t *testing.T) {
 		f := newFake(true, true, 10)
 		ctx, cancel := context.WithCancel(ctx)
 		cancel()
-		wantUnavailable(t, Await(ctx, f, 20, time.Hour, nil), "min_revision 20 not reached before the deadline (applied revision 10)")
+		wantUnavailable(t, Await(ctx, f, 20, time.Hour, nil), "min_revision 20 not reached and confirmed by the authority before the deadline (applied revision 10)")
 	})
 	t.Run("no deadline: bounded by max wait", func(t *testing.T) {
 		for _, maxWait := range []time.Duration{time.Millisecond, 0} {
@@ -179,9 +191,14 @@ func TestParkedWaitsAreBounded(t *testing.T) {
 	if n := limits.Count(grpcserver.LimitParkedWaits); n != 1 {
 		t.Fatalf("parked_waits refusals = %d, want 1", n)
 	}
-	// A call that needs no wait takes no slot.
-	if err := Await(ctx, f, 5, time.Hour, p); err != nil {
+	// A call without min_revision takes no slot.
+	if err := Await(ctx, f, 0, time.Hour, p); err != nil {
 		t.Fatalf("no wait needed: %v", err)
+	}
+	// One whose revision is applied still waits for a confirmation: it
+	// needs a slot too.
+	if err := Await(ctx, f, 5, time.Hour, p); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("applied min_revision with every slot taken: %v, want RESOURCE_EXHAUSTED", err)
 	}
 	// The parked waits end: their slots are free again.
 	f.advance(20, true)
@@ -196,7 +213,7 @@ func TestParkedWaitsAreBounded(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("wait after slots freed: %v", err)
 	}
-	if n := limits.Count(grpcserver.LimitParkedWaits); n != 1 {
-		t.Fatalf("parked_waits refusals = %d after slots freed, want 1", n)
+	if n := limits.Count(grpcserver.LimitParkedWaits); n != 2 {
+		t.Fatalf("parked_waits refusals = %d after slots freed, want 2", n)
 	}
 }

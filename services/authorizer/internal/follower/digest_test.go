@@ -60,7 +60,7 @@ func TestFollowerKeepsAndSendsDigest(t *testing.T) {
 
 	// A checkpoint without a digest (an older authority): the next resume
 	// sends none, so a current authority answers with a snapshot.
-	s2.Send(t, checkpoint(14))
+	s2.Send(t, authoritytest.CheckpointDigest(14, t0, nil))
 	h.waitRev(t, 14)
 	s2.End(status.Error(codes.Unavailable, "gone"))
 	s3 := h.next(t)

@@ -17,7 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -47,9 +49,15 @@ type Options struct {
 	// step (NTP, an operator) can neither make a stale follower fresh nor a
 	// fresh one stale. Nil: the monotonic reading of time.Now since New.
 	Elapsed func() time.Duration
-	// MaxStaleness is how long the follower counts as fresh after the last
-	// message from the authority. Required.
+	// MaxStaleness is how long the follower counts as fresh after sending
+	// a probe (ConfirmHistory, or the request opening a stream) that the
+	// authority answered, once it has applied the revision the answer
+	// carried. Required.
 	MaxStaleness time.Duration
+	// ProbeInterval is how often the follower asks the authority
+	// ConfirmHistory; min(1s, MaxStaleness/4) when zero. A check with
+	// min_revision asks at once (coalesced with other checks).
+	ProbeInterval time.Duration
 	// Retention is how long a revoked token is kept after its expiry: at
 	// least the verifier's clock leeway, so that a token accepted within
 	// the leeway after its expiry is still known as revoked.
@@ -76,6 +84,9 @@ type Stats struct {
 	Duplicates  uint64 // events at or below the applied revision, ignored
 	Malformed   uint64 // messages or entries rejected as malformed
 	Checkpoints uint64 // checkpoints received
+	Probes      uint64 // ConfirmHistory probes sent
+	Diverged    uint64 // probes answered "not in history": the state was of another history
+	Gaps        uint64 // live events whose previous_revision was not the applied revision
 }
 
 type keyEntry struct {
@@ -100,7 +111,32 @@ type state struct {
 	digestRev uint64
 	keys      map[string]keyEntry
 	revoked   map[token.ID]time.Time // token id -> expiry
+
+	// gen counts replacements of the state (snapshots) and divergences: a
+	// probe answer is about the state of the generation it was sent in.
+	gen uint64
+	// confirmedAt (Elapsed) is the send time of the latest probe answered
+	// "in history" with a revision this state has a digest at or above:
+	// every revocation acknowledged before it is applied. confirmed says
+	// whether there is one for this generation.
+	confirmedAt time.Duration
+	confirmed   bool
+	// answers are probe answers waiting for digestRev to reach their
+	// revision, oldest first, at most maxAnswers.
+	answers []answer
 }
+
+// answer is a probe answered "in history": sent at (Elapsed), the
+// authority's revision rev, about generation gen.
+type answer struct {
+	sent time.Duration
+	rev  uint64
+	gen  uint64
+}
+
+// maxAnswers bounds the answers waiting for their revision; older ones are
+// dropped (a later one confirms a later time anyway).
+const maxAnswers = 8
 
 // pending is a snapshot being received, built aside from the live state.
 type pending struct {
@@ -119,9 +155,14 @@ type Follower struct {
 
 	mu       sync.RWMutex
 	st       state
-	advanced chan struct{} // closed and replaced whenever applied grows
-	lastMsg  atomic.Int64  // Elapsed() at the last message
-	heard    atomic.Bool   // a message has arrived (lastMsg is set)
+	advanced chan struct{} // closed and replaced whenever applied or confirmedAt grows
+
+	probeNow chan struct{} // asks the probe loop for a probe at once (buffer 1: coalesced)
+
+	streamMu     sync.Mutex
+	streamCancel context.CancelFunc // ends the current stream; nil between streams
+	urgent       atomic.Bool        // reconnect without backoff (the state is of another history)
+	legacyWarned atomic.Bool        // the authority has no ConfirmHistory; warned once
 
 	lastPrune    time.Duration // Elapsed() at the last prune; touched only by the Run goroutine
 	pruned       bool          // a prune ran; touched only by the Run goroutine
@@ -130,7 +171,7 @@ type Follower struct {
 	skew         atomic.Int64  // our clock minus the authority's, in nanoseconds, at the last checkpoint
 	skewKnown    atomic.Bool
 
-	reconnects, snapshots, events, duplicates, malformed, checkpoints atomic.Uint64
+	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps atomic.Uint64
 }
 
 // New returns a follower; call Run to start following.
@@ -156,11 +197,18 @@ func New(opts Options) *Follower {
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 2 * time.Second
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = min(time.Second, opts.MaxStaleness/4)
+		if opts.ProbeInterval <= 0 {
+			opts.ProbeInterval = time.Second
+		}
+	}
 	return &Follower{
 		opts:     opts,
 		logger:   opts.Logger,
 		now:      opts.Now,
 		advanced: make(chan struct{}),
+		probeNow: make(chan struct{}, 1),
 		st: state{
 			keys:    map[string]keyEntry{},
 			revoked: map[token.ID]time.Time{},
@@ -169,9 +217,15 @@ func New(opts Options) *Follower {
 }
 
 // Run follows the stream until ctx is done, reconnecting with jittered
-// exponential backoff and resuming from the applied revision. It returns
-// ctx's error.
+// exponential backoff and resuming from the applied revision, and probes
+// the authority's history (ConfirmHistory) beside it. It returns ctx's
+// error.
 func (f *Follower) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { f.probeLoop(ctx) })
 	attempt := 0
 	for first := true; ; first = false {
 		if !first {
@@ -186,6 +240,11 @@ func (f *Follower) Run(ctx context.Context) error {
 		}
 		delay := f.backoff(attempt)
 		attempt++
+		if f.urgent.Swap(false) {
+			// A probe found the state of another history: every moment
+			// on it is a moment of not being fresh.
+			delay = 0
+		}
 		f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
@@ -214,6 +273,14 @@ func (f *Follower) backoff(attempt int) time.Duration {
 func (f *Follower) follow(parent context.Context) (received bool, err error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	f.streamMu.Lock()
+	f.streamCancel = cancel
+	f.streamMu.Unlock()
+	defer func() {
+		f.streamMu.Lock()
+		f.streamCancel = nil
+		f.streamMu.Unlock()
+	}()
 	if f.opts.Credential != nil {
 		cred, err := f.opts.Credential()
 		if err != nil {
@@ -231,6 +298,13 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 	idle := time.AfterFunc(f.opts.IdleTimeout, cancel)
 	defer idle.Stop()
 
+	// The request is a probe of its own: the authority answers it with a
+	// snapshot at its current revision or with every event after the
+	// resumed one and then a checkpoint at (at least) its current
+	// revision, so the first snapshot end or checkpoint confirms every
+	// revocation acknowledged before now.
+	sent := f.opts.Elapsed()
+	opened := false
 	stream, err := f.opts.Client.WatchRevocations(ctx, req)
 	if err != nil {
 		return false, err
@@ -250,14 +324,19 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 		if snap, err = f.handle(snap, msg); err != nil {
 			return received, err
 		}
-		// Only a message understood and applied makes the state fresh: an
-		// authority that streams nothing but garbage does not keep an old
-		// state alive, and neither does a snapshot still being received
-		// (until its end the old state answers, and it may be of another
-		// history: a restored store).
-		if msg.GetEvent() != nil && snap == nil {
-			f.lastMsg.Store(int64(f.opts.Elapsed()))
-			f.heard.Store(true)
+		// Arrival does not make the state fresh (a link that delays every
+		// byte would keep it "fresh" while revocations arrive late): only
+		// answered probes do. The stream's request is one, answered by its
+		// first snapshot end or checkpoint.
+		if !opened {
+			switch m := msg.GetEvent().(type) {
+			case *sigilv1.WatchRevocationsResponse_SnapshotEnd:
+				opened = true
+				f.answered(sent, m.SnapshotEnd.GetRevision(), 0, false)
+			case *sigilv1.WatchRevocationsResponse_Checkpoint:
+				opened = true
+				f.answered(sent, m.Checkpoint.GetRevision(), 0, false)
+			}
 		}
 	}
 }
@@ -295,6 +374,9 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		f.st = state{
 			epoch: snap.epoch, applied: snap.revision, synced: true, keys: snap.keys, revoked: snap.revoked,
 			digest: validDigest(e.GetDigest()), digestRev: snap.revision,
+			// Confirmations were about the old state: this one waits for
+			// its own (its stream's request, answered by this end).
+			gen: old.gen + 1,
 		}
 		f.notifyLocked()
 		f.mu.Unlock()
@@ -329,6 +411,7 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 			// this state. Without one (an older authority) the next
 			// reconnection asks for a snapshot.
 			f.st.digest, f.st.digestRev = validDigest(ev.Checkpoint.GetDigest()), r
+			f.promoteLocked()
 		}
 		if r > f.st.applied {
 			f.st.applied = r
@@ -337,11 +420,11 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		f.mu.Unlock()
 		f.prune()
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
-		f.applyLive(ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
+		return nil, f.applyLive(msg, ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
 	case *sigilv1.WatchRevocationsResponse_KeyAdded:
-		f.applyLive(ev.KeyAdded.GetRevision(), func(s *state) { f.applyKey(s.keys, ev.KeyAdded.GetKey()) })
+		return nil, f.applyLive(msg, ev.KeyAdded.GetRevision(), func(s *state) { f.applyKey(s.keys, ev.KeyAdded.GetKey()) })
 	case *sigilv1.WatchRevocationsResponse_KeyRevoked:
-		f.applyLive(ev.KeyRevoked.GetRevision(), func(s *state) {
+		return nil, f.applyLive(msg, ev.KeyRevoked.GetRevision(), func(s *state) {
 			id := ev.KeyRevoked.GetKeyId()
 			k, ok := s.keys[id]
 			if !ok {
@@ -364,18 +447,29 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 }
 
 // applyLive applies one live event of revision rev with apply, unless it is
-// a duplicate.
-func (f *Follower) applyLive(rev uint64, apply func(*state)) {
+// a duplicate. Revisions of a stream have gaps (mints are not streamed), so
+// contiguity is checked with previous_revision, the revision the stream
+// vouched for before the event: unless it is the applied revision a
+// message was lost (a revocation would be skipped for ever), and the
+// stream is dropped so that the reconnection resends what followed the
+// last digest. An authority that predates the field sends none: not
+// checked.
+func (f *Follower) applyLive(msg *sigilv1.WatchRevocationsResponse, rev uint64, apply func(*state)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if rev <= f.st.applied {
 		f.duplicates.Add(1)
-		return
+		return nil
+	}
+	if msg.PreviousRevision != nil && msg.GetPreviousRevision() != f.st.applied {
+		f.gaps.Add(1)
+		return fmt.Errorf("%w: live event %d follows revision %d, but %d is applied (a message was lost)", errProtocol, rev, msg.GetPreviousRevision(), f.st.applied)
 	}
 	apply(&f.st)
 	f.st.applied = rev
 	f.events.Add(1)
 	f.notifyLocked()
+	return nil
 }
 
 // notifyLocked wakes every WaitFor caller; f.mu is held for writing.
@@ -613,17 +707,24 @@ func (f *Follower) Synced() bool {
 	return f.st.synced
 }
 
-// Staleness returns the monotonic time since the last message from the
-// authority, or false when none has arrived yet.
+// Staleness returns the monotonic time since the send time of the latest
+// confirmed probe (see Ready), or false when the state has none.
 func (f *Follower) Staleness() (time.Duration, bool) {
-	if !f.heard.Load() {
+	f.mu.RLock()
+	at, ok := f.st.confirmedAt, f.st.confirmed
+	f.mu.RUnlock()
+	if !ok {
 		return 0, false
 	}
-	return f.opts.Elapsed() - time.Duration(f.lastMsg.Load()), true
+	return f.opts.Elapsed() - at, true
 }
 
-// Ready reports whether checks may be answered: synced, and a message came
-// from the authority within MaxStaleness.
+// Ready reports whether checks may be answered: synced, and fresh: a probe
+// sent within MaxStaleness (by the monotonic clock) was answered "in
+// history" with a revision this state has applied (with its digest). Then
+// every revocation acknowledged before the probe was sent, so every one
+// acknowledged more than MaxStaleness ago, is applied, however late the
+// link delivers; arrival times prove nothing of the kind.
 func (f *Follower) Ready() bool {
 	if !f.Synced() {
 		return false
@@ -632,9 +733,46 @@ func (f *Follower) Ready() bool {
 	return ok && d <= f.opts.MaxStaleness
 }
 
-// WaitFor blocks until the applied revision reaches rev or ctx is done, and
-// returns ctx's error in the latter case.
+// WaitFor blocks until rev is applied and a probe sent after the call
+// began has confirmed this state's history, or ctx is done (its error is
+// returned then). It asks for a probe at once, shared with concurrent
+// callers. It is the min_revision rule: a revision number alone does not
+// say which history it belongs to (an authority restored from a backup
+// reuses numbers with other events), the confirmation does.
 func (f *Follower) WaitFor(ctx context.Context, rev uint64) error {
+	began := f.opts.Elapsed()
+	f.RequestProbe()
+	for {
+		f.mu.RLock()
+		// Strictly after: a probe whose send time reads the same as the
+		// call's beginning may have been sent before it.
+		ok := f.st.applied >= rev && f.st.confirmed && f.st.confirmedAt > began
+		ch := f.advanced
+		f.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// RequestProbe asks for a probe at once; requests made while one is in
+// flight are served by the next one, together.
+func (f *Follower) RequestProbe() {
+	select {
+	case f.probeNow <- struct{}{}:
+	default:
+	}
+}
+
+// WaitApplied blocks until the applied revision reaches rev or ctx is
+// done, and returns ctx's error in the latter case. It proves nothing
+// about the history (see WaitFor).
+func (f *Follower) WaitApplied(ctx context.Context, rev uint64) error {
 	for {
 		f.mu.RLock()
 		applied, ch := f.st.applied, f.advanced
@@ -666,5 +804,140 @@ func (f *Follower) Stats() Stats {
 		Duplicates:  f.duplicates.Load(),
 		Malformed:   f.malformed.Load(),
 		Checkpoints: f.checkpoints.Load(),
+		Probes:      f.probes.Load(),
+		Diverged:    f.diverged.Load(),
+		Gaps:        f.gaps.Load(),
+	}
+}
+
+// probeLoop sends a probe every ProbeInterval and whenever one is
+// requested, one at a time, until ctx ends.
+func (f *Follower) probeLoop(ctx context.Context) {
+	t := time.NewTicker(f.opts.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.probeNow:
+		}
+		f.probe(ctx)
+	}
+}
+
+// probe asks the authority whether the state's digest point is in its
+// history, and records the answer.
+func (f *Follower) probe(ctx context.Context) {
+	f.mu.RLock()
+	synced, gen := f.st.synced, f.st.gen
+	req := &sigilv1.ConfirmHistoryRequest{Epoch: f.st.epoch, Revision: f.st.digestRev, Digest: f.st.digest}
+	f.mu.RUnlock()
+	if !synced || req.Revision == 0 || req.Digest == nil {
+		// Nothing to confirm (an authority without digests, or an empty
+		// one): the stream's own request is the probe; a reconnection
+		// makes one, once half the staleness bound is used up.
+		if synced {
+			f.restartIfAging()
+		}
+		return
+	}
+	// An answer later than MaxStaleness could not make anything fresh.
+	pctx, cancel := context.WithTimeout(ctx, f.opts.MaxStaleness)
+	defer cancel()
+	if f.opts.Credential != nil {
+		cred, err := f.opts.Credential()
+		if err != nil {
+			f.logger.Warn("history probe not sent", "error", fmt.Errorf("follower: watch credential: %w", err))
+			return
+		}
+		if cred != "" {
+			pctx = metadata.AppendToOutgoingContext(pctx, "authorization", "Bearer "+cred)
+		}
+	}
+	sent := f.opts.Elapsed()
+	f.probes.Add(1)
+	resp, err := f.opts.Client.ConfirmHistory(pctx, req)
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		// An authority older than ConfirmHistory: reopening the stream
+		// (a resume, cheap) is the probe.
+		if !f.legacyWarned.Swap(true) {
+			f.logger.Warn("the authority does not answer ConfirmHistory: the revocation stream is reopened every half --max-staleness instead; upgrade the authority")
+		}
+		f.restartIfAging()
+	case err != nil:
+		if ctx.Err() == nil {
+			f.logger.Debug("history probe failed", "error", err)
+		}
+	case !resp.GetInHistory():
+		f.mu.Lock()
+		if gen == f.st.gen {
+			f.st.gen++
+			f.st.confirmed, f.st.answers = false, nil
+			f.notifyLocked()
+		}
+		f.mu.Unlock()
+		f.diverged.Add(1)
+		f.logger.Warn("the authority's history does not hold the applied state (a restored or replaced store): reconnecting",
+			"epoch", req.Epoch, "revision", req.Revision, "authority_revision", resp.GetRevision())
+		f.urgent.Store(true)
+		f.restartStream()
+	default:
+		f.answered(sent, resp.GetRevision(), gen, true)
+	}
+}
+
+// answered records a probe sent at sent (Elapsed), answered "in history"
+// with the authority's revision rev. checkGen: only when the state is still
+// of generation gen (a stream's own request is always about the current
+// state).
+func (f *Follower) answered(sent time.Duration, rev, gen uint64, checkGen bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if checkGen && gen != f.st.gen {
+		return
+	}
+	if len(f.st.answers) == maxAnswers {
+		f.st.answers = f.st.answers[1:]
+	}
+	f.st.answers = append(f.st.answers, answer{sent: sent, rev: rev, gen: f.st.gen})
+	f.promoteLocked()
+}
+
+// promoteLocked turns the answers whose revision the state has a digest
+// at or above into the confirmation; f.mu is held for writing.
+func (f *Follower) promoteLocked() {
+	kept := f.st.answers[:0]
+	for _, a := range f.st.answers {
+		switch {
+		case a.gen != f.st.gen:
+		case a.rev <= f.st.digestRev:
+			if !f.st.confirmed || a.sent > f.st.confirmedAt {
+				f.st.confirmedAt, f.st.confirmed = a.sent, true
+				f.notifyLocked()
+			}
+		default:
+			kept = append(kept, a)
+		}
+	}
+	f.st.answers = kept
+}
+
+// restartIfAging reopens the stream (whose request confirms the history)
+// when the last confirmation is older than half MaxStaleness: the probe of
+// an authority that cannot answer ConfirmHistory.
+func (f *Follower) restartIfAging() {
+	if d, ok := f.Staleness(); !ok || d > f.opts.MaxStaleness/2 {
+		f.restartStream()
+	}
+}
+
+// restartStream ends the current stream, if any; Run reconnects.
+func (f *Follower) restartStream() {
+	f.streamMu.Lock()
+	defer f.streamMu.Unlock()
+	if f.streamCancel != nil {
+		f.streamCancel()
 	}
 }

@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -30,6 +31,10 @@ type harness struct {
 	fake  *authoritytest.Fake
 	clock *authoritytest.Clock // wall clock: token times, the authority's time
 	mono  atomic.Int64         // monotonic source, nanoseconds since start
+	// tick makes every reading of the monotonic source 1ns later than the
+	// one before, as a real clock moves between two events; off, it moves
+	// only when the test says.
+	tick atomic.Bool
 }
 
 // advance moves both clocks by d, as time passing does.
@@ -46,10 +51,15 @@ func start(t *testing.T) *harness {
 	var conn *grpc.ClientConn
 	h.fake, conn = authoritytest.Start(t)
 	h.f = New(Options{
-		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
-		Credential:   func() (string, error) { return "watch-secret", nil },
-		Now:          h.clock.Now,
-		Elapsed:      func() time.Duration { return time.Duration(h.mono.Load()) },
+		Client:     sigilv1.NewTokenAuthorityServiceClient(conn),
+		Credential: func() (string, error) { return "watch-secret", nil },
+		Now:        h.clock.Now,
+		Elapsed: func() time.Duration {
+			if h.tick.Load() {
+				return time.Duration(h.mono.Add(1))
+			}
+			return time.Duration(h.mono.Load())
+		},
 		MaxStaleness: 30 * time.Second,
 		Retention:    time.Minute,
 		BackoffBase:  5 * time.Millisecond,
@@ -73,7 +83,7 @@ func (h *harness) waitRev(t *testing.T, rev uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := h.f.WaitFor(ctx, rev); err != nil {
+	if err := h.f.WaitApplied(ctx, rev); err != nil {
 		t.Fatalf("revision %d not applied (at %d): %v", rev, h.f.Revision(), err)
 	}
 }
@@ -225,13 +235,14 @@ func TestResumeFromAppliedRevision(t *testing.T) {
 	h := start(t)
 	s, t1 := syncBasic(t, h)
 	t2 := tid(t)
-	s.Send(t, evRevoked(14, t2, t0.Add(time.Hour)))
+	s.Send(t, evRevoked(14, t2, t0.Add(time.Hour)), checkpoint(14))
 	h.waitRev(t, 14)
+	waitFor(t, "digest at 14", func() bool { _, r := h.f.Digest(); return r == 14 })
 	s.End(status.Error(codes.Unavailable, "authority restarting"))
 
 	s2 := h.next(t)
-	if s2.Req.GetAfterRevision() != 14 || s2.Req.GetEpoch() != "e1" {
-		t.Fatalf("resume request = %v, want after_revision 14 epoch e1", s2.Req)
+	if s2.Req.GetAfterRevision() != 14 || s2.Req.GetEpoch() != "e1" || !bytes.Equal(s2.Req.GetAfterDigest(), authoritytest.Digest("", 14)) {
+		t.Fatalf("resume request = %v, want after_revision 14 epoch e1 and the digest at 14", s2.Req)
 	}
 	// Resumed streams start with live events; the state is kept.
 	t3 := tid(t)
@@ -286,8 +297,17 @@ func TestResnapshotReplacesState(t *testing.T) {
 	}
 }
 
+// probesFail makes the fake authority's ConfirmHistory fail, so that
+// nothing confirms the follower's state; probesAnswer restores it.
+func probesFail(h *harness) {
+	h.fake.SetConfirm(func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	})
+}
+
 func TestStalenessAndRecovery(t *testing.T) {
 	h := start(t)
+	probesFail(h)
 	s, _ := syncBasic(t, h)
 	if !h.f.Ready() {
 		t.Fatal("not ready after the snapshot")
@@ -303,8 +323,15 @@ func TestStalenessAndRecovery(t *testing.T) {
 	if d, ok := h.f.Staleness(); !ok || d != 31*time.Second {
 		t.Fatalf("staleness = %v, %v", d, ok)
 	}
+	// A message on the stream does not make it fresh (it may have been
+	// delayed for any time); an answered probe does.
 	s.Send(t, checkpoint(11))
 	h.waitRev(t, 11)
+	if h.f.Ready() {
+		t.Fatal("a checkpoint's arrival made a stale follower fresh")
+	}
+	h.fake.SetConfirm(nil)
+	h.f.RequestProbe()
 	waitFor(t, "ready again", h.f.Ready)
 }
 
@@ -314,6 +341,7 @@ func TestStalenessAndRecovery(t *testing.T) {
 // that hour, and one stepped forward must not make a fresh follower stale.
 func TestStalenessIgnoresWallClockSteps(t *testing.T) {
 	h := start(t)
+	probesFail(h)
 	s, _ := syncBasic(t, h)
 	if !h.f.Ready() {
 		t.Fatal("not ready after the snapshot")
@@ -333,9 +361,11 @@ func TestStalenessIgnoresWallClockSteps(t *testing.T) {
 	if d, ok := h.f.Staleness(); !ok || d != 31*time.Second {
 		t.Fatalf("staleness = %v, %v; want 31s", d, ok)
 	}
-	// A message makes it fresh again, whatever the wall clock says.
+	// An answered probe makes it fresh again, whatever the wall clock says.
 	s.Send(t, checkpoint(11))
 	h.waitRev(t, 11)
+	h.fake.SetConfirm(nil)
+	h.f.RequestProbe()
 	waitFor(t, "ready again", h.f.Ready)
 }
 
@@ -447,6 +477,7 @@ func TestExpiredRevocationsArePruned(t *testing.T) {
 
 func TestWaitFor(t *testing.T) {
 	h := start(t)
+	h.tick.Store(true) // probes sent after a call began read a later time
 	s, _ := syncBasic(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()

@@ -112,8 +112,9 @@ func TestParkedWaitsBound(t *testing.T) {
 	if n := e.limits.Count(grpcserver.LimitParkedWaits); n != 1 {
 		t.Fatalf("parked_waits refusals = %d, want 1", n)
 	}
-	// A call that needs no wait is answered meanwhile.
-	now := &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view", Resource: "domains/example.com", MinRevision: 10}
+	// A call without min_revision is answered meanwhile. (One whose
+	// revision is applied waits for a confirmation, in a slot.)
+	now := &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view", Resource: "domains/example.com"}
 	if resp, err := e.client.CheckPermission(ctx, now); err != nil || !resp.GetAllowed() {
 		t.Fatalf("check needing no wait: %v, %v", resp, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,7 @@ type env struct {
 	pub    ed25519.PublicKey
 	waits  chan uint64 // the revision of every min_revision wait the server begins
 	limits *grpcserver.Limits
+	ticks  atomic.Int64
 }
 
 // waitSignal is a follower that tells the test when the server begins a
@@ -67,8 +69,10 @@ func newEnv(t *testing.T) *env {
 	e.fol = follower.New(follower.Options{
 		Client: sigilv1.NewTokenAuthorityServiceClient(conn), Now: e.clock.Now,
 		// The fake clock only moves forward here, so it can stand for the
-		// monotonic source too.
-		Elapsed:      func() time.Duration { return e.clock.Now().Sub(t0) },
+		// monotonic source too, with a nanosecond more at every reading as
+		// a real clock moves between two events (a probe sent after a
+		// check began reads a later time).
+		Elapsed:      func() time.Duration { return e.clock.Now().Sub(t0) + time.Duration(e.ticks.Add(1)) },
 		MaxStaleness: 30 * time.Second, Retention: time.Minute,
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 	})
@@ -116,7 +120,7 @@ func (e *env) waitRev(t *testing.T, rev uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.fol.WaitFor(ctx, rev); err != nil {
+	if err := e.fol.WaitApplied(ctx, rev); err != nil {
 		t.Fatalf("revision %d not applied: %v", rev, err)
 	}
 }
@@ -281,7 +285,9 @@ func TestCheckPermissionDecisions(t *testing.T) {
 	}
 
 	// Revocation on the stream: the next check (cache hit) says REVOKED.
-	e.sess.Send(t, authoritytest.TokenRevoked(12, id, t0.Add(24*time.Hour)))
+	// (The authority follows each batch of events with a checkpoint, which
+	// carries the digest a probe's answer is held against.)
+	e.sess.Send(t, authoritytest.TokenRevoked(12, id, t0.Add(24*time.Hour)), authoritytest.Checkpoint(12, t0))
 	resp, err = checkPermission(t, e, &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com", MinRevision: 12})
 	if err != nil || resp.GetAllowed() || resp.GetReason() != sigilv1.DenyReason_DENY_REASON_REVOKED || resp.GetRevision() != 12 {
 		t.Fatalf("after revocation: %v, %v", resp, err)
@@ -381,7 +387,7 @@ func TestMinRevision(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the call did not wait for min_revision")
 		}
-		e.sess.Send(t, authoritytest.TokenRevoked(20, id, t0.Add(24*time.Hour)))
+		e.sess.Send(t, authoritytest.TokenRevoked(20, id, t0.Add(24*time.Hour)), authoritytest.Checkpoint(20, t0))
 		r := <-got
 		if r.err != nil || r.resp.GetAllowed() || r.resp.GetReason() != sigilv1.DenyReason_DENY_REASON_REVOKED || r.resp.GetRevision() < 20 {
 			t.Fatalf("got %v, %v; want REVOKED at revision 20", r.resp, r.err)
@@ -397,11 +403,23 @@ func TestStaleThenRecovered(t *testing.T) {
 	if resp, err := checkPermission(t, e, req); err != nil || !resp.GetAllowed() {
 		t.Fatalf("fresh: %v %v", resp, err)
 	}
-	e.clock.Add(31 * time.Second) // nothing from the authority for longer than max staleness
+	// Nothing confirmed by the authority for longer than max staleness.
+	e.fake.SetConfirm(func(*sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+		return nil, status.Error(codes.Unavailable, "down")
+	})
+	e.clock.Add(31 * time.Second)
 	_, err := checkPermission(t, e, req)
 	wantCode(t, err, codes.Unavailable, "")
+	e.fake.SetConfirm(nil)
+	// A checkpoint's arrival proves nothing about freshness; the next
+	// answered probe does.
 	e.sess.Send(t, authoritytest.Checkpoint(11, t0))
 	e.waitRev(t, 11)
+	e.fol.RequestProbe()
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.fol.Ready() && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
 	if resp, err := checkPermission(t, e, req); err != nil || !resp.GetAllowed() || resp.GetRevision() != 11 {
 		t.Fatalf("recovered: %v %v", resp, err)
 	}
