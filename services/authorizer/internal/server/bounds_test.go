@@ -77,6 +77,12 @@ func TestRequestSizeBounds(t *testing.T) {
 	if _, err := e.client.CheckPermissions(ctx, many); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("1 MiB CheckPermissions: %v, want RESOURCE_EXHAUSTED", err)
 	}
+	// grpc-go reports the end of a refused call to the stats handler that
+	// counts it after the client may already have its status: wait for
+	// the count (the bound only guards a hang).
+	for deadline := time.Now().Add(5 * time.Second); refused() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n := refused(); n != 3 {
 		t.Fatalf("size refusals = %d, want 3", n)
 	}
