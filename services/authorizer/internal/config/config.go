@@ -54,7 +54,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9102", "Prometheus /metrics listen address (empty disables)")
 	fs.StringVar(&c.Authority, "authority", "127.0.0.1:7001", "address of the authority (host:port)")
 	fs.StringVar(&c.AuthorityTokenFile, "authority-token-file", "", "file holding the watch credential for the authority's revocation stream (empty: anonymous, accepted only by a --dev authority)")
-	fs.DurationVar(&c.MaxStaleness, "max-staleness", 30*time.Second, "answer UNAVAILABLE when nothing has come from the authority for this long")
+	fs.DurationVar(&c.MaxStaleness, "max-staleness", 30*time.Second, "answer UNAVAILABLE unless the authority confirmed, within this long, that the authorizer holds its history (a probe round trip, every second or less)")
 	fs.DurationVar(&c.ClockLeeway, "clock-leeway", 30*time.Second, "tolerance on token issue and expiry times")
 	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Second, "longest min_revision wait for a call without a deadline")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key enables TLS")
