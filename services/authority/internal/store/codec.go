@@ -327,10 +327,15 @@ func (e *encoder) keyCut(k *Key) {
 	}
 }
 
-// keyCut reads the optional cut at the end of a key record or event.
+// keyCut reads the optional cut at the end of a key record or event. A cut
+// that is there must be a time: a zero one is never written (keyCut leaves
+// it out), so reading one would give two encodings of one key.
 func (d *decoder) keyCut(k *Key) {
 	if d.err == nil && len(d.b) > 0 {
 		k.RevokedIssuedAfter = d.time()
+		if d.err == nil && k.RevokedIssuedAfter.IsZero() {
+			d.fail("key cut present but zero")
+		}
 	}
 }
 
