@@ -47,7 +47,7 @@ func TestScaleFollowers(t *testing.T) {
 		resp, err := client.CreateToken(op, &sigilv1.CreateTokenRequest{
 			OrgId: "org-a", Name: fmt.Sprintf("scale-%d", i), CreatedBy: "alice",
 			Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}, Resources: []string{"domains/example.com"}}},
-			Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(24 * time.Hour)},
+			Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(10 * 24 * time.Hour)},
 		})
 		if err != nil {
 			t.Fatalf("CreateToken: %v", err)
