@@ -110,7 +110,10 @@ type state struct {
 	digest    []byte
 	digestRev uint64
 	keys      map[string]keyEntry
-	revoked   map[token.ID]time.Time // token id -> expiry
+	// token id -> expiry in Unix seconds, rounded up: an int64 rather
+	// than a time.Time (24 bytes) takes the set from 100 to 56 bytes per
+	// revoked token (BENCHMARKS.md, scale).
+	revoked map[token.ID]int64
 
 	// gen counts replacements of the state (snapshots) and divergences: a
 	// probe answer is about the state of the generation it was sent in.
@@ -143,7 +146,7 @@ type pending struct {
 	epoch    string
 	revision uint64
 	keys     map[string]keyEntry
-	revoked  map[token.ID]time.Time
+	revoked  map[token.ID]int64 // as state.revoked
 }
 
 // Follower follows WatchRevocations. It is safe for concurrent use: one
@@ -211,7 +214,7 @@ func New(opts Options) *Follower {
 		probeNow: make(chan struct{}, 1),
 		st: state{
 			keys:    map[string]keyEntry{},
-			revoked: map[token.ID]time.Time{},
+			revoked: map[token.ID]int64{},
 		},
 	}
 }
@@ -348,7 +351,7 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 	case *sigilv1.WatchRevocationsResponse_SnapshotChunk:
 		c := ev.SnapshotChunk
 		if snap == nil {
-			snap = &pending{epoch: c.GetEpoch(), revision: c.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]time.Time{}}
+			snap = &pending{epoch: c.GetEpoch(), revision: c.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]int64{}}
 		} else if c.GetEpoch() != snap.epoch || c.GetRevision() != snap.revision {
 			return nil, fmt.Errorf("%w: snapshot chunk of epoch %q revision %d inside snapshot of epoch %q revision %d", errProtocol, c.GetEpoch(), c.GetRevision(), snap.epoch, snap.revision)
 		}
@@ -364,7 +367,7 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		e := ev.SnapshotEnd
 		if snap == nil {
 			// A snapshot without chunks: no keys and no revoked tokens.
-			snap = &pending{epoch: e.GetEpoch(), revision: e.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]time.Time{}}
+			snap = &pending{epoch: e.GetEpoch(), revision: e.GetRevision(), keys: map[string]keyEntry{}, revoked: map[token.ID]int64{}}
 		}
 		if e.GetEpoch() != snap.epoch || e.GetRevision() != snap.revision {
 			return nil, fmt.Errorf("%w: snapshot end of epoch %q revision %d closes snapshot of epoch %q revision %d", errProtocol, e.GetEpoch(), e.GetRevision(), snap.epoch, snap.revision)
@@ -536,7 +539,7 @@ func (f *Follower) applyKey(keys map[string]keyEntry, k *sigilv1.SigningKey) {
 
 // applyRevoked adds a revoked token to revoked. A token without an expiry
 // is kept until the next snapshot replaces the state.
-func (f *Follower) applyRevoked(revoked map[token.ID]time.Time, r *sigilv1.TokenRevoked) {
+func (f *Follower) applyRevoked(revoked map[token.ID]int64, r *sigilv1.TokenRevoked) {
 	id, err := token.ParseID(r.GetTokenId())
 	if err != nil {
 		// No token can carry an id that does not parse, so nothing it could
@@ -549,7 +552,17 @@ func (f *Follower) applyRevoked(revoked map[token.ID]time.Time, r *sigilv1.Token
 	if ts := r.GetExpiresAt(); ts != nil && ts.IsValid() {
 		exp = ts.AsTime()
 	}
-	revoked[id] = exp
+	revoked[id] = expirySeconds(exp)
+}
+
+// expirySeconds is exp in Unix seconds, rounded up so that a revocation is
+// never dropped before its token expires.
+func expirySeconds(exp time.Time) int64 {
+	sec := exp.Unix()
+	if exp.Nanosecond() > 0 {
+		sec++
+	}
+	return sec
 }
 
 var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -564,11 +577,13 @@ func (f *Follower) prune() {
 		return
 	}
 	f.lastPrune, f.pruned = at, true
-	cutoff := f.now().Add(-f.opts.Retention)
+	// exp ≥ the token's expiry, so exp < cutoff's whole seconds means it
+	// expired before cutoff.
+	cutoff := f.now().Add(-f.opts.Retention).Unix()
 	f.mu.Lock()
 	n := 0
 	for id, exp := range f.st.revoked {
-		if exp.Before(cutoff) {
+		if exp < cutoff {
 			delete(f.st.revoked, id)
 			n++
 		}

@@ -1,0 +1,161 @@
+package scale
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sigil-auth/sigil/internal/testproc"
+)
+
+var scale = flag.Bool("scale", false, "run the scale measurements (minutes, GBs of disk and memory)")
+
+// skipUnlessScale keeps the measurements out of ordinary test and benchmark
+// runs: they take minutes and a million-token file.
+func skipUnlessScale(t testing.TB) {
+	t.Helper()
+	if !*scale {
+		t.Skip("scale measurement: run with -scale")
+	}
+}
+
+const (
+	authorityPkg  = "services/authority"
+	authorizerPkg = "services/authorizer"
+)
+
+// proc is a running binary with a client connection.
+type proc struct {
+	*testproc.Proc
+	addr string
+	conn *grpc.ClientConn
+}
+
+func start(t testing.TB, name, pkg string, args ...string) *proc {
+	t.Helper()
+	tp := testproc.StartWith(t, testproc.Options{Name: name}, testproc.MustBuild(t, pkg), args...)
+	var rec struct{ Addr string }
+	if err := tp.WaitRecord(2*time.Minute, "listening", &rec); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &proc{Proc: tp, addr: rec.Addr, conn: conn}
+}
+
+func startAuthority(t testing.TB, dataDir string, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir,
+		"--shutdown-timeout", "5s", "--lock-timeout", "5s"}, extra...)
+	return start(t, "authority", authorityPkg, args...)
+}
+
+// bearer returns a context carrying the credential in dataDir's file
+// ("operator.token" or "watch.token").
+func bearer(t testing.TB, ctx context.Context, dataDir, file string) context.Context {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(b)))
+}
+
+// waitServing polls the gRPC health of conn until SERVING; limit only
+// guards against a hang.
+func waitServing(t testing.TB, conn *grpc.ClientConn, limit time.Duration) {
+	t.Helper()
+	h := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not SERVING within %s (last %v, %v)", limit, resp.GetStatus(), err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// memKB returns VmRSS and VmHWM of pid, in KiB.
+func memKB(t testing.TB, pid int) (rss, hwm int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v
+		case "VmHWM:":
+			hwm = v
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		t.Fatalf("/proc/%d/status: no VmRSS or VmHWM", pid)
+	}
+	return rss, hwm
+}
+
+// resetHWM resets VmHWM of pid to its current RSS (clear_refs 5), so that
+// the next reading is the peak of what follows only.
+func resetHWM(t testing.TB, pid int) {
+	t.Helper()
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat times, on Linux.
+const clockTick = 100
+
+// cpuTime returns the user+system CPU time pid has used.
+func cpuTime(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name may hold spaces: fields count from after its ")".
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): utime is field 14, stime 15.
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: bad utime or stime", pid)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTick
+}
+
+// percentile returns the p-th percentile (0..100) of sorted.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
