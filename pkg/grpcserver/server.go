@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -85,6 +86,8 @@ type Server struct {
 
 	initMetrics sync.Once
 	creds       *loggedCreds // nil without TLS
+
+	unaryInFlight atomic.Int64 // unary calls running (countUnary)
 }
 
 // New builds a server. The interceptor chain, in order:
@@ -128,11 +131,12 @@ func New(opts Options) *Server {
 		return status.Error(codes.Internal, "internal error")
 	})
 	access := accessLog{logger: logger}
+	s := &Server{}
 	unary := []grpc.UnaryServerInterceptor{
+		s.countUnary,
 		recovery.UnaryServerInterceptor(rec),
 		access.unary,
 	}
-	s := &Server{}
 	stream := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(rec),
 		connStream(s.listener),
@@ -250,29 +254,84 @@ func (s *Server) Serve(lis net.Listener) error {
 // Shutdown reports NOT_SERVING, then stops gracefully: it waits for
 // in-flight calls and streams for at most timeout, then closes what is left.
 // Stream handlers must end on a shutdown signal of their own: grpc-go does
-// not cancel them.
+// not cancel them. It is Stop without a stream hook, logging its error.
 func (s *Server) Shutdown(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.Stop(ctx, nil); err != nil {
+		s.logger.Error("handlers still running after stop", "error", err)
+	}
+}
+
+// ErrStopTimeout is returned by Stop when calls are still running at its
+// deadline.
+var ErrStopTimeout = errors.New("grpcserver: calls still running at the shutdown deadline")
+
+// Stop reports NOT_SERVING and stops within ctx's deadline: new calls are
+// refused at once; when endStreams is set, it waits for the in-flight
+// unary calls (so that every write a client sees acknowledged is done),
+// then calls endStreams, where the service flushes and ends its streams
+// (grpc-go does not cancel them); then it waits for the rest. A quarter of
+// the time left (at most a second) is kept for the end: when the graceful
+// part has not finished by then, every call is cancelled and the
+// connections closed. It returns ErrStopTimeout when a handler still runs
+// at the deadline (one that ignores its context).
+func (s *Server) Stop(ctx context.Context, endStreams func()) error {
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	reserve := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		reserve = min(reserve, time.Until(dl)/4)
+	}
+	graceful, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if dl, ok := ctx.Deadline(); ok {
+		graceful, cancel = context.WithDeadline(ctx, dl.Add(-reserve))
+		defer cancel()
+	}
+	if endStreams != nil {
+		s.waitUnary(graceful)
+		endStreams()
+	}
 	select {
 	case <-done:
-	case <-t.C:
-		s.logger.Warn("graceful stop timed out, closing remaining calls", "timeout", timeout)
-		s.grpc.Stop()
-		// Stop cancels every call; a handler that ignores its context can
-		// still hold GracefulStop, so the wait stays bounded.
+		return nil
+	case <-graceful.Done():
+	}
+	s.logger.Warn("graceful stop timed out, closing remaining calls")
+	s.grpc.Stop()
+	// Stop cancels every call; a handler that ignores its context can
+	// still hold GracefulStop, so the wait stays bounded.
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ErrStopTimeout
+	}
+}
+
+// waitUnary waits until no unary call is in flight, or ctx is done.
+func (s *Server) waitUnary(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.unaryInFlight.Load() > 0 {
 		select {
-		case <-done:
-		case <-time.After(time.Second):
-			s.logger.Error("handlers still running after stop")
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
+}
+
+// countUnary counts the unary calls in flight, for Stop.
+func (s *Server) countUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	s.unaryInFlight.Add(1)
+	defer s.unaryInFlight.Add(-1)
+	return handler(ctx, req)
 }
 
 // describePanic names a panic without its value, which may hold request

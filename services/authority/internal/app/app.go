@@ -29,6 +29,10 @@ import (
 // DBFile is the name of the bbolt file in the data directory.
 const DBFile = "sigil.db"
 
+// streamDrain is how long, at a stop, the revocation streams get after the
+// last write has finished, to send what it committed before they end.
+const streamDrain = 500 * time.Millisecond
+
 // compactInterval is how often the event log is compacted.
 const compactInterval = time.Minute
 
@@ -41,6 +45,10 @@ type Options struct {
 	// Ready, when set, is called once the server serves, with its addresses
 	// (metrics nil when disabled).
 	Ready func(grpcAddr, metricsAddr net.Addr)
+
+	// stopHook, when set, runs as the last step of the stop (tests: a
+	// step that does not finish).
+	stopHook func()
 }
 
 // Run runs the authority with cfg until ctx ends, then stops gracefully.
@@ -187,16 +195,43 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
 	// The gRPC server goes before the store, keys and metrics: its
-	// closer runs first.
+	// closer runs first. stopCtx bounds the whole stop (set when it
+	// begins; a stop after a serve error gets the timeout from then).
 	stopped := false
+	var stopCtx context.Context
 	stop := func() {
 		if stopped {
 			return
 		}
 		stopped = true
+		ctx := stopCtx
+		if ctx == nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+		}
 		gs.SetServing(false)
-		srv.Shutdown() // ends streams: GracefulStop does not cancel them
-		gs.Shutdown(cfg.ShutdownTimeout)
+		// New calls are refused at once; in-flight writes finish, then the
+		// streams get a moment to send what those writes committed before
+		// they end: a revocation a client saw acknowledged reaches the
+		// connected authorizers. Streams read the store as soon as a commit
+		// lands, so this is the send of the last batch (see the report of
+		// this change: an exact drain needs the stream's own position).
+		if err := gs.Stop(ctx, func() {
+			drain := streamDrain
+			if dl, ok := ctx.Deadline(); ok {
+				drain = min(drain, time.Until(dl)/4)
+			}
+			t := time.NewTimer(drain)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			srv.Shutdown() // ends streams: GracefulStop does not cancel them
+		}); err != nil {
+			logger.Error("gRPC calls still running at the shutdown deadline", "error", err)
+		}
 	}
 	closers = append(closers, stop)
 
@@ -211,7 +246,30 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	case <-ctx.Done():
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 		start := time.Now()
-		stop()
+		// One bound for the whole stop, the database's close included:
+		// the closers run aside, and past the bound the process gives up,
+		// says so and fails ("stopped" only when everything stopped).
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		stopCtx = sctx
+		list := closers
+		closers = nil
+		done := make(chan struct{})
+		go func() {
+			for i := len(list) - 1; i >= 0; i-- {
+				list[i]()
+			}
+			if opts.stopHook != nil {
+				opts.stopHook()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-sctx.Done():
+			logger.Error("stop did not finish within --shutdown-timeout: exiting with work still running", "timeout", cfg.ShutdownTimeout.String())
+			return fmt.Errorf("stop did not finish within --shutdown-timeout %s", cfg.ShutdownTimeout)
+		}
 		logger.Info("stopped", "took", time.Since(start).String())
 		return nil
 	case err := <-serveErr:

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -62,6 +64,10 @@ type Options struct {
 	Now func() time.Time
 	// LogOut receives the JSON logs; standard error when nil.
 	LogOut io.Writer
+
+	// stopHook, when set, runs as the last step of the stop (tests: a
+	// step that does not finish).
+	stopHook func()
 }
 
 // RunWith is Run with opts.
@@ -69,10 +75,23 @@ func RunWith(ctx context.Context, cfg config.Config, opts Options) error {
 	if opts.LogOut == nil {
 		opts.LogOut = os.Stderr
 	}
-	return run(ctx, cfg, opts.LogOut, opts.Now)
+	return run(ctx, cfg, opts)
 }
 
-func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() time.Time) error {
+// reconnectBackoff is the gRPC connection's own backoff towards the
+// authority. grpc-go's default grows to 120 s, which would override the
+// follower's capped retry (the stream waits for the connection): an
+// authority back after a minute would be reached up to two minutes later.
+// Capped like the follower's, it is reached within about two seconds.
+var reconnectBackoff = grpc.ConnectParams{
+	Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	// A connection attempt gets this long (TCP and TLS handshakes); on
+	// a dead address it fails at once anyway.
+	MinConnectTimeout: 2 * time.Second,
+}
+
+func run(ctx context.Context, cfg config.Config, opts Options) error {
+	logOut, now := opts.LogOut, opts.Now
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -118,11 +137,29 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() ti
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
+		grpc.WithConnectParams(reconnectBackoff),
 	)
 	if err != nil {
 		return fmt.Errorf("authority %s: %w", cfg.Authority, err)
 	}
-	defer conn.Close()
+	connOpen := true
+	defer func() {
+		if connOpen {
+			conn.Close()
+		}
+	}()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	lisOpen := true
+	defer func() {
+		if lisOpen {
+			lis.Close()
+		}
+	}()
+	self := isSelf(cfg.Authority, lis.Addr())
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -134,7 +171,12 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() ti
 		MaxStaleness: cfg.MaxStaleness,
 		Retention:    cfg.ClockLeeway + time.Minute,
 		SkewWarning:  cfg.ClockLeeway,
+		MaxClockSkew: cfg.ClockSkewBound(),
 		Now:          now,
+		BackoffMax:   reconnectBackoff.Backoff.MaxDelay,
+		// The authority being this very process is told once, clearly,
+		// by the follower's error line.
+		AuthorityIsSelf: self,
 	})
 	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now})
 	if err != nil {
@@ -165,25 +207,25 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() ti
 			Logger: logger.With("component", "extauthz"),
 		}))
 	}
+	var fa *forwardauth.Server
 	if cfg.HTTPListen != "" { // HTTP forward-auth, on the same decision path (Validate: needs --routes)
-		fa, err := forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Policy: policy, Decider: dec, Follower: fol,
+		fa, err = forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Policy: policy, Decider: dec, Follower: fol,
 			Metrics: decisionMetrics, Registerer: reg, Logger: logger.With("component", "forwardauth")}, "forwardauth"), logger)
 		if err != nil {
 			return fmt.Errorf("http listen %s: %w", cfg.HTTPListen, err)
 		}
-		defer fa.Close(cfg.ShutdownTimeout)
+		defer func() {
+			if fa != nil {
+				fa.Close(time.Second)
+			}
+		}()
 	}
 
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
 	var metricsAddr string
 	var metrics *grpcserver.MetricsServer
 	if cfg.MetricsListen != "" {
 		metrics, err = grpcserver.ListenMetrics(cfg.MetricsListen, reg, logger)
 		if err != nil {
-			lis.Close()
 			return fmt.Errorf("metrics listen %s: %w", cfg.MetricsListen, err)
 		}
 		metricsAddr = metrics.Addr().String()
@@ -198,6 +240,7 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() ti
 	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
 
 	serveErr := make(chan error, 1)
+	lisOpen = false // Serve owns it
 	go func() { serveErr <- srv.Serve(lis) }()
 
 	var runErr error
@@ -208,22 +251,73 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer, now func() ti
 		logger.Error("server stopped", "error", runErr)
 	}
 	// Reverse order of start: stop answering (draining in-flight checks),
-	// then stop following, then close the connection and metrics.
-	srv.Shutdown(cfg.ShutdownTimeout)
-	stopBG()
-	wg.Wait()
-	if metrics != nil {
-		mctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = metrics.Close(mctx)
-		cancel()
+	// then stop following, then close the connection and metrics. The
+	// whole stop has one bound; past it the process gives up, says so and
+	// fails, and "stopped" is never logged.
+	start := time.Now()
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancelStop()
+	done := make(chan error, 1)
+	faStop, metricsStop := fa, metrics
+	fa, metrics, connOpen = nil, nil, false // stopped below, not by the deferred calls
+	go func() {
+		var errs []error
+		if err := srv.Stop(stopCtx, nil); err != nil {
+			errs = append(errs, err)
+		}
+		stopBG()
+		wg.Wait()
+		if faStop != nil {
+			dl, _ := stopCtx.Deadline()
+			faStop.Close(time.Until(dl))
+		}
+		if metricsStop != nil {
+			_ = metricsStop.Close(stopCtx)
+		}
+		conn.Close()
+		if opts.stopHook != nil {
+			opts.stopHook()
+		}
+		done <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			logger.Error("stop did not finish cleanly within --shutdown-timeout", "error", err, "timeout", cfg.ShutdownTimeout.String())
+			return fmt.Errorf("stop did not finish within --shutdown-timeout %s: %w", cfg.ShutdownTimeout, err)
+		}
+	case <-stopCtx.Done():
+		logger.Error("stop did not finish within --shutdown-timeout: exiting with work still running", "timeout", cfg.ShutdownTimeout.String())
+		return fmt.Errorf("stop did not finish within --shutdown-timeout %s", cfg.ShutdownTimeout)
 	}
 	if runErr == nil {
 		if err := <-serveErr; err != nil {
 			runErr = err
 		}
 	}
-	logger.Info("stopped")
-	return runErr
+	if runErr != nil {
+		return runErr
+	}
+	logger.Info("stopped", "took", time.Since(start).String())
+	return nil
+}
+
+// isSelf reports whether addr (--authority) names the listener's own
+// address: same port, and a loopback, unspecified or equal host.
+func isSelf(addr string, own net.Addr) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ta, ok := own.(*net.TCPAddr)
+	if !ok || port != strconv.Itoa(ta.Port) {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified() || ip.Equal(ta.IP))
 }
 
 // watchHealth turns the follower's readiness into the health status: SERVING
@@ -283,6 +377,10 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 			func() float64 { return float64(fol.Stats().Probes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_history_diverged_total", Help: "Probes answered \"not in history\": the state was of another history (a restored or replaced store); each forces a snapshot."},
 			func() float64 { return float64(fol.Stats().Diverged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_wrong_server_total", Help: "Stream attempts answered UNIMPLEMENTED: the server at --authority is not a Sigil authority (or is this authorizer)."},
+			func() float64 { return float64(fol.Stats().WrongServer) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_clock_skew_exceeded", Help: "1 while the clock is not known to be within --max-clock-skew of the authority's (checks fail closed)."},
+			func() float64 { return b2f(fol.ClockSkewExceeded()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_gaps_total", Help: "Live events that did not follow the applied revision (a lost message); each drops the stream."},
 			func() float64 { return float64(fol.Stats().Gaps) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},

@@ -68,7 +68,7 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, logs, nil) }()
+	go func() { done <- run(ctx, cfg, Options{LogOut: logs}) }()
 
 	addr, metricsAddr := listening(t, logs)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -108,6 +108,9 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Send(t, authoritytest.Chunk("e1", 5, []*sigilv1.SigningKey{authoritytest.Key("k1", sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE, pub)}), authoritytest.SnapshotEnd("e1", 5))
+	// Ready only once a checkpoint has told the authority's clock
+	// (--max-clock-skew).
+	s.Send(t, authoritytest.Checkpoint(5, time.Now()))
 	waitHealth(healthpb.HealthCheckResponse_SERVING)
 	resp, err := client.CheckPermission(context.Background(), &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view"})
 	if err != nil || !resp.GetAllowed() {
@@ -168,17 +171,17 @@ func TestRunServesFailsClosedAndDrains(t *testing.T) {
 
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	cfg, _ := config.Parse([]string{"--listen", "127.0.0.1:0", "--max-staleness", "0s"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err := run(context.Background(), cfg, io.Discard, nil)
+	err := run(context.Background(), cfg, Options{LogOut: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "--max-staleness") {
 		t.Fatalf("run = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--authority-token-file", "/nonexistent/watch.token"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard, nil)
+	err = run(context.Background(), cfg, Options{LogOut: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "authority-token-file") {
 		t.Fatalf("run with a missing credential file = %v", err)
 	}
 	cfg, _ = config.Parse([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--routes", "/nonexistent/routes.yaml"}, func(string) (string, bool) { return "", false }, io.Discard)
-	err = run(context.Background(), cfg, io.Discard, nil)
+	err = run(context.Background(), cfg, Options{LogOut: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "--routes") || !strings.Contains(err.Error(), "/nonexistent/routes.yaml") {
 		t.Fatalf("run with a missing routes file = %v", err)
 	}

@@ -35,9 +35,11 @@ func (c *steppedClock) step(d time.Duration) (undo func()) { c.set(d); return fu
 // TestClockStep is the fault suite's clock-step scenario (it lives here
 // because only this module path may run the authorizer in process): the
 // real authority binary, the authorizer in process with a wall clock the
-// test steps by ±1h, joined by the fault proxy. A step can neither make a
-// stale authorizer Ready (freshness is monotonic), nor a fresh one stale;
-// token times follow the stepped wall clock, with the leeway.
+// test steps, joined by the fault proxy. A step can neither make a stale
+// authorizer Ready (freshness is monotonic), nor a fresh one stale; token
+// times follow the stepped wall clock, with the leeway. Steps stay within
+// --max-clock-skew (5m) where the authorizer must keep serving: beyond it
+// the clock itself makes it fail closed (TestClockSkewBound).
 func TestClockStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real authority (run without -short)")
@@ -46,7 +48,7 @@ func TestClockStep(t *testing.T) {
 	authorityAddr := testproc.FreeAddr(t)
 	a := testproc.StartWith(t, testproc.Options{Name: "authority"}, testproc.MustBuild(t, "services/authority"),
 		"--listen", authorityAddr, "--metrics-listen", "127.0.0.1:0", "--data-dir", dir,
-		"--min-ttl", "30m", "--shutdown-timeout", "5s")
+		"--min-ttl", "1m", "--shutdown-timeout", "5s")
 	if err := a.WaitRecord(30*time.Second, "listening", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestClockStep(t *testing.T) {
 	const maxStaleness = 2 * time.Second
 	cfg, err := config.Parse([]string{
 		"--listen", "127.0.0.1:0", "--authority", proxy.Addr(), "--authority-token-file", filepath.Join(dir, "watch.token"),
-		"--max-staleness", maxStaleness.String(), "--clock-leeway", "30s", "--shutdown-timeout", "2s",
+		"--max-staleness", maxStaleness.String(), "--clock-leeway", "30s", "--max-clock-skew", "5m", "--shutdown-timeout", "2s",
 	}, func(string) (string, bool) { return "", false }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +100,7 @@ func TestClockStep(t *testing.T) {
 		}
 	}
 
-	// Two tokens: one living 10 days, one 40 minutes.
+	// Two tokens: one living 10 days, one 2 minutes.
 	op, err := os.ReadFile(filepath.Join(dir, "operator.token"))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +123,7 @@ func TestClockStep(t *testing.T) {
 		}
 		return resp.GetToken()
 	}
-	long, short := mint("long", 240*time.Hour), mint("short", 40*time.Minute)
+	long, short := mint("long", 240*time.Hour), mint("short", 2*time.Minute)
 	decide := func(tok string) (bool, sigilv1.DenyReason, codes.Code) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -140,19 +142,19 @@ func TestClockStep(t *testing.T) {
 	want("fresh, unstepped: long", long, true, sigilv1.DenyReason_DENY_REASON_UNSPECIFIED)
 	want("fresh, unstepped: short", short, true, sigilv1.DenyReason_DENY_REASON_UNSPECIFIED)
 
-	// Fresh, the wall clock one hour ahead: still fresh; the 40-minute
-	// token is past its expiry by far more than the leeway.
-	undo := wall.step(time.Hour)
+	// Fresh, the wall clock four minutes ahead: still fresh; the 2-minute
+	// token is past its expiry by more than the leeway.
+	undo := wall.step(4 * time.Minute)
 	time.Sleep(2 * maxStaleness) // freshness must outlast the step
 	if !serving() {
 		t.Fatal("a forward wall-clock step made a fresh authorizer stale")
 	}
-	want("+1h: long", long, true, sigilv1.DenyReason_DENY_REASON_UNSPECIFIED)
-	want("+1h: short", short, false, sigilv1.DenyReason_DENY_REASON_EXPIRED)
-	// One hour behind: the tokens' issue times are an hour ahead, beyond
-	// the leeway.
-	wall.set(-time.Hour)
-	want("-1h: long", long, false, sigilv1.DenyReason_DENY_REASON_NOT_YET_VALID)
+	want("+4m: long", long, true, sigilv1.DenyReason_DENY_REASON_UNSPECIFIED)
+	want("+4m: short", short, false, sigilv1.DenyReason_DENY_REASON_EXPIRED)
+	// Four minutes behind: the tokens' issue times are ahead, beyond the
+	// leeway.
+	wall.set(-4 * time.Minute)
+	want("-4m: long", long, false, sigilv1.DenyReason_DENY_REASON_NOT_YET_VALID)
 	// Within the leeway either way: still valid.
 	wall.set(20 * time.Second)
 	want("+20s: short", short, true, sigilv1.DenyReason_DENY_REASON_UNSPECIFIED)

@@ -88,6 +88,10 @@ func Ready(f Follower) error {
 	if !f.Synced() {
 		return status.Error(codes.Unavailable, "authorizer not yet synced with the authority")
 	}
+	// An optional method, so that followers of tests need not have it.
+	if s, ok := f.(interface{ ClockSkewExceeded() bool }); ok && s.ClockSkewExceeded() {
+		return status.Error(codes.Unavailable, "authorizer clock not known to be within --max-clock-skew of the authority's")
+	}
 	return status.Error(codes.Unavailable, "authorizer has no confirmation from the authority within --max-staleness")
 }
 

@@ -25,6 +25,7 @@ type Config struct {
 	AuthorityTokenFile string        // watch credential presented on the revocation stream
 	MaxStaleness       time.Duration // silence from the authority after which checks fail closed
 	ClockLeeway        time.Duration // tolerance on token issue and expiry times
+	MaxClockSkew       time.Duration // difference from the authority's clock beyond which checks fail closed; 0: ClockSkewBound
 	MaxWait            time.Duration // bound of a min_revision wait when the call has no deadline
 	TLSCert            string        // server certificate (PEM)
 	TLSKey             string        // server private key (PEM)
@@ -43,6 +44,33 @@ type Config struct {
 	MaxParkedWaits     int           // min_revision waits parked at once
 }
 
+// AuthorityExpiryMargin is how long after a token's expiry, by its own
+// clock, the authority keeps the token's revocation in its snapshots
+// (manage.ExpiryMargin on the authority's side).
+const AuthorityExpiryMargin = 10 * time.Minute
+
+// MaxSkewPlusLeeway bounds --max-clock-skew plus --clock-leeway. An
+// authorizer accepts a token until its expiry plus the leeway by its own
+// clock, that is until expiry + leeway + skew by the authority's: that must
+// stay below AuthorityExpiryMargin, or a snapshot could come without the
+// revocation of a token the authorizer still takes for valid. A minute is
+// kept for the skew measured late (checkpoints carry it every second).
+const MaxSkewPlusLeeway = AuthorityExpiryMargin - time.Minute
+
+// minClockSkew is the least skew bound when --max-clock-skew is derived
+// from a very small --clock-leeway: clocks synchronised by NTP differ by
+// milliseconds, and a checkpoint's time is a little old when it arrives.
+const minClockSkew = time.Second
+
+// ClockSkewBound is the effective --max-clock-skew: the flag, or when it
+// is 0 the clock leeway (at least a second).
+func (c Config) ClockSkewBound() time.Duration {
+	if c.MaxClockSkew > 0 {
+		return c.MaxClockSkew
+	}
+	return max(c.ClockLeeway, minClockSkew)
+}
+
 // Parse reads the flags in args (without the program name) and, for flags
 // not given, the SIGIL_AUTHORIZER_* variables found by lookup. Usage and
 // parse errors go to out. It does not validate: call Validate.
@@ -56,6 +84,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.AuthorityTokenFile, "authority-token-file", "", "file holding the watch credential for the authority's revocation stream (empty: anonymous, accepted only by a --dev authority)")
 	fs.DurationVar(&c.MaxStaleness, "max-staleness", 30*time.Second, "answer UNAVAILABLE unless the authority confirmed, within this long, that the authorizer holds its history (a probe round trip, every second or less)")
 	fs.DurationVar(&c.ClockLeeway, "clock-leeway", 30*time.Second, "tolerance on token issue and expiry times")
+	fs.DurationVar(&c.MaxClockSkew, "max-clock-skew", 0, "answer UNAVAILABLE while the local clock differs from the authority's (as its checkpoints carry it) by more than this (0: equal to --clock-leeway, at least 1s)")
 	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Second, "longest min_revision wait for a call without a deadline")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM); with --tls-key enables TLS")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "server private key (PEM)")
@@ -90,6 +119,11 @@ func (c Config) Validate() error {
 	p.Positive("max-staleness", c.MaxStaleness)
 	if c.ClockLeeway < 0 || c.ClockLeeway > 5*time.Minute {
 		p.Add("clock-leeway", "must be between 0 and 5m, got %s", c.ClockLeeway)
+	}
+	if c.MaxClockSkew < 0 || c.MaxClockSkew > 5*time.Minute {
+		p.Add("max-clock-skew", "must be between 0 and 5m, got %s", c.MaxClockSkew)
+	} else if c.ClockSkewBound()+c.ClockLeeway > MaxSkewPlusLeeway {
+		p.Add("max-clock-skew", "with --clock-leeway must not exceed %s (the authority keeps a revocation %s past expiry), got %s", MaxSkewPlusLeeway, AuthorityExpiryMargin, c.ClockSkewBound()+c.ClockLeeway)
 	}
 	p.Positive("max-wait", c.MaxWait)
 	p.ServerTLS(c.TLSCert, c.TLSKey, c.TLSClientCA)

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -71,9 +72,21 @@ type Options struct {
 	// ours by more than this: tokens are timed by the authority's clock and
 	// checked by ours. Set it to the clock leeway.
 	SkewWarning time.Duration
+	// MaxClockSkew, when positive, makes the follower not ready while the
+	// authority's clock, as carried by its latest checkpoint, differs from
+	// ours by more than this, and before the first checkpoint has told the
+	// skew. A revocation leaves the authority's snapshots a fixed margin
+	// after the token's expiry by the authority's clock; an authorizer whose
+	// clock is far behind would still take the token for unexpired, and
+	// allow it, after a reconnection brought a snapshot without it.
+	MaxClockSkew time.Duration
 	// BackoffBase and BackoffMax shape the jittered exponential reconnect
 	// delay; 100ms and 2s when zero.
 	BackoffBase, BackoffMax time.Duration
+	// AuthorityIsSelf says that the authority's address is this
+	// authorizer's own listen address; it only shapes the error logged when
+	// the server there does not serve the authority's API.
+	AuthorityIsSelf bool
 }
 
 // Stats are counters of the follower's life, for metrics.
@@ -87,6 +100,10 @@ type Stats struct {
 	Probes      uint64 // ConfirmHistory probes sent
 	Diverged    uint64 // probes answered "not in history": the state was of another history
 	Gaps        uint64 // live events whose previous_revision was not the applied revision
+	// WrongServer counts stream attempts answered UNIMPLEMENTED: the server
+	// at the authority's address does not serve sigil.v1.TokenAuthorityService
+	// (another gRPC server, or this authorizer itself).
+	WrongServer uint64
 }
 
 type keyEntry struct {
@@ -173,8 +190,10 @@ type Follower struct {
 	skewWarned   bool          // a skew warning was logged; touched only by the Run goroutine
 	skew         atomic.Int64  // our clock minus the authority's, in nanoseconds, at the last checkpoint
 	skewKnown    atomic.Bool
+	skewBad      atomic.Bool // |skew| > MaxClockSkew at the last checkpoint
+	wrongServer  bool        // the last stream attempt was UNIMPLEMENTED; touched only by the Run goroutine
 
-	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps atomic.Uint64
+	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps, wrongServers atomic.Uint64
 }
 
 // New returns a follower; call Run to start following.
@@ -240,6 +259,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		}
 		if received {
 			attempt = 0
+			f.wrongServer = false
 		}
 		delay := f.backoff(attempt)
 		attempt++
@@ -248,7 +268,22 @@ func (f *Follower) Run(ctx context.Context) error {
 			// on it is a moment of not being fresh.
 			delay = 0
 		}
-		f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay)
+		if status.Code(err) == codes.Unimplemented {
+			// Not an authority: one ERROR line when it starts, then quiet
+			// retries at the capped backoff (it may be replaced by one).
+			f.wrongServers.Add(1)
+			if !f.wrongServer {
+				f.wrongServer = true
+				msg := "the server at --authority does not serve sigil.v1.TokenAuthorityService: it is not a Sigil authority; not serving until it is"
+				if f.opts.AuthorityIsSelf {
+					msg = "--authority is this authorizer's own listen address: it does not serve sigil.v1.TokenAuthorityService; not serving until --authority names the authority"
+				}
+				f.logger.Error(msg, "error", err)
+			}
+			f.logger.Debug("revocation stream refused, retrying", "retry_in", delay)
+		} else {
+			f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay)
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -308,7 +343,11 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 	// revocation acknowledged before now.
 	sent := f.opts.Elapsed()
 	opened := false
-	stream, err := f.opts.Client.WatchRevocations(ctx, req)
+	// WaitForReady: while the authority is unreachable the call waits for
+	// the connection (whose own backoff is capped at ours) instead of
+	// failing at once; the idle timer bounds the wait. So a stream opens
+	// as soon as the authority is back, not a backoff later.
+	stream, err := f.opts.Client.WatchRevocations(ctx, req, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}
@@ -603,6 +642,17 @@ func (f *Follower) noteSkew(ts *timestamppb.Timestamp) {
 	now := f.now()
 	skew := now.Sub(ts.AsTime())
 	f.skew.Store(int64(skew))
+	if m := f.opts.MaxClockSkew; m > 0 {
+		bad := skew > m || skew < -m
+		if was := f.skewBad.Swap(bad); bad != was || !f.skewKnown.Load() {
+			if bad {
+				f.logger.Error("clock differs from the authority's by more than --max-clock-skew: not serving until it is within the bound (fix the clock: NTP)",
+					"skew", skew.String(), "max_clock_skew", m.String())
+			} else if was {
+				f.logger.Info("clock back within --max-clock-skew of the authority's", "skew", skew.String(), "max_clock_skew", m.String())
+			}
+		}
+	}
 	f.skewKnown.Store(true)
 	at := f.opts.Elapsed()
 	if f.opts.SkewWarning > 0 && (skew > f.opts.SkewWarning || skew < -f.opts.SkewWarning) && (!f.skewWarned || at-f.lastSkewWarn >= time.Minute) {
@@ -610,6 +660,15 @@ func (f *Follower) noteSkew(ts *timestamppb.Timestamp) {
 		f.logger.Warn("clock differs from the authority's by more than the clock leeway: tokens may be denied as not yet valid or expired, or accepted late",
 			"skew", skew.String(), "leeway", f.opts.SkewWarning.String())
 	}
+}
+
+// ClockSkewExceeded reports whether the follower is not ready because of
+// the clock: MaxClockSkew is set and the skew is unknown yet or beyond it.
+func (f *Follower) ClockSkewExceeded() bool {
+	if f.opts.MaxClockSkew <= 0 {
+		return false
+	}
+	return !f.skewKnown.Load() || f.skewBad.Load()
 }
 
 // ClockSkew returns our clock minus the authority's at the last checkpoint,
@@ -739,9 +798,10 @@ func (f *Follower) Staleness() (time.Duration, bool) {
 // history" with a revision this state has applied (with its digest). Then
 // every revocation acknowledged before the probe was sent, so every one
 // acknowledged more than MaxStaleness ago, is applied, however late the
-// link delivers; arrival times prove nothing of the kind.
+// link delivers; arrival times prove nothing of the kind. With
+// MaxClockSkew, the authority's clock must also be known to be within it.
 func (f *Follower) Ready() bool {
-	if !f.Synced() {
+	if !f.Synced() || f.ClockSkewExceeded() {
 		return false
 	}
 	d, ok := f.Staleness()
@@ -822,6 +882,7 @@ func (f *Follower) Stats() Stats {
 		Probes:      f.probes.Load(),
 		Diverged:    f.diverged.Load(),
 		Gaps:        f.gaps.Load(),
+		WrongServer: f.wrongServers.Load(),
 	}
 }
 
