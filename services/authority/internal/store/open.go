@@ -20,7 +20,7 @@ var ErrDamaged = errors.New("store: database file is damaged")
 // without Options.Init: a failed start on a full disk or a failed restore
 // copy leaves one, and silently making a new store in it would change the
 // epoch and the signing keys (every existing token denied).
-var ErrEmptyFile = errors.New("store: database file is empty")
+var ErrEmptyFile = errors.New("database file is empty")
 
 // DamagedError says which file is damaged and how; its message is the one
 // an operator sees.
@@ -68,7 +68,7 @@ func preOpen(path string, init bool) (isNew bool, err error) {
 	case !fi.Mode().IsRegular():
 		return false, &DamagedError{Path: path, Err: errors.New("not a regular file")}
 	case fi.Size() == 0 && !init:
-		return false, fmt.Errorf("%w: database file %s is empty (a failed start on a full disk or a failed restore copy leaves one): "+
+		return false, fmt.Errorf("%w: %s (a failed start on a full disk or a failed restore copy leaves one): "+
 			"restore it from backup, or start once with --init to make a new store in it "+
 			"(new epoch and signing key: every existing token is then denied)", ErrEmptyFile, path)
 	case fi.Size() == 0:
