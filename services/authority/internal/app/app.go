@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -214,7 +215,10 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	go func() {
 		defer wg.Done()
 		// Compaction reads every page of the event log: damage found
-		// there is reported (NOT_SERVING, one ERROR), never a crash.
+		// there is reported (NOT_SERVING, one ERROR), never a crash. A
+		// damaged page can point bbolt outside the file: a fault, which
+		// only panic-on-fault makes recoverable.
+		debug.SetPanicOnFault(true)
 		defer func() {
 			if p := recover(); p != nil {
 				faults.report(fmt.Errorf("compaction: %v", p))

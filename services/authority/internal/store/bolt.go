@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,6 +275,7 @@ func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error)
 	if err := s.usable(ctx); err != nil {
 		return err
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer s.recoverTx(&err)
 	return mapErr(s.db.View(fn))
 }
@@ -367,6 +369,7 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, 
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer s.recoverTx(&err)
 	var (
 		last     uint64

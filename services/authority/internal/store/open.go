@@ -1,10 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
+	"runtime/debug"
+	"strings"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -80,6 +84,7 @@ func preOpen(path string, init bool) (isNew bool, err error) {
 // openBolt is bolt.Open with its panics (a truncated or scribbled file can
 // make bbolt index outside the mapping) turned into errors.
 func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, panicError("open", p)
@@ -88,30 +93,35 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 	return bolt.Open(path, 0o600, opts)
 }
 
-// checkOpen is the bounded check run at open: bbolt's page check (every
-// page reachable once, freelist consistent) and the store's invariants,
-// both reading every page once. It is skipped for a file that has no store
-// yet.
+// checkOpen is the bounded check run at open: a walk that reads every key
+// and value of every bucket, bbolt's page check (every page reachable
+// once, freelist consistent) and the store's invariants, each reading the
+// file once. It is skipped for a file that has no store yet.
+//
+// The walk comes first and runs with panic-on-fault: a damaged element
+// header can point bbolt outside the mapped file, which is a fault, not a
+// panic, and would kill the process even under recover. bbolt's own check
+// runs in a goroutine of its own, where that cannot be set; after the walk
+// has read every leaf it only meets what the walk already survived.
 func checkOpen(db *bolt.DB) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = panicError("check", p)
 		}
 	}()
 	return db.View(func(tx *bolt.Tx) error {
-		var errs []error
+		if err := walk(tx); err != nil {
+			return err
+		}
+		var msgs []string
 		for err := range tx.Check() {
-			errs = append(errs, err)
-			if len(errs) == 10 {
-				// Keep the message readable; draining the channel lets
-				// the check goroutine end.
-				for range tx.Check() {
-				}
-				break
+			if len(msgs) < 10 { // keep the message readable; drain the rest
+				msgs = append(msgs, strings.TrimPrefix(err.Error(), "panic: "))
 			}
 		}
-		if len(errs) > 0 {
-			return fmt.Errorf("bbolt check: %w", errors.Join(errs...))
+		if len(msgs) > 0 {
+			return fmt.Errorf("bbolt check: %s", strings.Join(msgs, "; "))
 		}
 		for _, name := range allBuckets {
 			if tx.Bucket(name) == nil {
@@ -125,6 +135,33 @@ func checkOpen(db *bolt.DB) (err error) {
 		}
 		return nil
 	})
+}
+
+// walk reads every key and value of every bucket, nested ones included,
+// and checks that keys are in order.
+func walk(tx *bolt.Tx) error {
+	var sum uint32
+	var walkBucket func(name []byte, b *bolt.Bucket) error
+	walkBucket = func(name []byte, b *bolt.Bucket) error {
+		c := b.Cursor()
+		var prev []byte
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if prev != nil && bytes.Compare(prev, k) >= 0 {
+				return fmt.Errorf("bucket %q: keys out of order", name)
+			}
+			prev = k
+			sum = crc32.Update(crc32.Update(sum, crc32.IEEETable, k), crc32.IEEETable, v)
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					if err := walkBucket(k, nb); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walkBucket(name, b) })
 }
 
 // faults reports the first damage seen after Open (a recovered bbolt panic
@@ -155,6 +192,7 @@ func (s *Bolt) recoverTx(errp *error) {
 // functions (in the commit itself) into a *DamagedError: the group
 // committer's leader must answer every caller of its group, never die.
 func safeUpdate(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
 			err = damaged(db.Path(), panicError("commit", p))
