@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -303,5 +305,64 @@ func TestStartupDamagedNewestMetaPage(t *testing.T) {
 	out := startFails(t, dir, []string{fmt.Sprintf("but revision %d was acknowledged", acked), "--restored"})
 	if !strings.Contains(out, fmt.Sprintf("the store is at revision %d ", acked-1)) {
 		t.Errorf("want the store one revision back:\n%s", out)
+	}
+}
+
+// TestDamageFoundWhileServing starts on a file with a damaged token page
+// and --skip-open-check: the damage is met only when read. The process must
+// stay up, turn its health NOT_SERVING and log one ERROR, with no panic
+// text or goroutine dump.
+func TestDamageFoundWhileServing(t *testing.T) {
+	dir, _ := seed(t, 300)
+	offs, pageSize := leafPages(t, dbPath(dir))
+	f, err := os.OpenFile(dbPath(dir), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every leaf page holding token records (their grants name
+	// domain:view) gets random bytes after its header.
+	damaged := 0
+	page := make([]byte, pageSize)
+	for _, off := range offs {
+		if _, err := f.ReadAt(page, off); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(page), "domain:view") {
+			continue
+		}
+		junk := make([]byte, pageSize-16)
+		_, _ = rand.Read(junk)
+		if _, err := f.WriteAt(junk, off+16); err != nil {
+			t.Fatal(err)
+		}
+		damaged++
+	}
+	f.Close()
+	if damaged == 0 {
+		t.Fatal("no token page found")
+	}
+	p := startProc(t, dir, "--skip-open-check")
+	for i := 0; i < 3; i++ { // reads that meet the damage fail, nothing crashes
+		_, err := p.client.ListTokens(p.op(), &sigilv1.ListTokensRequest{OrgId: "acme", PageSize: 500})
+		if err == nil {
+			t.Fatalf("listing damaged token pages succeeded (damaged %d pages)", damaged)
+		}
+	}
+	health := healthpb.NewHealthClient(p.conn)
+	r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health = %v, %v; want NOT_SERVING", r.GetStatus(), err)
+	}
+	if p.Exited() {
+		t.Fatal("authority exited")
+	}
+	out := p.Logs.String()
+	if n := strings.Count(out, `"msg":"database damaged while serving`); n != 1 {
+		t.Errorf("%d damage reports, want 1:\n%s", n, out)
+	}
+	for _, bad := range []string{"panic", "goroutine "} {
+		if strings.Contains(strings.ToLower(out), bad) {
+			t.Errorf("output holds %q:\n%s", bad, out)
+		}
 	}
 }
