@@ -91,11 +91,11 @@ func dialGRPC(t *testing.T, addr string) *grpc.ClientConn {
 
 // startAuthority starts (or restarts, on the same address and data) the
 // authority and waits until it listens.
-func (c *cluster) startAuthority() {
+func (c *cluster) startAuthority(extra ...string) {
 	c.t.Helper()
-	p := testproc.StartWith(c.t, testproc.Options{Name: "authority"}, testproc.MustBuild(c.t, "services/authority"),
-		"--listen", c.authorityAddr, "--metrics-listen", "127.0.0.1:0", "--data-dir", c.dataDir,
-		"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--lock-timeout", "5s")
+	args := append([]string{"--listen", c.authorityAddr, "--metrics-listen", "127.0.0.1:0", "--data-dir", c.dataDir,
+		"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--lock-timeout", "5s"}, extra...)
+	p := testproc.StartWith(c.t, testproc.Options{Name: "authority"}, testproc.MustBuild(c.t, "services/authority"), args...)
 	if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
 		c.t.Fatal(err)
 	}
@@ -124,14 +124,14 @@ func (c *cluster) startAuthorizer() {
 // directory while it is down, and starts it again. It records the outage
 // as a window. This is the hook for the restore scenarios (a backup of the
 // bbolt file put back by prepare); see restoreScenarios.
-func (c *cluster) restartAuthorityWith(prepare func(dataDir string)) {
+func (c *cluster) restartAuthorityWith(prepare func(dataDir string), extra ...string) {
 	c.t.Helper()
 	from := time.Now()
 	c.authorityProc().Kill()
 	if prepare != nil {
 		prepare(c.dataDir)
 	}
-	c.startAuthority()
+	c.startAuthority(extra...)
 	c.hist.addWindow(window{From: from, To: time.Now(), What: "authority killed"})
 }
 

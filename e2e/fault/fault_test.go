@@ -163,7 +163,8 @@ func restoreBackup(t *testing.T, c *cluster, rng *rand.Rand) {
 	c.waitServing(10 * time.Second)
 	paused := time.Now()
 	c.proxy.Pause()
-	c.restartAuthorityWith(func(dir string) { copyFile(t, backup, filepath.Join(dir, "sigil.db")) })
+	// Below the acknowledged revision: the runbook starts it with --restored.
+	c.restartAuthorityWith(func(dir string) { copyFile(t, backup, filepath.Join(dir, "sigil.db")) }, "--restored")
 	up := time.Now()
 	back := c.hist.restored(T, up)
 	// A connection of its own: the load's may be in reconnect backoff for

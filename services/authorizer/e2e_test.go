@@ -88,10 +88,11 @@ type authority struct {
 	client  sigilv1.TokenAuthorityServiceClient
 }
 
-func startAuthority(t testing.TB, dataDir, listen string) *authority {
+func startAuthority(t testing.TB, dataDir, listen string, extra ...string) *authority {
 	t.Helper()
-	p := start(t, "authority", authorityPkg, "--listen", listen, "--metrics-listen", "127.0.0.1:0",
-		"--data-dir", dataDir, "--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--lock-timeout", "5s")
+	args := append([]string{"--listen", listen, "--metrics-listen", "127.0.0.1:0",
+		"--data-dir", dataDir, "--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--lock-timeout", "5s"}, extra...)
+	p := start(t, "authority", authorityPkg, args...)
 	return &authority{proc: p, dataDir: dataDir, client: sigilv1.NewTokenAuthorityServiceClient(p.conn)}
 }
 

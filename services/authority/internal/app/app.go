@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -103,14 +105,11 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	if err != nil {
 		return err
 	}
-	kekEnv, kekSet := opts.LookupEnv(config.EnvPrefix + "_KEK")
-	kek, err := secrets.LoadOrCreateKEK(kekEnv, kekSet, cfg.KEKFile, logger)
-	if err != nil {
-		return err
-	}
-	sealer, err := secrets.NewSealer(kek)
-	if err != nil {
-		return err
+	if watch.Equal(operator) {
+		// Every authorizer holds the watch credential: equal to the
+		// operator's, each could mint and revoke anything.
+		return fmt.Errorf("the watch credential (%s) equals the operator credential (%s): give the watch credential a value of its own",
+			cfg.WatchTokenFile, cfg.OperatorTokenFile)
 	}
 
 	// From here on, what is opened is closed in reverse order, also when
@@ -122,7 +121,8 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		}
 	}()
 
-	st, where, err := openStore(ctx, cfg)
+	faults := &faultReporter{logger: logger}
+	st, where, err := openStore(ctx, cfg, faults.report)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,38 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 			logger.Error("closing the database", "error", err)
 		}
 	})
-	logger.Info("database open", "store", cfg.Store, "path", where, "epoch", st.Epoch(), "revision", st.Revision())
+	logger.Info("database open", "store", cfg.Store, "path", where, "epoch", st.Epoch(), "revision", st.Revision(),
+		"check_took", checkTook(st))
+
+	reg := prometheus.NewRegistry()
+	rewinds := newRewindCounter()
+	reg.MustRegister(rewinds)
+	markPath := filepath.Join(cfg.DataDir, HighWaterFile)
+	if err := checkMark(markPath, st, cfg.Restored, logger, rewinds); err != nil {
+		return err
+	}
+	mw := &markWriter{path: markPath, st: st, logger: logger, done: make(chan struct{}), last: st.Revision()}
+	markCtx, stopMark := context.WithCancel(context.Background())
+	go mw.run(markCtx)
+	// Runs after the server has stopped (closers run in reverse): the
+	// last acknowledged revision is marked.
+	closers = append(closers, func() { stopMark(); <-mw.done })
+
+	// The key-encryption key is created only for a store without sealed
+	// keys: for one with keys, a new key could open none of them.
+	sealed, err := st.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("read signing keys: %w", err)
+	}
+	kekEnv, kekSet := opts.LookupEnv(config.EnvPrefix + "_KEK")
+	kek, err := secrets.LoadKEK(kekEnv, kekSet, cfg.KEKFile, len(sealed) == 0, logger)
+	if err != nil {
+		return err
+	}
+	sealer, err := secrets.NewSealer(kek)
+	if err != nil {
+		return err
+	}
 
 	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger})
 	if err != nil {
@@ -139,7 +170,6 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	}
 	closers = append(closers, km.Close)
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg, st.Revision)
 	limits := grpcserver.NewLimits(reg)
@@ -190,7 +220,20 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	var wg sync.WaitGroup
 	closers = append(closers, func() { stopBG(); wg.Wait() })
 	wg.Add(1)
-	go func() { defer wg.Done(); srv.RunCompaction(bg, compactInterval) }()
+	go func() {
+		defer wg.Done()
+		// Compaction reads every page of the event log: damage found
+		// there is reported (NOT_SERVING, one ERROR), never a crash. A
+		// damaged page can point bbolt outside the file: a fault, which
+		// only panic-on-fault makes recoverable.
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if p := recover(); p != nil {
+				faults.report(fmt.Errorf("compaction: %v", p))
+			}
+		}()
+		srv.RunCompaction(bg, compactInterval)
+	}()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
@@ -235,7 +278,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	}
 	closers = append(closers, stop)
 
-	gs.SetServing(true)
+	faults.serving(gs.SetServing)
 	logger.Info("listening", "addr", lis.Addr().String(), "tls", tlsCfg != nil, "mtls", cfg.TLSClientCA != "",
 		"operator_token_file", cfg.OperatorTokenFile, "watch_token_file", cfg.WatchTokenFile)
 	if opts.Ready != nil {

@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/sigil-auth/sigil/internal/testproc"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
+	"github.com/sigil-auth/sigil/services/authority/internal/secrets"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -140,8 +143,21 @@ func TestKEKFromEnvironment(t *testing.T) {
 	if _, err := os.Stat(cfg.KEKFile); err == nil {
 		t.Fatal("kek file created although the environment holds the key")
 	}
-	// The sealed keys need the same KEK: a different one refuses to start.
-	err := RunWithOptions(context.Background(), cfg, Options{Stderr: io.Discard, LookupEnv: func(string) (string, bool) { return "", false }})
+	// The sealed keys need the same KEK: without it start-up fails, and no
+	// new (useless) KEK file is invented.
+	noEnv := Options{Stderr: io.Discard, LookupEnv: func(string) (string, bool) { return "", false }}
+	err := RunWithOptions(context.Background(), cfg, noEnv)
+	if !errors.Is(err, secrets.ErrKEKMissing) || !strings.Contains(err.Error(), cfg.KEKFile) {
+		t.Fatalf("missing kek: %v", err)
+	}
+	if _, err := os.Stat(cfg.KEKFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("kek file created for a store with sealed keys: %v", err)
+	}
+	// A different one refuses to start too.
+	if err := os.WriteFile(cfg.KEKFile, []byte("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWithOptions(context.Background(), cfg, noEnv)
 	if err == nil || !strings.Contains(err.Error(), "cannot open sealed key") {
 		t.Fatalf("wrong kek: %v", err)
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	LogLevel           string        // debug, info, warn or error
 	LockTimeout        time.Duration // how long to wait for the bbolt file lock
 	Dev                bool          // development mode: anonymous WatchRevocations allowed
+	Init               bool          // make a new store in an existing empty bbolt file
+	Restored           bool          // accept a store whose revision is below the high-water mark, and move the mark
+	SkipOpenCheck      bool          // skip the page and invariant check of the bbolt file at start-up
 	MaxConnections     int           // open gRPC connections accepted at once
 	MaxStreams         int           // concurrent calls per connection
 	MaxWatchStreams    int           // open revocation streams per credential
@@ -102,6 +105,9 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.LockTimeout, "lock-timeout", store.DefaultLockTimeout, "how long to wait for the database file lock held by another process")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: allow anonymous WatchRevocations")
+	fs.BoolVar(&c.Init, "init", false, "make a new store in an existing empty <data-dir>/sigil.db (new epoch and signing key: existing tokens are denied); a missing file is created without it")
+	fs.BoolVar(&c.Restored, "restored", false, "accept a store whose revision is below the one last acknowledged (after a restore, docs/operations.md), and move the high-water mark to it")
+	fs.BoolVar(&c.SkipOpenCheck, "skip-open-check", false, "skip checking every page and the store's invariants when opening the bbolt file (for very large files)")
 	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
 	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
 	fs.IntVar(&c.MaxWatchStreams, "max-watch-streams", server.DefaultMaxWatchStreams, "open WatchRevocations streams per credential (all authorizers share the watch credential)")
@@ -171,6 +177,16 @@ func (c Config) Validate() error {
 		}
 	}
 	p.Positive("lock-timeout", c.LockTimeout)
+	if c.Store == StoreEtcd {
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{{"init", c.Init}, {"skip-open-check", c.SkipOpenCheck}} {
+			if f.set {
+				p.Add(f.flag, "is only used with --store bbolt")
+			}
+		}
+	}
 	c.validateStore(&p)
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)

@@ -36,6 +36,9 @@ var (
 	ErrBadKEK       = errors.New("secrets: key-encryption key must be 32 bytes, base64 encoded")
 	ErrOpen         = errors.New("secrets: cannot open sealed key (wrong key-encryption key or corrupted data)")
 	ErrShort        = errors.New("secrets: credential is too short")
+	// ErrKEKMissing is returned by LoadKEK when the KEK file is missing
+	// and creating one is not allowed (the store holds sealed keys).
+	ErrKEKMissing = errors.New("KEK file missing")
 )
 
 // Credential is a bearer credential known only by its SHA-256 digest, so
@@ -56,6 +59,12 @@ func NewCredential(v string) Credential {
 func (c Credential) Matches(presented string) bool {
 	d := sha256.Sum256([]byte(presented))
 	return subtle.ConstantTimeCompare(d[:], c.digest[:]) == 1 && c.set
+}
+
+// Equal reports whether c and o are the same set credential (both zero
+// Credentials are not equal: a zero one matches nothing).
+func (c Credential) Equal(o Credential) bool {
+	return c.set && o.set && subtle.ConstantTimeCompare(c.digest[:], o.digest[:]) == 1
 }
 
 // LoadOrCreateCredential reads the credential in path or, when the file does
@@ -91,6 +100,15 @@ func LoadOrCreateCredential(path, prefix string, logger *slog.Logger) (Credentia
 // envSet, else from path (base64 text), created there with mode 0600 when
 // missing, with a warning that production keeps it away from the data.
 func LoadOrCreateKEK(envValue string, envSet bool, path string, logger *slog.Logger) ([]byte, error) {
+	return LoadKEK(envValue, envSet, path, true, logger)
+}
+
+// LoadKEK is LoadOrCreateKEK that creates the file only when mayCreate: a
+// store that already holds sealed keys needs the key they were sealed
+// with, and a new one would only fail to open them (and stay behind as a
+// useless file). Without mayCreate a missing file is ErrKEKMissing and
+// nothing is written.
+func LoadKEK(envValue string, envSet bool, path string, mayCreate bool, logger *slog.Logger) ([]byte, error) {
 	if envSet {
 		k, err := decodeKEK(envValue)
 		if err != nil {
@@ -100,6 +118,9 @@ func LoadOrCreateKEK(envValue string, envSet bool, path string, logger *slog.Log
 		return k, nil
 	}
 	data, err := readSecretFile(path, logger)
+	if errors.Is(err, fs.ErrNotExist) && !mayCreate {
+		return nil, fmt.Errorf("%w: %s; the store holds keys sealed with a key-encryption key: restore the file or set SIGIL_AUTHORITY_KEK", ErrKEKMissing, path)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		k := make([]byte, KEKSize)
 		if _, err := rand.Read(k); err != nil {

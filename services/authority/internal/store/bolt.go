@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,18 @@ type Options struct {
 	// process (or another Open in this one) holds it; then it fails with
 	// ErrLocked. Zero means DefaultLockTimeout; it never waits forever.
 	Timeout time.Duration
+	// SkipCheck skips the check of every page and of the store's
+	// invariants at open (checkOpen); for files so large that it takes too
+	// long. A damaged page is then found only when read.
+	SkipCheck bool
+	// Init lets Open make a new store in an existing empty file; without
+	// it such a file is refused with ErrEmptyFile (a missing file is always
+	// created).
+	Init bool
+	// OnFault, when set, is called once with the first damage found after
+	// Open: a bbolt panic recovered in a transaction or a commit. The
+	// method that met it returns an error wrapping ErrDamaged.
+	OnFault func(error)
 }
 
 // Bolt is the Store on one bbolt file. It is safe for concurrent use.
@@ -44,16 +57,24 @@ type Bolt struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	faults    faults
+	checkTook time.Duration // of the open check; 0 when skipped
 }
 
 var _ Store = (*Bolt)(nil)
 
-// Open opens (or creates) the store file at path. A new file gets every
-// bucket, the schema version and a fresh random epoch; an existing one must
-// have this build's schema version. When another process holds the file,
-// Open waits up to opts.Timeout and then returns an error wrapping
-// ErrLocked. Every committed mutation is fsynced before its method returns;
-// concurrent mutations share transactions and fsyncs (group commit).
+// Open opens (or creates) the store file at path. A missing file gets every
+// bucket, the schema version and a fresh random epoch; an existing empty
+// file only with opts.Init (else ErrEmptyFile); an existing store must have
+// this build's schema version. Unless opts.SkipCheck, every page and the
+// store's invariants are checked first. A file that bbolt refuses, that
+// fails the check or that makes bbolt panic is reported as a
+// *DamagedError (ErrDamaged), never as a panic. When another process holds
+// the file, Open waits up to opts.Timeout and then returns an error
+// wrapping ErrLocked. Every committed mutation is fsynced before its method
+// returns; concurrent mutations share transactions and fsyncs (group
+// commit).
 func Open(path string, opts Options) (*Bolt, error) {
 	timeout := opts.Timeout
 	switch {
@@ -62,7 +83,11 @@ func Open(path string, opts Options) (*Bolt, error) {
 	case timeout < 0:
 		return nil, fmt.Errorf("%w: lock timeout %s is negative", ErrInvalid, timeout)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	isNew, err := preOpen(path, opts.Init)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, &bolt.Options{
 		Timeout: timeout,
 		// NoSync stays false: a mutation is acknowledged only once on disk.
 		NoSync:       false,
@@ -72,11 +97,20 @@ func Open(path string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("%w: %s: another process holds it (waited %s)", ErrLocked, path, timeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, damaged(path, err)
 	}
-	s := &Bolt{db: db, path: path, changed: make(chan struct{}), group: groupCommitter{db: db}}
+	s := &Bolt{db: db, path: path, changed: make(chan struct{}), group: groupCommitter{db: db},
+		faults: faults{onFault: opts.OnFault}}
+	if !isNew && !opts.SkipCheck {
+		start := time.Now()
+		if err := checkOpen(db); err != nil {
+			_ = db.Close()
+			return nil, damaged(path, err)
+		}
+		s.checkTook = time.Since(start)
+	}
 	var rev uint64
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := safeUpdate(db, func(tx *bolt.Tx) error {
 		var err error
 		if s.epoch, rev, err = initFile(tx); err != nil {
 			return err
@@ -84,11 +118,18 @@ func Open(path string, opts Options) (*Bolt, error) {
 		return initDigests(tx, rev)
 	}); err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+			return nil, damaged(path, err)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	s.rev.Store(rev)
 	return s, nil
 }
+
+// CheckTook is how long the check at Open took (zero when it was skipped
+// or the file was new).
+func (s *Bolt) CheckTook() time.Duration { return s.checkTook }
 
 // initFile creates the layout in a new file or checks an existing one, and
 // returns the epoch and the last revision.
@@ -228,11 +269,14 @@ func mapErr(err error) error {
 	return err
 }
 
-// view runs fn in a read transaction.
-func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+// view runs fn in a read transaction. A bbolt panic (a damaged page) is
+// reported (Options.OnFault) and returned as a *DamagedError.
+func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	if err := s.usable(ctx); err != nil {
 		return err
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer s.recoverTx(&err)
 	return mapErr(s.db.View(fn))
 }
 
@@ -321,10 +365,12 @@ func reject(err error) error { return rejection{err} }
 // group again without a function that failed). It must therefore read
 // everything from the transaction, take ids and times from its arguments,
 // and reset whatever results it hands back through its closure at each run.
-func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (uint64, error) {
+func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, err error) {
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer s.recoverTx(&err)
 	var (
 		last     uint64
 		rejected error
@@ -362,6 +408,9 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 		commit = s.commit
 	}
 	if err := commit(txfn); err != nil {
+		if errors.Is(err, ErrDamaged) {
+			s.faults.report(err)
+		}
 		return 0, mapErr(err)
 	}
 	if rejected != nil {

@@ -77,7 +77,7 @@ func (g *groupCommitter) update(fn func(*bolt.Tx) error) error {
 func (g *groupCommitter) run(group []*commitCall) {
 	for len(group) > 0 {
 		failed := -1
-		err := g.db.Update(func(tx *bolt.Tx) error {
+		err := safeUpdate(g.db, func(tx *bolt.Tx) error {
 			for i, c := range group {
 				if err := safeCall(c.fn, tx); err != nil {
 					failed = i
@@ -94,7 +94,7 @@ func (g *groupCommitter) run(group []*commitCall) {
 		}
 		c := group[failed]
 		group = append(group[:failed:failed], group[failed+1:]...)
-		c.done <- g.db.Update(func(tx *bolt.Tx) error { return safeCall(c.fn, tx) })
+		c.done <- safeUpdate(g.db, func(tx *bolt.Tx) error { return safeCall(c.fn, tx) })
 	}
 }
 
