@@ -8,53 +8,26 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
+	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/sigil-auth/sigil/pkg/buildinfo"
-	"github.com/sigil-auth/sigil/pkg/healthcheck"
-	"github.com/sigil-auth/sigil/pkg/logging"
+	"github.com/sigil-auth/sigil/pkg/command"
 	"github.com/sigil-auth/sigil/services/authority/internal/app"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
-}
-
-func run(args []string) int {
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck.Main(args[1:], "127.0.0.1:7001", os.Stdout)
-	}
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
-		fmt.Println(buildinfo.Read().String("authority"))
-		return 0
-	}
-	cfg, err := config.Parse(args, os.LookupEnv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "authority:", err)
-		return 2
-	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "authority:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// SIGHUP must not kill the service (its default action): logged, and
-	// certificates reload on their own when their files change.
-	level, _ := logging.ParseLevel(cfg.LogLevel) // validated with the config
-	logging.HandleHangup(ctx, logging.New(os.Stderr, level, "authority"))
-	if err := app.Run(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "authority:", err)
-		return 1
-	}
-	return 0
+	os.Exit(command.Main(command.Service[config.Config]{
+		Name:       "authority",
+		HealthAddr: "127.0.0.1:7001",
+		Parse: func(args []string, stderr io.Writer) (config.Config, error) {
+			cfg, err := config.Parse(args, os.LookupEnv, stderr)
+			if err != nil {
+				return cfg, err
+			}
+			return cfg, cfg.Validate()
+		},
+		LogLevel: func(c config.Config) string { return c.LogLevel },
+		Run:      func(ctx context.Context, c config.Config) error { return app.Run(ctx, c) },
+	}, os.Args[1:]))
 }
