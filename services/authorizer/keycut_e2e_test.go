@@ -100,7 +100,8 @@ func TestE2ERevokeByTokenString(t *testing.T) {
 	ghost, ghostID := a.mint(t)
 	a.term(t, 10*time.Second)
 	copyFile(t, backup, filepath.Join(dataDir, dbFile))
-	a = startAuthority(t, dataDir, addr)
+	// Below the revision it acknowledged: a restore starts with --restored.
+	a = startAuthority(t, dataDir, addr, "--restored")
 	wantDecision(t, z, ghost, 0, allowed) // still works: the bug this fixes
 
 	_, err := a.client.RevokeToken(a.op(t), &sigilv1.RevokeTokenRequest{TokenId: ghostID})
