@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -32,16 +31,8 @@ type pairAuthority struct {
 func grpcProc(t *testing.T, name, bin string, args ...string) (*testproc.Proc, string, *grpc.ClientConn) {
 	t.Helper()
 	p := testproc.StartWith(t, testproc.Options{Name: name}, bin, args...)
-	var rec struct{ Addr string }
-	if err := p.WaitRecord(60*time.Second, "listening", &rec); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return p, rec.Addr, conn
+	addr, conn := p.Listening(t, 60*time.Second)
+	return p, addr, conn
 }
 
 func startPairAuthority(t *testing.T) *pairAuthority {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
@@ -28,15 +26,7 @@ func startAuthorizer(t *testing.T, p *proc) sigilv1.AuthorizerServiceClient {
 			t.Errorf("authorizer: %v", err)
 		}
 	})
-	var rec struct{ Addr string }
-	if err := tp.WaitRecord(30*time.Second, "listening", &rec); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	_, conn := tp.Listening(t, 30*time.Second)
 	health := healthpb.NewHealthClient(conn)
 	// The limit only guards against an authorizer that never gets ready.
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {

@@ -22,7 +22,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -53,16 +52,8 @@ type proc struct {
 func start(t testing.TB, name, pkg string, args ...string) *proc {
 	t.Helper()
 	tp := testproc.StartWith(t, testproc.Options{Name: name}, testproc.MustBuild(t, pkg), args...)
-	var rec struct{ Addr string }
-	if err := tp.WaitRecord(30*time.Second, "listening", &rec); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &proc{Proc: tp, addr: rec.Addr, conn: conn}
+	addr, conn := tp.Listening(t, 30*time.Second)
+	return &proc{Proc: tp, addr: addr, conn: conn}
 }
 
 // kill sends SIGKILL and waits.

@@ -185,11 +185,8 @@ func (m *Manager) Rotate(ctx context.Context, actor string) (store.Key, uint64, 
 func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
-	m.mu.RLock()
-	_, ok := m.keys[id]
-	m.mu.RUnlock()
-	if !ok {
-		return 0, fmt.Errorf("signing key: %w", store.ErrNotFound)
+	if err := m.known(id); err != nil {
+		return 0, err
 	}
 	now := m.now()
 	rev, err := m.st.RevokeKey(ctx, id, store.AuditRecord{Time: now, Actor: actor, Action: store.AuditKeyRevoked, KeyID: id})
@@ -207,6 +204,18 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) 
 	return rev, nil
 }
 
+// known returns store.ErrNotFound (wrapped) unless id is a key the manager
+// holds.
+func (m *Manager) known(id string) error {
+	m.mu.RLock()
+	_, ok := m.keys[id]
+	m.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("signing key: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
 // Cut revokes the tokens key id signed with an issue time in or after
 // issuedAfter's second (store.CutKey): after restoring a backup made at
 // issuedAfter, the tokens minted since then are void, older ones keep
@@ -215,11 +224,8 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (uint64, error) 
 func (m *Manager) Cut(ctx context.Context, id string, issuedAfter time.Time, actor string) (uint64, error) {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
-	m.mu.RLock()
-	_, ok := m.keys[id]
-	m.mu.RUnlock()
-	if !ok {
-		return 0, fmt.Errorf("signing key: %w", store.ErrNotFound)
+	if err := m.known(id); err != nil {
+		return 0, err
 	}
 	now := m.now()
 	rev, err := m.st.CutKey(ctx, id, issuedAfter, store.AuditRecord{Time: now, Actor: actor, Action: store.AuditKeyRevoked, KeyID: id})
@@ -234,8 +240,9 @@ func (m *Manager) Cut(ctx context.Context, id string, issuedAfter time.Time, act
 	}
 	m.mu.Lock()
 	for _, k := range ks {
-		if e, ok := m.keys[k.ID]; ok && k.ID == id {
+		if e, ok := m.keys[id]; ok && k.ID == id {
 			e.key.State, e.key.RevokedIssuedAfter = k.State, k.RevokedIssuedAfter
+			break
 		}
 	}
 	m.mu.Unlock()

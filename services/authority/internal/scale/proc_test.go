@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
@@ -46,16 +45,8 @@ type proc struct {
 func start(t testing.TB, name, pkg string, args ...string) *proc {
 	t.Helper()
 	tp := testproc.StartWith(t, testproc.Options{Name: name}, testproc.MustBuild(t, pkg), args...)
-	var rec struct{ Addr string }
-	if err := tp.WaitRecord(2*time.Minute, "listening", &rec); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(rec.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &proc{Proc: tp, addr: rec.Addr, conn: conn}
+	addr, conn := tp.Listening(t, 2*time.Minute)
+	return &proc{Proc: tp, addr: addr, conn: conn}
 }
 
 func startAuthority(t testing.TB, dataDir string, extra ...string) *proc {

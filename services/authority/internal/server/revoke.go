@@ -28,15 +28,17 @@ func (s *Server) RevokeToken(ctx context.Context, req *sigilv1.RevokeTokenReques
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	revoke := func() (store.Token, uint64, int64, bool, error) {
-		return s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
-	}
+	var (
+		t           store.Token
+		rev         uint64
+		descendants int64
+		revoked     bool
+	)
 	if req.GetToken() != "" {
-		revoke = func() (store.Token, uint64, int64, bool, error) {
-			return s.mgr.RevokeTokenString(ctx, c, req.GetToken(), req.GetReason())
-		}
+		t, rev, descendants, revoked, err = s.mgr.RevokeTokenString(ctx, c, req.GetToken(), req.GetReason())
+	} else {
+		t, rev, descendants, revoked, err = s.mgr.RevokeToken(ctx, c, manage.Ref{ID: req.GetTokenId(), Self: req.GetSelf()}, req.GetReason())
 	}
-	t, rev, descendants, revoked, err := revoke()
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

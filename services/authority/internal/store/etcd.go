@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -820,32 +819,10 @@ func (s *Etcd) ListKeys(ctx context.Context) ([]Key, error) {
 }
 
 func (s *Etcd) allKeys(ctx context.Context, rev int64, withPrivate bool) ([]Key, error) {
-	type entry struct {
-		k   Key
-		rev uint64
-	}
-	var es []entry
 	from := s.key(bucketKeys, nil)
-	err := s.rangeAll(ctx, from, prefixEndString(from), rev, func(_, v []byte) error {
-		k, km, err := decodeKey(v)
-		if err != nil {
-			return err
-		}
-		if !withPrivate {
-			k.SealedPrivate = nil
-		}
-		es = append(es, entry{k, km.addRev})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Slice(es, func(i, j int) bool { return es[i].rev < es[j].rev })
-	out := make([]Key, len(es))
-	for i, e := range es {
-		out[i] = e.k
-	}
-	return out, nil
+	return keysInOrder(func(fn func(v []byte) error) error {
+		return s.rangeAll(ctx, from, prefixEndString(from), rev, func(_, v []byte) error { return fn(v) })
+	}, withPrivate)
 }
 
 // EventsAfter returns up to limit streamed events after revision after,

@@ -187,12 +187,21 @@ func (s *Bolt) ListKeys(ctx context.Context) ([]Key, error) {
 
 // allKeys reads every key in the order they were added.
 func allKeys(tx *bolt.Tx, withPrivate bool) ([]Key, error) {
+	return keysInOrder(func(fn func(v []byte) error) error {
+		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error { return fn(v) })
+	}, withPrivate)
+}
+
+// keysInOrder decodes every key record forEach hands it and returns the keys
+// in the order they were added, without their sealed private halves unless
+// withPrivate: what both backends' key listings share.
+func keysInOrder(forEach func(fn func(v []byte) error) error, withPrivate bool) ([]Key, error) {
 	type entry struct {
 		k   Key
 		rev uint64
 	}
 	var es []entry
-	err := tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
+	err := forEach(func(v []byte) error {
 		k, km, err := decodeKey(v)
 		if err != nil {
 			return err

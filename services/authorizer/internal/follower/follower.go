@@ -801,11 +801,14 @@ func (f *Follower) Staleness() (time.Duration, bool) {
 // link delivers; arrival times prove nothing of the kind. With
 // MaxClockSkew, the authority's clock must also be known to be within it.
 func (f *Follower) Ready() bool {
-	if !f.Synced() || f.ClockSkewExceeded() {
+	if f.ClockSkewExceeded() {
 		return false
 	}
-	d, ok := f.Staleness()
-	return ok && d <= f.opts.MaxStaleness
+	// One read lock on the check's hot path, not one per condition.
+	f.mu.RLock()
+	synced, confirmed, at := f.st.synced, f.st.confirmed, f.st.confirmedAt
+	f.mu.RUnlock()
+	return synced && confirmed && f.opts.Elapsed()-at <= f.opts.MaxStaleness
 }
 
 // WaitFor blocks until rev is applied and a probe sent after the call
