@@ -92,6 +92,67 @@ func (AuditAction) EnumDescriptor() ([]byte, []int) {
 	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{0}
 }
 
+// LeakOutcome is what a leak report did with one string.
+type LeakOutcome int32
+
+const (
+	// Unset.
+	LeakOutcome_LEAK_OUTCOME_UNSPECIFIED LeakOutcome = 0
+	// The string is not a genuine token of this deployment.
+	LeakOutcome_LEAK_OUTCOME_NOT_A_TOKEN LeakOutcome = 1
+	// The token was live and is now revoked.
+	LeakOutcome_LEAK_OUTCOME_REVOKED LeakOutcome = 2
+	// The token was already revoked.
+	LeakOutcome_LEAK_OUTCOME_ALREADY_REVOKED LeakOutcome = 3
+	// The token had already expired.
+	LeakOutcome_LEAK_OUTCOME_EXPIRED LeakOutcome = 4
+)
+
+// Enum value maps for LeakOutcome.
+var (
+	LeakOutcome_name = map[int32]string{
+		0: "LEAK_OUTCOME_UNSPECIFIED",
+		1: "LEAK_OUTCOME_NOT_A_TOKEN",
+		2: "LEAK_OUTCOME_REVOKED",
+		3: "LEAK_OUTCOME_ALREADY_REVOKED",
+		4: "LEAK_OUTCOME_EXPIRED",
+	}
+	LeakOutcome_value = map[string]int32{
+		"LEAK_OUTCOME_UNSPECIFIED":     0,
+		"LEAK_OUTCOME_NOT_A_TOKEN":     1,
+		"LEAK_OUTCOME_REVOKED":         2,
+		"LEAK_OUTCOME_ALREADY_REVOKED": 3,
+		"LEAK_OUTCOME_EXPIRED":         4,
+	}
+)
+
+func (x LeakOutcome) Enum() *LeakOutcome {
+	p := new(LeakOutcome)
+	*p = x
+	return p
+}
+
+func (x LeakOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LeakOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_sigil_v1_authority_proto_enumTypes[1].Descriptor()
+}
+
+func (LeakOutcome) Type() protoreflect.EnumType {
+	return &file_sigil_v1_authority_proto_enumTypes[1]
+}
+
+func (x LeakOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LeakOutcome.Descriptor instead.
+func (LeakOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{1}
+}
+
 // CreateTokenRequest describes the token to mint.
 type CreateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -394,7 +455,11 @@ type ListTokensRequest struct {
 	// Maximum number of tokens to return (default 50, at most 1000).
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Page token from a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only tokens never used, or not used since this time.
+	UnusedSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=unused_since,json=unusedSince,proto3" json:"unused_since,omitempty"`
+	// Only tokens that expire before this time.
+	ExpireBefore  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_before,json=expireBefore,proto3" json:"expire_before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,6 +527,20 @@ func (x *ListTokensRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListTokensRequest) GetUnusedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UnusedSince
+	}
+	return nil
+}
+
+func (x *ListTokensRequest) GetExpireBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireBefore
+	}
+	return nil
 }
 
 // ListTokensResponse is one page of tokens.
@@ -2410,6 +2489,331 @@ func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
 	return nil
 }
 
+// ReportLeakedTokensRequest carries strings found in public.
+type ReportLeakedTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The strings found, at most 100, each at most 1 KiB. Required.
+	Tokens []string `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// Who found them (for example "github-secret-scanning"); named in the
+	// revocation reason and the audit log. Required.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Where they were found (for example the URL of a public commit).
+	Url           string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportLeakedTokensRequest) Reset() {
+	*x = ReportLeakedTokensRequest{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportLeakedTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportLeakedTokensRequest) ProtoMessage() {}
+
+func (x *ReportLeakedTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportLeakedTokensRequest.ProtoReflect.Descriptor instead.
+func (*ReportLeakedTokensRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReportLeakedTokensRequest) GetTokens() []string {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ReportLeakedTokensRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ReportLeakedTokensRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// LeakResult is the outcome for one reported string.
+type LeakResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was done.
+	Outcome LeakOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=sigil.v1.LeakOutcome" json:"outcome,omitempty"`
+	// The token's identifier, only for a genuine token.
+	TokenId       string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeakResult) Reset() {
+	*x = LeakResult{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeakResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeakResult) ProtoMessage() {}
+
+func (x *LeakResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeakResult.ProtoReflect.Descriptor instead.
+func (*LeakResult) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LeakResult) GetOutcome() LeakOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return LeakOutcome_LEAK_OUTCOME_UNSPECIFIED
+}
+
+func (x *LeakResult) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+// ReportLeakedTokensResponse has one result per reported string, in request
+// order.
+type ReportLeakedTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per reported string, in request order.
+	Results []*LeakResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// The revision at which every revocation of this report is committed
+	// (0 when none was made): pass it as min_revision to an authorizer.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportLeakedTokensResponse) Reset() {
+	*x = ReportLeakedTokensResponse{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportLeakedTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportLeakedTokensResponse) ProtoMessage() {}
+
+func (x *ReportLeakedTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportLeakedTokensResponse.ProtoReflect.Descriptor instead.
+func (*ReportLeakedTokensResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ReportLeakedTokensResponse) GetResults() []*LeakResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ReportLeakedTokensResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// TokenUse says when an authorizer last saw a token used.
+type TokenUse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's identifier.
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// The last use seen, truncated to the minute.
+	LastUseTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenUse) Reset() {
+	*x = TokenUse{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenUse) ProtoMessage() {}
+
+func (x *TokenUse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenUse.ProtoReflect.Descriptor instead.
+func (*TokenUse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *TokenUse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *TokenUse) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
+	}
+	return nil
+}
+
+// ReportTokenUseRequest is one batch of token uses.
+type ReportTokenUseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1000 uses, one per token.
+	Uses          []*TokenUse `protobuf:"bytes,1,rep,name=uses,proto3" json:"uses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTokenUseRequest) Reset() {
+	*x = ReportTokenUseRequest{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTokenUseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTokenUseRequest) ProtoMessage() {}
+
+func (x *ReportTokenUseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTokenUseRequest.ProtoReflect.Descriptor instead.
+func (*ReportTokenUseRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReportTokenUseRequest) GetUses() []*TokenUse {
+	if x != nil {
+		return x.Uses
+	}
+	return nil
+}
+
+// ReportTokenUseResponse acknowledges a batch.
+type ReportTokenUseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many uses were recorded (uses of unknown tokens, and uses not newer
+	// than the recorded one, are skipped).
+	Recorded      int32 `protobuf:"varint,1,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportTokenUseResponse) Reset() {
+	*x = ReportTokenUseResponse{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportTokenUseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportTokenUseResponse) ProtoMessage() {}
+
+func (x *ReportTokenUseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportTokenUseResponse.ProtoReflect.Descriptor instead.
+func (*ReportTokenUseResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReportTokenUseResponse) GetRecorded() int32 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
 var File_sigil_v1_authority_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_authority_proto_rawDesc = "" +
@@ -2433,7 +2837,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x12\n" +
 	"\x04self\x18\x02 \x01(\bR\x04self\";\n" +
 	"\x10GetTokenResponse\x12'\n" +
-	"\x04info\x18\x01 \x01(\v2\x13.sigil.v1.TokenInfoR\x04info\"\xb1\x01\n" +
+	"\x04info\x18\x01 \x01(\v2\x13.sigil.v1.TokenInfoR\x04info\"\xb1\x02\n" +
 	"\x11ListTokensRequest\x12\x15\n" +
 	"\x06org_id\x18\x01 \x01(\tR\x05orgId\x12\x1d\n" +
 	"\n" +
@@ -2441,7 +2845,9 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x14.sigil.v1.TokenStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"i\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12=\n" +
+	"\funused_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vunusedSince\x12?\n" +
+	"\rexpire_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fexpireBefore\"i\n" +
 	"\x12ListTokensResponse\x12+\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x13.sigil.v1.TokenInfoR\x06tokens\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
@@ -2567,7 +2973,25 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"\x18\n" +
 	"\x16ListSigningKeysRequest\"C\n" +
 	"\x17ListSigningKeysResponse\x12(\n" +
-	"\x04keys\x18\x01 \x03(\v2\x14.sigil.v1.SigningKeyR\x04keys*\xf8\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.sigil.v1.SigningKeyR\x04keys\"]\n" +
+	"\x19ReportLeakedTokensRequest\x12\x16\n" +
+	"\x06tokens\x18\x01 \x03(\tR\x06tokens\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\"X\n" +
+	"\n" +
+	"LeakResult\x12/\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x15.sigil.v1.LeakOutcomeR\aoutcome\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\"h\n" +
+	"\x1aReportLeakedTokensResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.sigil.v1.LeakResultR\aresults\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"e\n" +
+	"\bTokenUse\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12>\n" +
+	"\rlast_use_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\"?\n" +
+	"\x15ReportTokenUseRequest\x12&\n" +
+	"\x04uses\x18\x01 \x03(\v2\x12.sigil.v1.TokenUseR\x04uses\"4\n" +
+	"\x16ReportTokenUseResponse\x12\x1a\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded*\xf8\x01\n" +
 	"\vAuditAction\x12\x1c\n" +
 	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aAUDIT_ACTION_TOKEN_CREATED\x10\x01\x12\x1e\n" +
@@ -2575,7 +2999,13 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x1aAUDIT_ACTION_TOKEN_ROTATED\x10\x03\x12\x1f\n" +
 	"\x1bAUDIT_ACTION_TOKENS_REVOKED\x10\x04\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_ROTATED\x10\x05\x12$\n" +
-	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x062\xc6\b\n" +
+	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06*\x9f\x01\n" +
+	"\vLeakOutcome\x12\x1c\n" +
+	"\x18LEAK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18LEAK_OUTCOME_NOT_A_TOKEN\x10\x01\x12\x18\n" +
+	"\x14LEAK_OUTCOME_REVOKED\x10\x02\x12 \n" +
+	"\x1cLEAK_OUTCOME_ALREADY_REVOKED\x10\x03\x12\x18\n" +
+	"\x14LEAK_OUTCOME_EXPIRED\x10\x042\xfc\t\n" +
 	"\x15TokenAuthorityService\x12J\n" +
 	"\vCreateToken\x12\x1c.sigil.v1.CreateTokenRequest\x1a\x1d.sigil.v1.CreateTokenResponse\x12A\n" +
 	"\bGetToken\x12\x19.sigil.v1.GetTokenRequest\x1a\x1a.sigil.v1.GetTokenResponse\x12G\n" +
@@ -2590,7 +3020,9 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x0eConfirmHistory\x12\x1f.sigil.v1.ConfirmHistoryRequest\x1a .sigil.v1.ConfirmHistoryResponse\x12Y\n" +
 	"\x10RotateSigningKey\x12!.sigil.v1.RotateSigningKeyRequest\x1a\".sigil.v1.RotateSigningKeyResponse\x12Y\n" +
 	"\x10RevokeSigningKey\x12!.sigil.v1.RevokeSigningKeyRequest\x1a\".sigil.v1.RevokeSigningKeyResponse\x12V\n" +
-	"\x0fListSigningKeys\x12 .sigil.v1.ListSigningKeysRequest\x1a!.sigil.v1.ListSigningKeysResponseB8Z6github.com/sigil-auth/sigil/pkg/proto/sigil/v1;sigilv1b\x06proto3"
+	"\x0fListSigningKeys\x12 .sigil.v1.ListSigningKeysRequest\x1a!.sigil.v1.ListSigningKeysResponse\x12_\n" +
+	"\x12ReportLeakedTokens\x12#.sigil.v1.ReportLeakedTokensRequest\x1a$.sigil.v1.ReportLeakedTokensResponse\x12S\n" +
+	"\x0eReportTokenUse\x12\x1f.sigil.v1.ReportTokenUseRequest\x1a .sigil.v1.ReportTokenUseResponseB8Z6github.com/sigil-auth/sigil/pkg/proto/sigil/v1;sigilv1b\x06proto3"
 
 var (
 	file_sigil_v1_authority_proto_rawDescOnce sync.Once
@@ -2604,113 +3036,130 @@ func file_sigil_v1_authority_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_authority_proto_rawDescData
 }
 
-var file_sigil_v1_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_sigil_v1_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_sigil_v1_authority_proto_goTypes = []any{
-	(AuditAction)(0),                 // 0: sigil.v1.AuditAction
-	(*CreateTokenRequest)(nil),       // 1: sigil.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 2: sigil.v1.CreateTokenResponse
-	(*GetTokenRequest)(nil),          // 3: sigil.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),         // 4: sigil.v1.GetTokenResponse
-	(*ListTokensRequest)(nil),        // 5: sigil.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 6: sigil.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),       // 7: sigil.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 8: sigil.v1.RevokeTokenResponse
-	(*RevokeTokensRequest)(nil),      // 9: sigil.v1.RevokeTokensRequest
-	(*RevokeTokensResponse)(nil),     // 10: sigil.v1.RevokeTokensResponse
-	(*RotateTokenRequest)(nil),       // 11: sigil.v1.RotateTokenRequest
-	(*RotateTokenResponse)(nil),      // 12: sigil.v1.RotateTokenResponse
-	(*ListPermissionsRequest)(nil),   // 13: sigil.v1.ListPermissionsRequest
-	(*Permission)(nil),               // 14: sigil.v1.Permission
-	(*ListPermissionsResponse)(nil),  // 15: sigil.v1.ListPermissionsResponse
-	(*AuditEvent)(nil),               // 16: sigil.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),   // 17: sigil.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),  // 18: sigil.v1.ListAuditEventsResponse
-	(*WatchRevocationsRequest)(nil),  // 19: sigil.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil), // 20: sigil.v1.WatchRevocationsResponse
-	(*SnapshotChunk)(nil),            // 21: sigil.v1.SnapshotChunk
-	(*SnapshotEnd)(nil),              // 22: sigil.v1.SnapshotEnd
-	(*TokenRevoked)(nil),             // 23: sigil.v1.TokenRevoked
-	(*SigningKeyAdded)(nil),          // 24: sigil.v1.SigningKeyAdded
-	(*SigningKeyRevoked)(nil),        // 25: sigil.v1.SigningKeyRevoked
-	(*Checkpoint)(nil),               // 26: sigil.v1.Checkpoint
-	(*ConfirmHistoryRequest)(nil),    // 27: sigil.v1.ConfirmHistoryRequest
-	(*ConfirmHistoryResponse)(nil),   // 28: sigil.v1.ConfirmHistoryResponse
-	(*RotateSigningKeyRequest)(nil),  // 29: sigil.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil), // 30: sigil.v1.RotateSigningKeyResponse
-	(*RevokeSigningKeyRequest)(nil),  // 31: sigil.v1.RevokeSigningKeyRequest
-	(*RevokeSigningKeyResponse)(nil), // 32: sigil.v1.RevokeSigningKeyResponse
-	(*ListSigningKeysRequest)(nil),   // 33: sigil.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),  // 34: sigil.v1.ListSigningKeysResponse
-	(*Grant)(nil),                    // 35: sigil.v1.Grant
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 37: google.protobuf.Duration
-	(*TokenInfo)(nil),                // 38: sigil.v1.TokenInfo
-	(TokenState)(0),                  // 39: sigil.v1.TokenState
-	(*SigningKey)(nil),               // 40: sigil.v1.SigningKey
+	(AuditAction)(0),                   // 0: sigil.v1.AuditAction
+	(LeakOutcome)(0),                   // 1: sigil.v1.LeakOutcome
+	(*CreateTokenRequest)(nil),         // 2: sigil.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),        // 3: sigil.v1.CreateTokenResponse
+	(*GetTokenRequest)(nil),            // 4: sigil.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),           // 5: sigil.v1.GetTokenResponse
+	(*ListTokensRequest)(nil),          // 6: sigil.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),         // 7: sigil.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),         // 8: sigil.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),        // 9: sigil.v1.RevokeTokenResponse
+	(*RevokeTokensRequest)(nil),        // 10: sigil.v1.RevokeTokensRequest
+	(*RevokeTokensResponse)(nil),       // 11: sigil.v1.RevokeTokensResponse
+	(*RotateTokenRequest)(nil),         // 12: sigil.v1.RotateTokenRequest
+	(*RotateTokenResponse)(nil),        // 13: sigil.v1.RotateTokenResponse
+	(*ListPermissionsRequest)(nil),     // 14: sigil.v1.ListPermissionsRequest
+	(*Permission)(nil),                 // 15: sigil.v1.Permission
+	(*ListPermissionsResponse)(nil),    // 16: sigil.v1.ListPermissionsResponse
+	(*AuditEvent)(nil),                 // 17: sigil.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 18: sigil.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 19: sigil.v1.ListAuditEventsResponse
+	(*WatchRevocationsRequest)(nil),    // 20: sigil.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),   // 21: sigil.v1.WatchRevocationsResponse
+	(*SnapshotChunk)(nil),              // 22: sigil.v1.SnapshotChunk
+	(*SnapshotEnd)(nil),                // 23: sigil.v1.SnapshotEnd
+	(*TokenRevoked)(nil),               // 24: sigil.v1.TokenRevoked
+	(*SigningKeyAdded)(nil),            // 25: sigil.v1.SigningKeyAdded
+	(*SigningKeyRevoked)(nil),          // 26: sigil.v1.SigningKeyRevoked
+	(*Checkpoint)(nil),                 // 27: sigil.v1.Checkpoint
+	(*ConfirmHistoryRequest)(nil),      // 28: sigil.v1.ConfirmHistoryRequest
+	(*ConfirmHistoryResponse)(nil),     // 29: sigil.v1.ConfirmHistoryResponse
+	(*RotateSigningKeyRequest)(nil),    // 30: sigil.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),   // 31: sigil.v1.RotateSigningKeyResponse
+	(*RevokeSigningKeyRequest)(nil),    // 32: sigil.v1.RevokeSigningKeyRequest
+	(*RevokeSigningKeyResponse)(nil),   // 33: sigil.v1.RevokeSigningKeyResponse
+	(*ListSigningKeysRequest)(nil),     // 34: sigil.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 35: sigil.v1.ListSigningKeysResponse
+	(*ReportLeakedTokensRequest)(nil),  // 36: sigil.v1.ReportLeakedTokensRequest
+	(*LeakResult)(nil),                 // 37: sigil.v1.LeakResult
+	(*ReportLeakedTokensResponse)(nil), // 38: sigil.v1.ReportLeakedTokensResponse
+	(*TokenUse)(nil),                   // 39: sigil.v1.TokenUse
+	(*ReportTokenUseRequest)(nil),      // 40: sigil.v1.ReportTokenUseRequest
+	(*ReportTokenUseResponse)(nil),     // 41: sigil.v1.ReportTokenUseResponse
+	(*Grant)(nil),                      // 42: sigil.v1.Grant
+	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
+	(*TokenInfo)(nil),                  // 45: sigil.v1.TokenInfo
+	(TokenState)(0),                    // 46: sigil.v1.TokenState
+	(*SigningKey)(nil),                 // 47: sigil.v1.SigningKey
 }
 var file_sigil_v1_authority_proto_depIdxs = []int32{
-	35, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
-	36, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	38, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	39, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
-	38, // 6: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
-	38, // 7: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	36, // 8: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 9: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 10: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	14, // 11: sigil.v1.ListPermissionsResponse.permissions:type_name -> sigil.v1.Permission
-	36, // 12: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 13: sigil.v1.AuditEvent.action:type_name -> sigil.v1.AuditAction
-	35, // 14: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
-	16, // 15: sigil.v1.ListAuditEventsResponse.events:type_name -> sigil.v1.AuditEvent
-	21, // 16: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
-	22, // 17: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
-	23, // 18: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
-	24, // 19: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
-	25, // 20: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
-	26, // 21: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
-	23, // 22: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
-	40, // 23: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
-	36, // 24: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 25: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
-	36, // 26: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
-	36, // 27: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
-	36, // 28: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
-	40, // 29: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
-	1,  // 30: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
-	3,  // 31: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
-	5,  // 32: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
-	7,  // 33: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
-	9,  // 34: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
-	11, // 35: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
-	13, // 36: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
-	17, // 37: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
-	19, // 38: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
-	27, // 39: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
-	29, // 40: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
-	31, // 41: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
-	33, // 42: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
-	2,  // 43: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
-	4,  // 44: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
-	6,  // 45: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
-	8,  // 46: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
-	10, // 47: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
-	12, // 48: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
-	15, // 49: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
-	18, // 50: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
-	20, // 51: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
-	28, // 52: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
-	30, // 53: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
-	32, // 54: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
-	34, // 55: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
-	43, // [43:56] is the sub-list for method output_type
-	30, // [30:43] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	42, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
+	43, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	45, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	46, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
+	43, // 6: sigil.v1.ListTokensRequest.unused_since:type_name -> google.protobuf.Timestamp
+	43, // 7: sigil.v1.ListTokensRequest.expire_before:type_name -> google.protobuf.Timestamp
+	45, // 8: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
+	45, // 9: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	43, // 10: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 11: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 12: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	15, // 13: sigil.v1.ListPermissionsResponse.permissions:type_name -> sigil.v1.Permission
+	43, // 14: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 15: sigil.v1.AuditEvent.action:type_name -> sigil.v1.AuditAction
+	42, // 16: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
+	17, // 17: sigil.v1.ListAuditEventsResponse.events:type_name -> sigil.v1.AuditEvent
+	22, // 18: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
+	23, // 19: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
+	24, // 20: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
+	25, // 21: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
+	26, // 22: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
+	27, // 23: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
+	24, // 24: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
+	47, // 25: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
+	43, // 26: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
+	47, // 27: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
+	43, // 28: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
+	43, // 29: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
+	43, // 30: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
+	47, // 31: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
+	1,  // 32: sigil.v1.LeakResult.outcome:type_name -> sigil.v1.LeakOutcome
+	37, // 33: sigil.v1.ReportLeakedTokensResponse.results:type_name -> sigil.v1.LeakResult
+	43, // 34: sigil.v1.TokenUse.last_use_time:type_name -> google.protobuf.Timestamp
+	39, // 35: sigil.v1.ReportTokenUseRequest.uses:type_name -> sigil.v1.TokenUse
+	2,  // 36: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
+	4,  // 37: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
+	6,  // 38: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
+	8,  // 39: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
+	10, // 40: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
+	12, // 41: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
+	14, // 42: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
+	18, // 43: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
+	20, // 44: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
+	28, // 45: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
+	30, // 46: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
+	32, // 47: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
+	34, // 48: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
+	36, // 49: sigil.v1.TokenAuthorityService.ReportLeakedTokens:input_type -> sigil.v1.ReportLeakedTokensRequest
+	40, // 50: sigil.v1.TokenAuthorityService.ReportTokenUse:input_type -> sigil.v1.ReportTokenUseRequest
+	3,  // 51: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
+	5,  // 52: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
+	7,  // 53: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
+	9,  // 54: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
+	11, // 55: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
+	13, // 56: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
+	16, // 57: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
+	19, // 58: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
+	21, // 59: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
+	29, // 60: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
+	31, // 61: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
+	33, // 62: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
+	35, // 63: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
+	38, // 64: sigil.v1.TokenAuthorityService.ReportLeakedTokens:output_type -> sigil.v1.ReportLeakedTokensResponse
+	41, // 65: sigil.v1.TokenAuthorityService.ReportTokenUse:output_type -> sigil.v1.ReportTokenUseResponse
+	51, // [51:66] is the sub-list for method output_type
+	36, // [36:51] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_authority_proto_init() }
@@ -2740,8 +3189,8 @@ func file_sigil_v1_authority_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_authority_proto_rawDesc), len(file_sigil_v1_authority_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   34,
+			NumEnums:      2,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

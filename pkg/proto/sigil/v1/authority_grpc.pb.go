@@ -19,19 +19,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TokenAuthorityService_CreateToken_FullMethodName      = "/sigil.v1.TokenAuthorityService/CreateToken"
-	TokenAuthorityService_GetToken_FullMethodName         = "/sigil.v1.TokenAuthorityService/GetToken"
-	TokenAuthorityService_ListTokens_FullMethodName       = "/sigil.v1.TokenAuthorityService/ListTokens"
-	TokenAuthorityService_RevokeToken_FullMethodName      = "/sigil.v1.TokenAuthorityService/RevokeToken"
-	TokenAuthorityService_RevokeTokens_FullMethodName     = "/sigil.v1.TokenAuthorityService/RevokeTokens"
-	TokenAuthorityService_RotateToken_FullMethodName      = "/sigil.v1.TokenAuthorityService/RotateToken"
-	TokenAuthorityService_ListPermissions_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListPermissions"
-	TokenAuthorityService_ListAuditEvents_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListAuditEvents"
-	TokenAuthorityService_WatchRevocations_FullMethodName = "/sigil.v1.TokenAuthorityService/WatchRevocations"
-	TokenAuthorityService_ConfirmHistory_FullMethodName   = "/sigil.v1.TokenAuthorityService/ConfirmHistory"
-	TokenAuthorityService_RotateSigningKey_FullMethodName = "/sigil.v1.TokenAuthorityService/RotateSigningKey"
-	TokenAuthorityService_RevokeSigningKey_FullMethodName = "/sigil.v1.TokenAuthorityService/RevokeSigningKey"
-	TokenAuthorityService_ListSigningKeys_FullMethodName  = "/sigil.v1.TokenAuthorityService/ListSigningKeys"
+	TokenAuthorityService_CreateToken_FullMethodName        = "/sigil.v1.TokenAuthorityService/CreateToken"
+	TokenAuthorityService_GetToken_FullMethodName           = "/sigil.v1.TokenAuthorityService/GetToken"
+	TokenAuthorityService_ListTokens_FullMethodName         = "/sigil.v1.TokenAuthorityService/ListTokens"
+	TokenAuthorityService_RevokeToken_FullMethodName        = "/sigil.v1.TokenAuthorityService/RevokeToken"
+	TokenAuthorityService_RevokeTokens_FullMethodName       = "/sigil.v1.TokenAuthorityService/RevokeTokens"
+	TokenAuthorityService_RotateToken_FullMethodName        = "/sigil.v1.TokenAuthorityService/RotateToken"
+	TokenAuthorityService_ListPermissions_FullMethodName    = "/sigil.v1.TokenAuthorityService/ListPermissions"
+	TokenAuthorityService_ListAuditEvents_FullMethodName    = "/sigil.v1.TokenAuthorityService/ListAuditEvents"
+	TokenAuthorityService_WatchRevocations_FullMethodName   = "/sigil.v1.TokenAuthorityService/WatchRevocations"
+	TokenAuthorityService_ConfirmHistory_FullMethodName     = "/sigil.v1.TokenAuthorityService/ConfirmHistory"
+	TokenAuthorityService_RotateSigningKey_FullMethodName   = "/sigil.v1.TokenAuthorityService/RotateSigningKey"
+	TokenAuthorityService_RevokeSigningKey_FullMethodName   = "/sigil.v1.TokenAuthorityService/RevokeSigningKey"
+	TokenAuthorityService_ListSigningKeys_FullMethodName    = "/sigil.v1.TokenAuthorityService/ListSigningKeys"
+	TokenAuthorityService_ReportLeakedTokens_FullMethodName = "/sigil.v1.TokenAuthorityService/ReportLeakedTokens"
+	TokenAuthorityService_ReportTokenUse_FullMethodName     = "/sigil.v1.TokenAuthorityService/ReportTokenUse"
 )
 
 // TokenAuthorityServiceClient is the client API for TokenAuthorityService service.
@@ -92,6 +94,16 @@ type TokenAuthorityServiceClient interface {
 	RevokeSigningKey(ctx context.Context, in *RevokeSigningKeyRequest, opts ...grpc.CallOption) (*RevokeSigningKeyResponse, error)
 	// ListSigningKeys lists the signing keys (operator only).
 	ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error)
+	// ReportLeakedTokens takes strings found in public (a secret scanner's
+	// findings) and revokes at once every genuine token among them, cascading
+	// as any revocation. A string that is not a genuine token of this
+	// deployment gets LEAK_OUTCOME_NOT_A_TOKEN and nothing else is revealed.
+	// Callers present the operator token or the reporter credential.
+	ReportLeakedTokens(ctx context.Context, in *ReportLeakedTokensRequest, opts ...grpc.CallOption) (*ReportLeakedTokensResponse, error)
+	// ReportTokenUse records when tokens were last used, as seen by an
+	// authorizer (coalesced per token, minute precision, batched). Callers
+	// present the watch credential (or the operator token).
+	ReportTokenUse(ctx context.Context, in *ReportTokenUseRequest, opts ...grpc.CallOption) (*ReportTokenUseResponse, error)
 }
 
 type tokenAuthorityServiceClient struct {
@@ -241,6 +253,26 @@ func (c *tokenAuthorityServiceClient) ListSigningKeys(ctx context.Context, in *L
 	return out, nil
 }
 
+func (c *tokenAuthorityServiceClient) ReportLeakedTokens(ctx context.Context, in *ReportLeakedTokensRequest, opts ...grpc.CallOption) (*ReportLeakedTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportLeakedTokensResponse)
+	err := c.cc.Invoke(ctx, TokenAuthorityService_ReportLeakedTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tokenAuthorityServiceClient) ReportTokenUse(ctx context.Context, in *ReportTokenUseRequest, opts ...grpc.CallOption) (*ReportTokenUseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportTokenUseResponse)
+	err := c.cc.Invoke(ctx, TokenAuthorityService_ReportTokenUse_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TokenAuthorityServiceServer is the server API for TokenAuthorityService service.
 // All implementations must embed UnimplementedTokenAuthorityServiceServer
 // for forward compatibility.
@@ -299,6 +331,16 @@ type TokenAuthorityServiceServer interface {
 	RevokeSigningKey(context.Context, *RevokeSigningKeyRequest) (*RevokeSigningKeyResponse, error)
 	// ListSigningKeys lists the signing keys (operator only).
 	ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error)
+	// ReportLeakedTokens takes strings found in public (a secret scanner's
+	// findings) and revokes at once every genuine token among them, cascading
+	// as any revocation. A string that is not a genuine token of this
+	// deployment gets LEAK_OUTCOME_NOT_A_TOKEN and nothing else is revealed.
+	// Callers present the operator token or the reporter credential.
+	ReportLeakedTokens(context.Context, *ReportLeakedTokensRequest) (*ReportLeakedTokensResponse, error)
+	// ReportTokenUse records when tokens were last used, as seen by an
+	// authorizer (coalesced per token, minute precision, batched). Callers
+	// present the watch credential (or the operator token).
+	ReportTokenUse(context.Context, *ReportTokenUseRequest) (*ReportTokenUseResponse, error)
 	mustEmbedUnimplementedTokenAuthorityServiceServer()
 }
 
@@ -347,6 +389,12 @@ func (UnimplementedTokenAuthorityServiceServer) RevokeSigningKey(context.Context
 }
 func (UnimplementedTokenAuthorityServiceServer) ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSigningKeys not implemented")
+}
+func (UnimplementedTokenAuthorityServiceServer) ReportLeakedTokens(context.Context, *ReportLeakedTokensRequest) (*ReportLeakedTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportLeakedTokens not implemented")
+}
+func (UnimplementedTokenAuthorityServiceServer) ReportTokenUse(context.Context, *ReportTokenUseRequest) (*ReportTokenUseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportTokenUse not implemented")
 }
 func (UnimplementedTokenAuthorityServiceServer) mustEmbedUnimplementedTokenAuthorityServiceServer() {}
 func (UnimplementedTokenAuthorityServiceServer) testEmbeddedByValue()                               {}
@@ -596,6 +644,42 @@ func _TokenAuthorityService_ListSigningKeys_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TokenAuthorityService_ReportLeakedTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportLeakedTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenAuthorityServiceServer).ReportLeakedTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenAuthorityService_ReportLeakedTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenAuthorityServiceServer).ReportLeakedTokens(ctx, req.(*ReportLeakedTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TokenAuthorityService_ReportTokenUse_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportTokenUseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenAuthorityServiceServer).ReportTokenUse(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenAuthorityService_ReportTokenUse_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenAuthorityServiceServer).ReportTokenUse(ctx, req.(*ReportTokenUseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TokenAuthorityService_ServiceDesc is the grpc.ServiceDesc for TokenAuthorityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -650,6 +734,14 @@ var TokenAuthorityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSigningKeys",
 			Handler:    _TokenAuthorityService_ListSigningKeys_Handler,
+		},
+		{
+			MethodName: "ReportLeakedTokens",
+			Handler:    _TokenAuthorityService_ReportLeakedTokens_Handler,
+		},
+		{
+			MethodName: "ReportTokenUse",
+			Handler:    _TokenAuthorityService_ReportTokenUse_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

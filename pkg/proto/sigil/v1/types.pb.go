@@ -230,7 +230,10 @@ type TokenInfo struct {
 	// Why the token was revoked, as given by the revoker.
 	RevokeReason string `protobuf:"bytes,12,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
 	// State at the time of the answer.
-	State         TokenState `protobuf:"varint,13,opt,name=state,proto3,enum=sigil.v1.TokenState" json:"state,omitempty"`
+	State TokenState `protobuf:"varint,13,opt,name=state,proto3,enum=sigil.v1.TokenState" json:"state,omitempty"`
+	// When the token was last used in a check (minute precision), as reported
+	// by authorizers; unset when it was never used.
+	LastUseTime   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +359,13 @@ func (x *TokenInfo) GetState() TokenState {
 	return TokenState_TOKEN_STATE_UNSPECIFIED
 }
 
+func (x *TokenInfo) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
+	}
+	return nil
+}
+
 // SigningKey is the public half of a token signing key.
 type SigningKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -456,7 +466,7 @@ const file_sigil_v1_types_proto_rawDesc = "" +
 	"\x14sigil/v1/types.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n" +
 	"\x05Grant\x12 \n" +
 	"\vpermissions\x18\x01 \x03(\tR\vpermissions\x12\x1c\n" +
-	"\tresources\x18\x02 \x03(\tR\tresources\"\x82\x04\n" +
+	"\tresources\x18\x02 \x03(\tR\tresources\"\xc2\x04\n" +
 	"\tTokenInfo\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x15\n" +
 	"\x06org_id\x18\x02 \x01(\tR\x05orgId\x12\x12\n" +
@@ -475,7 +485,8 @@ const file_sigil_v1_types_proto_rawDesc = "" +
 	"\vrevoke_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12#\n" +
 	"\rrevoke_reason\x18\f \x01(\tR\frevokeReason\x12*\n" +
-	"\x05state\x18\r \x01(\x0e2\x14.sigil.v1.TokenStateR\x05state\"\xbf\x02\n" +
+	"\x05state\x18\r \x01(\x0e2\x14.sigil.v1.TokenStateR\x05state\x12>\n" +
+	"\rlast_use_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\"\xbf\x02\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12/\n" +
@@ -522,20 +533,21 @@ var file_sigil_v1_types_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_sigil_v1_types_proto_depIdxs = []int32{
-	2, // 0: sigil.v1.TokenInfo.grants:type_name -> sigil.v1.Grant
-	5, // 1: sigil.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	5, // 2: sigil.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	5, // 3: sigil.v1.TokenInfo.revoke_time:type_name -> google.protobuf.Timestamp
-	0, // 4: sigil.v1.TokenInfo.state:type_name -> sigil.v1.TokenState
-	1, // 5: sigil.v1.SigningKey.state:type_name -> sigil.v1.SigningKeyState
-	5, // 6: sigil.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	5, // 7: sigil.v1.SigningKey.activate_time:type_name -> google.protobuf.Timestamp
-	5, // 8: sigil.v1.SigningKey.revoked_issued_after:type_name -> google.protobuf.Timestamp
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	2,  // 0: sigil.v1.TokenInfo.grants:type_name -> sigil.v1.Grant
+	5,  // 1: sigil.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 2: sigil.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	5,  // 3: sigil.v1.TokenInfo.revoke_time:type_name -> google.protobuf.Timestamp
+	0,  // 4: sigil.v1.TokenInfo.state:type_name -> sigil.v1.TokenState
+	5,  // 5: sigil.v1.TokenInfo.last_use_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: sigil.v1.SigningKey.state:type_name -> sigil.v1.SigningKeyState
+	5,  // 7: sigil.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 8: sigil.v1.SigningKey.activate_time:type_name -> google.protobuf.Timestamp
+	5,  // 9: sigil.v1.SigningKey.revoked_issued_after:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_types_proto_init() }
