@@ -26,8 +26,10 @@ func (a anyStateKeys) Lookup(keyID string) (ed25519.PublicKey, bool, bool) {
 // authority made it; then the caller must be allowed to manage the token's
 // organization (the operator, or a PAT holding organization:tokens in it).
 // A recorded token is revoked as RevokeToken does; an unrecorded one gets a
-// revocation without a record (store.RevokeUnrecorded), audited. The
-// string is neither stored nor logged nor put in an error.
+// revocation without a record (store.RevokeUnrecorded), audited, unless
+// it has expired (more than ExpiryMargin ago: a token the retention purged
+// is one): then nothing is written and the token comes back expired, not
+// revoked. The string is neither stored nor logged nor put in an error.
 //
 // It returns the token (for an unrecorded one, what the token says), the
 // revision at which it is revoked, the number of descendants the cascade
@@ -64,6 +66,12 @@ func (m *Manager) RevokeTokenString(ctx context.Context, c *Caller, tok, reason 
 	t := store.Token{
 		ID: id, OrgID: claims.OrgID, KeyID: claims.KeyID, Grants: claims.Grants,
 		CreateTime: claims.IssuedAt, ExpireTime: claims.ExpiresAt,
+	}
+	if !t.ExpireTime.After(now.Add(-ExpiryMargin)) {
+		// Expired (past every follower's leeway) and without a record, as
+		// a token purged by the retention is: nothing can accept it, so
+		// nothing is revoked; the answer says it is expired.
+		return t, m.store.Revision(), 0, false, nil
 	}
 	rev, already, err := m.store.RevokeUnrecorded(ctx, t, store.AuditRecord{
 		Time: now, Actor: c.Actor(), Action: store.AuditTokenRevoked, Reason: reason,

@@ -1,0 +1,510 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Retention says how long the store keeps what no one can use any more.
+// A zero duration keeps that kind of record forever.
+type Retention struct {
+	// Tokens is how long a token's record stays after the token stopped
+	// being usable (its revocation or its expiry, whichever came first).
+	// Its audit records stay (see Audit).
+	Tokens time.Duration
+	// Audit is how long an audit record stays after its time.
+	Audit time.Duration
+}
+
+// RetentionResult counts what one ApplyRetention removed.
+type RetentionResult struct {
+	Tokens int      // token records purged, with their index entries
+	Audit  int      // audit records deleted, with their index entries
+	Keys   []string // signing keys retired
+}
+
+// Retainer is a store that applies a retention policy: both backends are.
+// It is kept apart from Store so that the mutations' interface stays what
+// the request paths use; the app runs it as a background job.
+type Retainer interface {
+	ApplyRetention(ctx context.Context, now time.Time, r Retention) (RetentionResult, error)
+}
+
+var (
+	_ Retainer = (*Bolt)(nil)
+	_ Retainer = (*Etcd)(nil)
+)
+
+// purgeBatch bounds the tokens or audit records one purge transaction
+// removes on bbolt, so that a large backlog never makes one long write
+// transaction that the other mutations (group-committed with it) wait for.
+// On etcd the transaction's own limits (writer.limit, etcdKV.full) bound
+// it further.
+const purgeBatch = 256
+
+// maxAuditPerRun bounds the audit records one run collects (the next run
+// goes on from there).
+const maxAuditPerRun = 100_000
+
+// tokenSideBuckets lists buckets keyed by token id whose entry goes with
+// the token's record when it is purged (per-token state of the lifecycle
+// features). Every one of them must exist in every file.
+var tokenSideBuckets [][]byte
+
+// retainer is what applyRetention needs of a backend: its mutations and a
+// consistent read of the whole store.
+type retainer interface {
+	mutator
+	readKV(ctx context.Context, fn func(r kv) error) error
+}
+
+// readKV runs fn on one read transaction.
+func (s *Bolt) readKV(ctx context.Context, fn func(r kv) error) error {
+	return s.view(ctx, func(tx *bolt.Tx) error { return fn(boltKV{tx}) })
+}
+
+// readKV runs fn on reads at one etcd revision (the head's).
+func (s *Etcd) readKV(ctx context.Context, fn func(r kv) error) error {
+	h, err := s.readHead(ctx)
+	if err != nil {
+		return err
+	}
+	return fn(&etcdKV{s: s, ctx: ctx, rev: h.etcdRev, writes: map[string][]byte{}})
+}
+
+// ApplyRetention purges dead tokens, old audit records and retired keys:
+// see applyRetention.
+func (s *Bolt) ApplyRetention(ctx context.Context, now time.Time, r Retention) (RetentionResult, error) {
+	return applyRetention(ctx, s, now, r)
+}
+
+// ApplyRetention purges dead tokens, old audit records and retired keys:
+// see applyRetention.
+func (s *Etcd) ApplyRetention(ctx context.Context, now time.Time, r Retention) (RetentionResult, error) {
+	return applyRetention(ctx, s, now, r)
+}
+
+// applyRetention removes what r says is kept no longer, at now:
+//
+//   - tokens dead (revoked or expired) for longer than r.Tokens, with every
+//     index entry (listing, creator, name, unrevoked, parent). A token goes
+//     only with all its descendants: a parent whose child is still kept
+//     stays, so the parent index and the cascade always find whole trees.
+//     Their audit records stay; events and the revoked-token entries are
+//     Compact's business: a revoked token that has not expired stays in
+//     the snapshot and the stream until it expires, record or no record.
+//   - audit records older than r.Audit, in revision order (a record goes
+//     once it and every earlier one are older), with their index entries.
+//     ListAudit pages by revision, so its page tokens stay good.
+//   - signing keys no token can use: verify-only or revoked, no token of
+//     theirs kept, and the latest of their times (last token expiry,
+//     activation, revocation, creation) older than r.Tokens. They leave the
+//     key list, hence the snapshots; a follower that still holds one denies
+//     its tokens anyway, all expired.
+//
+// It is maintenance, not a mutation: it takes no revision, appends no event
+// (the history and its digests are untouched), writes no audit record and
+// wakes no Changed waiter. It works in transactions of at most purgeBatch
+// tokens or records (fewer on etcd, within its transaction limits), each
+// one checking again what it deletes, so it may run beside the mutations,
+// on several authorities at once, and stop anywhere: the next run goes on.
+func applyRetention(ctx context.Context, s retainer, now time.Time, r Retention) (RetentionResult, error) {
+	var res RetentionResult
+	if r.Tokens < 0 || r.Audit < 0 {
+		return res, fmt.Errorf("%w: negative retention", ErrInvalid)
+	}
+	if r.Tokens > 0 {
+		n, keys, err := purgeTokens(ctx, s, now.Add(-r.Tokens))
+		res.Tokens, res.Keys = n, keys
+		if err != nil {
+			return res, fmt.Errorf("store: purge tokens: %w", err)
+		}
+	}
+	if r.Audit > 0 {
+		n, err := purgeAudit(ctx, s, now.Add(-r.Audit))
+		res.Audit = n
+		if err != nil {
+			return res, fmt.Errorf("store: purge audit records: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// deadAt is when t stopped being usable: its revocation or its expiry,
+// whichever came first.
+func deadAt(t *Token) time.Time {
+	if !t.RevokeTime.IsZero() && t.RevokeTime.Before(t.ExpireTime) {
+		return t.RevokeTime
+	}
+	return t.ExpireTime
+}
+
+// purgeable reports whether t has been dead since before cutoff.
+func purgeable(t *Token, cutoff time.Time) bool {
+	return deadAt(t).Before(cutoff)
+}
+
+// purgePlan is what the read phase of a token purge found.
+type purgePlan struct {
+	order []string        // tokens to purge, every token after its descendants
+	used  map[string]bool // keys that a kept token names
+	keys  []Key           // candidate keys for retirement
+}
+
+// planPurge reads every token and key once and returns what a purge with
+// cutoff removes.
+func planPurge(ctx context.Context, s retainer, cutoff time.Time) (purgePlan, error) {
+	p := purgePlan{used: map[string]bool{}}
+	err := s.readKV(ctx, func(r kv) error {
+		p = purgePlan{used: map[string]bool{}}
+		dead := map[string]bool{}
+		keyOf := map[string]string{}
+		children := map[string][]string{}
+		var candidates []string
+		n := 0
+		if err := r.scan(bucketTokens, nil, func(_, v []byte) error {
+			if n++; n%ctxCheckEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			t, _, err := decodeToken(v)
+			if err != nil {
+				return err
+			}
+			if t.ParentID != "" {
+				children[t.ParentID] = append(children[t.ParentID], t.ID)
+			}
+			if purgeable(&t, cutoff) {
+				dead[t.ID] = true
+				keyOf[t.ID] = t.KeyID
+				candidates = append(candidates, t.ID)
+			} else {
+				p.used[t.KeyID] = true
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		// A candidate goes when its whole subtree goes; post-order, so
+		// that children come before their parent.
+		whole := map[string]bool{}
+		visited := map[string]bool{}
+		var walk func(id string) bool
+		walk = func(id string) bool {
+			if visited[id] {
+				return whole[id]
+			}
+			visited[id] = true
+			ok := dead[id]
+			for _, c := range children[id] {
+				if !walk(c) {
+					ok = false
+				}
+			}
+			whole[id] = ok
+			if ok {
+				p.order = append(p.order, id)
+			}
+			return ok
+		}
+		for _, id := range candidates {
+			walk(id)
+		}
+		for _, id := range candidates {
+			if !whole[id] {
+				p.used[keyOf[id]] = true
+			}
+		}
+		return r.scan(bucketKeys, nil, func(_, v []byte) error {
+			k, _, err := decodeKey(v)
+			if err != nil {
+				return err
+			}
+			if retirable(&k, cutoff) && !p.used[k.ID] {
+				p.keys = append(p.keys, k)
+			}
+			return nil
+		})
+	})
+	return p, err
+}
+
+// retirable reports whether k can sign nothing and verify nothing any
+// more: verify-only or revoked, and nothing about it happened at or after
+// cutoff (its tokens all expired before it).
+func retirable(k *Key, cutoff time.Time) bool {
+	if k.State != KeyVerifyOnly && k.State != KeyRevoked {
+		return false
+	}
+	for _, at := range []time.Time{k.LastExpiry, k.ActivateTime, k.RevokeTime, k.CreateTime} {
+		if !at.Before(cutoff) {
+			return false
+		}
+	}
+	return true
+}
+
+// fuller is a kv that knows when its transaction is near the backend's
+// limits (etcd's).
+type fuller interface{ full() bool }
+
+// isFull reports whether w's transaction should take no more work.
+func isFull(w *writer) bool {
+	f, ok := w.kv.(fuller)
+	return ok && f.full()
+}
+
+// batchSize is how many tokens or records one of w's transactions takes.
+func batchSize(w *writer) int {
+	if w.limit > 0 {
+		return min(w.limit, purgeBatch)
+	}
+	return purgeBatch
+}
+
+// purgeTokens purges the tokens dead since before cutoff (see
+// applyRetention), then retires the keys no kept token names, and returns
+// how many tokens went and which keys.
+func purgeTokens(ctx context.Context, s retainer, cutoff time.Time) (int, []string, error) {
+	p, err := planPurge(ctx, s, cutoff)
+	if err != nil {
+		return 0, nil, err
+	}
+	total := 0
+	for len(p.order) > 0 {
+		if err := ctx.Err(); err != nil {
+			return total, nil, err
+		}
+		var done, purged int
+		var kept []string
+		if _, err := s.mutate(ctx, func(w *writer) error {
+			done, purged, kept = 0, 0, nil
+			batch := p.order[:min(len(p.order), batchSize(w))]
+			// Every read of an index comes before the first write (etcd
+			// reads at one revision and refuses a scan after a write).
+			kids := make([][]string, len(batch))
+			for i, id := range batch {
+				var err error
+				if kids[i], err = childrenOf(w.kv, id); err != nil {
+					return err
+				}
+			}
+			gone := map[string]bool{}
+			for i, id := range batch {
+				if isFull(w) {
+					break
+				}
+				done++
+				ok, err := purgeToken(w, id, kids[i], gone, cutoff)
+				if err != nil {
+					return err
+				}
+				if ok {
+					gone[id] = true
+					purged++
+				} else {
+					kept = append(kept, id)
+				}
+			}
+			return nil
+		}); err != nil {
+			return total, nil, err
+		}
+		if done == 0 {
+			return total, nil, errors.New("store: a purge transaction took no token")
+		}
+		total += purged
+		for _, id := range kept {
+			// Kept after all (a child appeared, or it is gone already):
+			// its key stays named.
+			if t, err := getTokenRead(ctx, s, id); err == nil {
+				p.used[t.KeyID] = true
+			} else if !isNotFound(err) {
+				return total, nil, err
+			}
+		}
+		p.order = p.order[done:]
+	}
+	keys, err := retireKeys(ctx, s, p, cutoff)
+	return total, keys, err
+}
+
+// getTokenRead reads one token outside a mutation.
+func getTokenRead(ctx context.Context, s retainer, id string) (Token, error) {
+	var t Token
+	err := s.readKV(ctx, func(r kv) error {
+		var err error
+		t, _, err = getToken(r, id)
+		return err
+	})
+	return t, err
+}
+
+// purgeToken deletes token id's record and index entries if it is still
+// stored, still dead since before cutoff, and every child (kids, read at the
+// transaction's start) went earlier in the same transaction. It reports
+// whether it did.
+func purgeToken(w *writer, id string, kids []string, gone map[string]bool, cutoff time.Time) (bool, error) {
+	t, createRev, err := getToken(w.kv, id)
+	if isNotFound(err) {
+		return false, nil // another authority purged it
+	}
+	if err != nil {
+		return false, err
+	}
+	if !purgeable(&t, cutoff) {
+		return false, nil
+	}
+	for _, c := range kids {
+		if !gone[c] {
+			return false, nil
+		}
+	}
+	key := []byte(id)
+	dels := []struct{ b, k []byte }{
+		{bucketTokens, key},
+		{bucketTokensByOrg, byOrgKey(t.OrgID, createRev, id)},
+		{bucketTokensByCreator, byCreatorKey(t.OrgID, t.CreatedBy, createRev, id)},
+	}
+	if t.RevokeRev == 0 {
+		dels = append(dels, struct{ b, k []byte }{bucketUnrevoked, unrevokedKey(t.OrgID, t.CreatedBy, id)})
+	}
+	if t.ParentID != "" {
+		dels = append(dels, struct{ b, k []byte }{bucketTokensByParent, childKey(t.ParentID, id)})
+	}
+	nk := nameKey(t.OrgID, t.Name)
+	holder, err := w.kv.get(bucketTokenNames, nk)
+	if err != nil {
+		return false, err
+	}
+	if string(holder) == id {
+		dels = append(dels, struct{ b, k []byte }{bucketTokenNames, nk})
+	}
+	for _, b := range tokenSideBuckets {
+		dels = append(dels, struct{ b, k []byte }{b, key})
+	}
+	for _, d := range dels {
+		if err := w.del(d.b, d.k); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// retireKeys deletes the candidate keys of p that no kept token names, each
+// checked again in its transaction, and returns their ids.
+func retireKeys(ctx context.Context, s retainer, p purgePlan, cutoff time.Time) ([]string, error) {
+	var out []string
+	for _, k := range p.keys {
+		if p.used[k.ID] {
+			continue
+		}
+		retired := false
+		if _, err := s.mutate(ctx, func(w *writer) error {
+			retired = false
+			cur, _, err := getKey(w.kv, k.ID)
+			if isNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if !retirable(&cur, cutoff) {
+				return nil
+			}
+			retired = true
+			return w.del(bucketKeys, []byte(k.ID))
+		}); err != nil {
+			return out, err
+		}
+		if retired {
+			out = append(out, k.ID)
+		}
+	}
+	return out, nil
+}
+
+// errStopScan ends a scan early; it never leaves this file.
+var errStopScan = errors.New("store: stop scan")
+
+// auditEntry locates one audit record and its index entry.
+type auditEntry struct {
+	rev uint64
+	org string
+}
+
+// purgeAudit deletes, in revision order, the audit records older than
+// cutoff up to the first one that is not (at most maxAuditPerRun a run),
+// with their index entries, and returns how many went.
+func purgeAudit(ctx context.Context, s retainer, cutoff time.Time) (int, error) {
+	var old []auditEntry
+	err := s.readKV(ctx, func(r kv) error {
+		old = old[:0]
+		err := r.scan(bucketAudit, nil, func(k, v []byte) error {
+			if len(old) == maxAuditPerRun {
+				return errStopScan
+			}
+			if len(old)%ctxCheckEvery == ctxCheckEvery-1 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if len(k) != 8 {
+				return fmt.Errorf("%w: audit key of %d bytes", ErrCorrupt, len(k))
+			}
+			a, err := decodeAudit(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			if !a.Time.Before(cutoff) {
+				return errStopScan
+			}
+			old = append(old, auditEntry{rev: a.Revision, org: a.OrgID})
+			return nil
+		})
+		if errors.Is(err, errStopScan) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for len(old) > 0 {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		var done int
+		if _, err := s.mutate(ctx, func(w *writer) error {
+			done = 0
+			for _, e := range old[:min(len(old), batchSize(w)*4)] {
+				if isFull(w) {
+					break
+				}
+				done++
+				if err := w.del(bucketAudit, be(e.rev)); err != nil {
+					return err
+				}
+				if err := w.del(bucketAuditByOrg, auditOrgKey(e.org, e.rev)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return total, err
+		}
+		if done == 0 {
+			return total, errors.New("store: a purge transaction took no audit record")
+		}
+		total += done
+		old = old[done:]
+	}
+	return total, nil
+}
