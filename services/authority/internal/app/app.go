@@ -234,6 +234,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		}()
 		srv.RunCompaction(bg, compactInterval)
 	}()
+	startRetention(bg, &wg, st, cfg, reg, logger, faults.report)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()

@@ -61,7 +61,13 @@ type Config struct {
 	EtcdCert        string        // client certificate for etcd (PEM)
 	EtcdKey         string        // client private key for etcd (PEM)
 	EtcdDialTimeout time.Duration // bound of connecting to etcd
+
+	Retention      time.Duration // how long dead (revoked or expired) tokens are kept; 0 keeps them
+	AuditRetention time.Duration // how long audit records are kept; 0 keeps them
 }
+
+// DefaultRetention is --retention's default: 90 days.
+const DefaultRetention = 2160 * time.Hour
 
 // Store backends (--store).
 const (
@@ -118,6 +124,8 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate (PEM) presented to etcd; with --etcd-key")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client private key (PEM) for --etcd-cert")
 	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
+	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "how long a revoked or expired token's record is kept before it is purged (its audit records stay); 0 keeps them forever")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit records are kept; 0 keeps them forever")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -188,6 +196,14 @@ func (c Config) Validate() error {
 		}
 	}
 	c.validateStore(&p)
+	for _, r := range []struct {
+		flag string
+		d    time.Duration
+	}{{"retention", c.Retention}, {"audit-retention", c.AuditRetention}} {
+		if r.d < 0 {
+			p.Add(r.flag, "must not be negative (0 keeps forever), got %s", r.d)
+		}
+	}
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()
