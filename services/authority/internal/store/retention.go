@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Retention says how long the store keeps what no one can use any more.
@@ -26,6 +27,9 @@ type RetentionResult struct {
 	Tokens int      // token records purged, with their index entries
 	Audit  int      // audit records deleted, with their index entries
 	Keys   []string // signing keys retired
+	// Floor is the compaction floor the purge raised, 0 when it did not
+	// (see applyRetention).
+	Floor uint64
 }
 
 // Retainer is a store that applies a retention policy: both backends are.
@@ -61,6 +65,10 @@ var tokenSideBuckets [][]byte
 type retainer interface {
 	mutator
 	readKV(ctx context.Context, fn func(r kv) error) error
+	// raiseFloor raises the compaction floor to floor (never lowers it,
+	// never past the last revision) and drops the history digests below
+	// it, as Compact does.
+	raiseFloor(ctx context.Context, floor uint64) error
 }
 
 // readKV runs fn on one read transaction.
@@ -106,6 +114,13 @@ func (s *Etcd) ApplyRetention(ctx context.Context, now time.Time, r Retention) (
 //     activation, revocation, creation) older than r.Tokens. They leave the
 //     key list, hence the snapshots; a follower that still holds one denies
 //     its tokens anyway, all expired.
+//   - the history digests of revisions older than r.Tokens: the compaction
+//     floor rises to the newest creation revision of a purged token (a
+//     revision taken before the cutoff), so that the digest chain, one
+//     entry per revision, does not grow forever when no key event lets
+//     Compact raise the floor. Only a follower that stopped more than the
+//     retention ago lands below it: it loads a snapshot. The digests at and
+//     above the floor do not change.
 //
 // It is maintenance, not a mutation: it takes no revision, appends no event
 // (the history and its digests are untouched), writes no audit record and
@@ -119,10 +134,16 @@ func applyRetention(ctx context.Context, s retainer, now time.Time, r Retention)
 		return res, fmt.Errorf("%w: negative retention", ErrInvalid)
 	}
 	if r.Tokens > 0 {
-		n, keys, err := purgeTokens(ctx, s, now.Add(-r.Tokens))
+		n, keys, floor, err := purgeTokens(ctx, s, now.Add(-r.Tokens))
 		res.Tokens, res.Keys = n, keys
 		if err != nil {
 			return res, fmt.Errorf("store: purge tokens: %w", err)
+		}
+		if floor > 0 {
+			if err := s.raiseFloor(ctx, floor); err != nil {
+				return res, fmt.Errorf("store: raise the compaction floor: %w", err)
+			}
+			res.Floor = floor
 		}
 	}
 	if r.Audit > 0 {
@@ -270,21 +291,24 @@ func batchSize(w *writer) int {
 
 // purgeTokens purges the tokens dead since before cutoff (see
 // applyRetention), then retires the keys no kept token names, and returns
-// how many tokens went and which keys.
-func purgeTokens(ctx context.Context, s retainer, cutoff time.Time) (int, []string, error) {
+// how many tokens went, which keys, and the newest creation revision of a
+// purged token (0 for none).
+func purgeTokens(ctx context.Context, s retainer, cutoff time.Time) (int, []string, uint64, error) {
 	p, err := planPurge(ctx, s, cutoff)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	total := 0
+	var newest uint64
 	for len(p.order) > 0 {
 		if err := ctx.Err(); err != nil {
-			return total, nil, err
+			return total, nil, newest, err
 		}
 		var done, purged int
 		var kept []string
+		var batchNewest uint64
 		if _, err := s.mutate(ctx, func(w *writer) error {
-			done, purged, kept = 0, 0, nil
+			done, purged, kept, batchNewest = 0, 0, nil, 0
 			batch := p.order[:min(len(p.order), batchSize(w))]
 			// Every read of an index comes before the first write (etcd
 			// reads at one revision and refuses a scan after a write).
@@ -301,38 +325,40 @@ func purgeTokens(ctx context.Context, s retainer, cutoff time.Time) (int, []stri
 					break
 				}
 				done++
-				ok, err := purgeToken(w, id, kids[i], gone, cutoff)
+				createRev, err := purgeToken(w, id, kids[i], gone, cutoff)
 				if err != nil {
 					return err
 				}
-				if ok {
+				if createRev != 0 {
 					gone[id] = true
 					purged++
+					batchNewest = max(batchNewest, createRev)
 				} else {
 					kept = append(kept, id)
 				}
 			}
 			return nil
 		}); err != nil {
-			return total, nil, err
+			return total, nil, newest, err
 		}
 		if done == 0 {
-			return total, nil, errors.New("store: a purge transaction took no token")
+			return total, nil, newest, errors.New("store: a purge transaction took no token")
 		}
 		total += purged
+		newest = max(newest, batchNewest)
 		for _, id := range kept {
 			// Kept after all (a child appeared, or it is gone already):
 			// its key stays named.
 			if t, err := getTokenRead(ctx, s, id); err == nil {
 				p.used[t.KeyID] = true
 			} else if !isNotFound(err) {
-				return total, nil, err
+				return total, nil, newest, err
 			}
 		}
 		p.order = p.order[done:]
 	}
 	keys, err := retireKeys(ctx, s, p, cutoff)
-	return total, keys, err
+	return total, keys, newest, err
 }
 
 // getTokenRead reads one token outside a mutation.
@@ -348,22 +374,22 @@ func getTokenRead(ctx context.Context, s retainer, id string) (Token, error) {
 
 // purgeToken deletes token id's record and index entries if it is still
 // stored, still dead since before cutoff, and every child (kids, read at the
-// transaction's start) went earlier in the same transaction. It reports
-// whether it did.
-func purgeToken(w *writer, id string, kids []string, gone map[string]bool, cutoff time.Time) (bool, error) {
+// transaction's start) went earlier in the same transaction. It returns
+// the token's creation revision when it did, else 0.
+func purgeToken(w *writer, id string, kids []string, gone map[string]bool, cutoff time.Time) (uint64, error) {
 	t, createRev, err := getToken(w.kv, id)
 	if isNotFound(err) {
-		return false, nil // another authority purged it
+		return 0, nil // another authority purged it
 	}
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if !purgeable(&t, cutoff) {
-		return false, nil
+		return 0, nil
 	}
 	for _, c := range kids {
 		if !gone[c] {
-			return false, nil
+			return 0, nil
 		}
 	}
 	key := []byte(id)
@@ -381,7 +407,7 @@ func purgeToken(w *writer, id string, kids []string, gone map[string]bool, cutof
 	nk := nameKey(t.OrgID, t.Name)
 	holder, err := w.kv.get(bucketTokenNames, nk)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if string(holder) == id {
 		dels = append(dels, struct{ b, k []byte }{bucketTokenNames, nk})
@@ -391,10 +417,10 @@ func purgeToken(w *writer, id string, kids []string, gone map[string]bool, cutof
 	}
 	for _, d := range dels {
 		if err := w.del(d.b, d.k); err != nil {
-			return false, err
+			return 0, err
 		}
 	}
-	return true, nil
+	return createRev, nil
 }
 
 // retireKeys deletes the candidate keys of p that no kept token names, each
@@ -507,4 +533,86 @@ func purgeAudit(ctx context.Context, s retainer, cutoff time.Time) (int, error) 
 		old = old[done:]
 	}
 	return total, nil
+}
+
+// raiseFloor raises the compaction floor to floor and drops the digests
+// below it, in one transaction (serialized with Compact by bbolt's single
+// writer).
+func (s *Bolt) raiseFloor(ctx context.Context, floor uint64) error {
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	return mapErr(s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := compactedRevision(tx)
+		if err != nil {
+			return err
+		}
+		rev, err := currentRevision(tx)
+		if err != nil {
+			return err
+		}
+		if floor = min(floor, rev); floor <= cur {
+			return nil
+		}
+		if err := compactDigests(tx, floor); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaCompacted, be(floor))
+	}))
+}
+
+// raiseFloor raises the compaction floor to floor in a transaction guarded
+// by the floor's value (as Compact's: floors only rise, whoever raises
+// them), then drops the digests below it in transactions of at most the
+// operation limit (digests below the floor are never read).
+func (s *Etcd) raiseFloor(ctx context.Context, floor uint64) error {
+	for attempt := 0; ; attempt++ {
+		h, err := s.readHead(ctx)
+		if err != nil {
+			return err
+		}
+		floor = min(floor, h.rev)
+		if floor <= h.floor {
+			break
+		}
+		ck := s.key(bucketMeta, metaCompacted)
+		rctx, cancel := context.WithTimeout(ctx, s.timeout)
+		resp, err := s.cli.Txn(rctx).If(clientv3.Compare(clientv3.Value(ck), "=", string(be(h.floor)))).Then(clientv3.OpPut(ck, string(be(floor)))).Commit()
+		cancel()
+		if err != nil {
+			return s.mapErr(ctx, err)
+		}
+		if resp.Succeeded {
+			break
+		}
+		if attempt == 3 {
+			return fmt.Errorf("%w: etcd: the compaction floor kept changing", ErrUnavailable)
+		}
+	}
+	var drop []string
+	from := s.key(bucketDigests, nil)
+	if err := s.rangeAll(ctx, from, s.key(bucketDigests, be(floor)), 0, func(k, _ []byte) error {
+		drop = append(drop, string(k))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for len(drop) > 0 {
+		n := min(len(drop), s.maxOps)
+		ops := make([]clientv3.Op, n)
+		for i, k := range drop[:n] {
+			ops[i] = clientv3.OpDelete(k)
+		}
+		if err := s.usable(ctx); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.timeout)
+		_, err := s.cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return s.mapErr(ctx, err)
+		}
+		drop = drop[n:]
+	}
+	return nil
 }

@@ -81,8 +81,9 @@ func testRetentionPurgesDeadTokens(t *testing.T, open Opener) {
 	expired := tok("o", "expired", "u", day)     // dead from t0+1d
 	revoked := tok("o", "revoked", "v", 200*day) // dead from its revocation at t0
 	lateRevoke := tok("o", "late", "u", 2*day)   // revoked after it expired: dead from t0+2d
+	createRev := map[string]uint64{}
 	for _, x := range []store.Token{live, expired, revoked, lateRevoke} {
-		mustCreate(t, s, x)
+		createRev[x.ID] = mustCreate(t, s, x)
 	}
 	if _, _, _, err := s.RevokeToken(ctx, revoked.ID, auditFor(store.AuditTokenRevoked, t0)); err != nil {
 		t.Fatal(err)
@@ -91,7 +92,10 @@ func testRetentionPurgesDeadTokens(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	rev := s.Revision()
-	digest := mustDigest(t, s, rev)
+	digests := map[uint64][]byte{}
+	for r := uint64(1); r <= rev; r++ {
+		digests[r] = mustDigest(t, s, r)
+	}
 	events, err := s.EventsAfter(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -112,14 +116,15 @@ func testRetentionPurgesDeadTokens(t *testing.T, open Opener) {
 	}
 	// revoked (dead at t0) and expired (dead at t0+1d) go; lateRevoke
 	// (dead at t0+2d, its expiry before its revocation) not yet.
-	if res := retain(t, s, t0.Add(11*day+time.Second), r); res.Tokens != 2 {
-		t.Fatalf("purged %d tokens at t0+11d, want 2", res.Tokens)
+	if res := retain(t, s, t0.Add(11*day+time.Second), r); res.Tokens != 2 || res.Floor != createRev[revoked.ID] {
+		t.Fatalf("at t0+11d: %+v, want 2 tokens purged and the floor at %d", res, createRev[revoked.ID])
 	}
 	gone(t, s, revoked.ID)
 	gone(t, s, expired.ID)
 	get(t, s, lateRevoke.ID)
-	if res := retain(t, s, t0.Add(12*day+time.Second), r); res.Tokens != 1 {
-		t.Fatalf("purged %d tokens at t0+12d, want 1", res.Tokens)
+	floor := createRev[lateRevoke.ID]
+	if res := retain(t, s, t0.Add(12*day+time.Second), r); res.Tokens != 1 || res.Floor != floor {
+		t.Fatalf("at t0+12d: %+v, want 1 token purged and the floor at %d", res, floor)
 	}
 	gone(t, s, lateRevoke.ID)
 	if got := get(t, s, live.ID); got.Name != "live" || got.RevokeRev != 0 {
@@ -136,15 +141,32 @@ func testRetentionPurgesDeadTokens(t *testing.T, open Opener) {
 		t.Errorf("second run purged %d", res.Tokens)
 	}
 
-	// No revision, no event, no digest change, no audit change.
+	// No revision, no event: the digests at and above the floor (the
+	// newest purged token's creation) are unchanged, those below are gone,
+	// and the stream goes on from the floor; no audit change.
 	if s.Revision() != rev {
 		t.Fatalf("revision %d after the purge, want %d", s.Revision(), rev)
 	}
-	if got := mustDigest(t, s, rev); !bytes.Equal(got, digest) {
-		t.Error("the purge changed the history digest")
+	for r := uint64(1); r <= rev; r++ {
+		got, err := s.DigestAt(ctx, r)
+		switch {
+		case r < floor && !errors.Is(err, store.ErrCompacted):
+			t.Errorf("DigestAt(%d) below the floor %d: %v, want ErrCompacted", r, floor, err)
+		case r >= floor && (err != nil || !bytes.Equal(got, digests[r])):
+			t.Errorf("DigestAt(%d) changed by the purge (%v)", r, err)
+		}
 	}
-	if again, err := s.EventsAfter(ctx, 0, 0); err != nil || !reflect.DeepEqual(again, events) {
-		t.Errorf("events after the purge differ: %v", err)
+	if _, err := s.EventsAfter(ctx, floor-1, 0); !errors.Is(err, store.ErrCompacted) {
+		t.Errorf("EventsAfter below the floor: %v, want ErrCompacted", err)
+	}
+	var want []store.Event
+	for _, ev := range events {
+		if ev.Revision > floor {
+			want = append(want, ev)
+		}
+	}
+	if again, err := s.EventsAfter(ctx, floor, 0); err != nil || !reflect.DeepEqual(again, want) {
+		t.Errorf("events after the floor: %v, %v; want %v", revisions(again), err, revisions(want))
 	}
 	if again, _, err := s.ListAudit(ctx, store.AuditFilter{OrgID: "o"}); err != nil || !reflect.DeepEqual(again, audit) {
 		t.Errorf("audit records after the purge differ: %v", err)
