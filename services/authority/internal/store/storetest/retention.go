@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ func init() {
 		{"RetentionInBatches", wrap(testRetentionInBatches)},
 		{"AuditRetention", wrap(testAuditRetention)},
 		{"KeyRetirement", wrap(testKeyRetirement)},
+		{"RetentionRacesMinting", wrap(testRetentionRacesMinting)},
 	}...)
 }
 
@@ -422,5 +424,65 @@ func testKeyRetirement(t *testing.T, open Opener) {
 	res = retain(t, s, t0.Add(111*day), r)
 	if !slices.Equal(res.Keys, []string{"kept"}) {
 		t.Errorf("retired %v, want kept", res.Keys)
+	}
+}
+
+// testRetentionRacesMinting: the retention running while tokens are minted
+// through dead (expired, unrevoked) parents never purges a parent that has
+// gained a live child: each child minted is stored with its parent, and
+// the store's invariants hold at the end (the opener's check).
+func testRetentionRacesMinting(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := openTest(t, open)
+	var parents []store.Token
+	for i := range 40 {
+		p := tok("o", fmt.Sprint("p", i), "u", time.Hour)
+		mustCreate(t, s, p)
+		parents = append(parents, p)
+	}
+	now := t0.Add(3 * day)
+	var (
+		wg       sync.WaitGroup
+		children []store.Token
+		errs     = make(chan error, 2)
+	)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := len(parents) - 1; i >= 0; i-- {
+			c := childOf(parents[i], fmt.Sprint("c", i))
+			c.CreateTime, c.ExpireTime = now, now.Add(30*day)
+			_, err := s.CreateToken(ctx, c, auditFor(store.AuditTokenCreated, now))
+			switch {
+			case err == nil:
+				children = append(children, c)
+			case errors.Is(err, store.ErrInvalid): // the parent was purged first
+			default:
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if _, err := s.(store.Retainer).ApplyRetention(ctx, now, store.Retention{Tokens: day}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	retain(t, s, now, store.Retention{Tokens: day})
+	for _, c := range children {
+		get(t, s, c.ID)
+		get(t, s, c.ParentID)
+	}
+	if got := listIDs(t, s, "o", ""); len(got) != 2*len(children) {
+		t.Errorf("%d tokens left for %d children and their parents", len(got), len(children))
 	}
 }
