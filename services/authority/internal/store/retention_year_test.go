@@ -20,6 +20,8 @@ var (
 	retentionYear = flag.Bool("retention-year", false,
 		"TestRetentionPlateau: simulate a year (12 months of 30 days) at -retention-year-per-day tokens a day, with a 90-day retention, and print the file size per month")
 	retentionPerDay = flag.Int("retention-year-per-day", 1000, "tokens minted per simulated day with -retention-year")
+	retentionNoSync = flag.Bool("retention-year-no-freelist-sync", false,
+		"with -retention-year: stop writing bbolt's freelist at each commit once the file is open (bbolt's NoFreelistSync), to compare")
 )
 
 // simParams shapes a simulated deployment.
@@ -202,6 +204,7 @@ func TestRetentionPlateau(t *testing.T) {
 			t.Run(fmt.Sprintf("audit-%s", auditName(audit)), func(t *testing.T) {
 				s := openTest(t)
 				s.db.NoSync = true // page allocation is the same; fsyncs would only slow the run
+				s.db.NoFreelistSync = *retentionNoSync
 				months := simulate(t, s, simParams{perDay: *retentionPerDay, months: 12, rotate: 30 * 24 * time.Hour,
 					retention: Retention{Tokens: 90 * 24 * time.Hour, Audit: audit}})
 				printMonths(months)
