@@ -106,12 +106,13 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	var policy *routes.Policy
+	var policy *routes.Live
 	if cfg.Routes != "" {
-		if policy, err = routes.Load(cfg.Routes); err != nil {
+		if policy, err = routes.LoadLive(cfg.Routes); err != nil {
 			return fmt.Errorf("--routes: %w", err)
 		}
-		logger.Info("ext_authz enabled", "routes_file", cfg.Routes, "routes", len(policy.Routes), "default_allow", policy.Default == routes.DefaultAllow)
+		p := policy.Policy()
+		logger.Info("ext_authz enabled", "routes_file", cfg.Routes, "routes", len(p.Routes), "default_allow", p.Default == routes.DefaultAllow)
 	}
 	codec, err := token.NewCodec(cfg.TokenPrefix)
 	if err != nil {
@@ -202,14 +203,15 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		Parking: check.NewParking(cfg.MaxParkedWaits, limits),
 	}))
 	if policy != nil {
+		reloadRoutesOnHangup(ctx, policy, logger, reg)
 		srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(extauthz.Options{
-			Policy: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
+			Live: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
 			Logger: logger.With("component", "extauthz"),
 		}))
 	}
 	var fa *forwardauth.Server
 	if cfg.HTTPListen != "" { // HTTP forward-auth, on the same decision path (Validate: needs --routes)
-		fa, err = forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Policy: policy, Decider: dec, Follower: fol,
+		fa, err = forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Live: policy, Decider: dec, Follower: fol,
 			Metrics: decisionMetrics, Registerer: reg, Logger: logger.With("component", "forwardauth")}, "forwardauth"), logger)
 		if err != nil {
 			return fmt.Errorf("http listen %s: %w", cfg.HTTPListen, err)
