@@ -378,6 +378,14 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, 
 	txfn := func(tx *bolt.Tx) error {
 		s.txRuns.Add(1)
 		last, rejected = 0, nil
+		// A mutation queued behind a stalled commit (a hung or frozen
+		// disk) runs only when the disk comes back: if its caller has
+		// given up meanwhile, it writes nothing, so that no token is left
+		// live whose secret nobody received.
+		if err := ctx.Err(); err != nil {
+			rejected = fmt.Errorf("store: the caller gave up before the write could start: %w", err)
+			return nil
+		}
 		start, err := currentRevision(tx)
 		if err != nil {
 			return err
