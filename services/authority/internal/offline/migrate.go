@@ -214,7 +214,7 @@ func (m *migrator) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("the migrated store failed its check, the prefix %s is marked as an unfinished migration again: %w", prefix, err)
 	}
-	fmt.Fprintf(m.out, "copied %d keys in %d transactions; per bucket:\n", want.total(), txns)
+	fmt.Fprintf(m.out, "copied %d keys in %d transactions, then the schema version; keys per bucket:\n", want.total(), txns)
 	want.print(m.out)
 	fmt.Fprintf(m.out, "verified: the same keys and values on both sides (digest %x)\n", want.digest())
 	fmt.Fprintf(m.out, "the store opens on etcd at epoch %s, revision %d, history digest %x, as in the file:\n"+
