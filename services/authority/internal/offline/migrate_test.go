@@ -173,9 +173,14 @@ func TestMigrateInterrupted(t *testing.T) {
 	if n := keysUnder(t, prefix); n < 5 {
 		t.Fatalf("%d keys under the prefix, want the 3 transactions' keys, the marker and the schema", n)
 	}
-	if s, err := store.OpenEtcd(context.Background(), store.EtcdOptions{Endpoints: []string{endpoint}, Prefix: prefix}); err == nil {
+	s, err := store.OpenEtcd(context.Background(), store.EtcdOptions{Endpoints: []string{endpoint}, Prefix: prefix})
+	if err == nil {
 		_ = s.Close()
 		t.Fatal("OpenEtcd opened a prefix whose migration did not finish")
+	}
+	// The message docs/operations.md quotes.
+	if !strings.Contains(err.Error(), "meta schema: 21 bytes, want 8") {
+		t.Errorf("OpenEtcd on an unfinished migration: %v", err)
 	}
 	code, _, errOut = migrate(migrateArgs(fx, prefix, "--etcd-endpoints", endpoint), noEnv, nil)
 	if code != 1 || !strings.Contains(errOut, "unfinished migration") || !strings.Contains(errOut, "--force-restart") {
