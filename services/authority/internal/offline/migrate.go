@@ -28,15 +28,16 @@ import (
 // MigrateSummary is the help line of `authority migrate`.
 const MigrateSummary = "--from-data-dir DIR --etcd-endpoints URLS [--etcd-prefix P] [etcd TLS flags] [--force-restart]: copy a stopped authority's bbolt file into an empty etcd prefix, verified"
 
-// The migration's marker: while a migration is in progress (or was
-// interrupted), markerName under the prefix says which one, and the schema
-// key holds inProgressSchema instead of a schema version, so that every
-// authority refuses to open the prefix (OpenEtcd reads the schema key
+// The migration's marker (store.EtcdMigrationMarker and
+// store.EtcdMigrationSchema): while a migration is in progress, or after
+// one was interrupted, markerName under the prefix says which one, and the
+// schema key holds inProgressSchema instead of a schema version, so that
+// every authority refuses to open the prefix (OpenEtcd reads the schema key
 // first). The last transaction writes the real schema version and deletes
 // the marker.
 const (
-	markerName       = "migration-in-progress"
-	inProgressSchema = "migration in progress"
+	markerName       = store.EtcdMigrationMarker
+	inProgressSchema = store.EtcdMigrationSchema
 )
 
 // migrateConfig is the command line of `authority migrate`.

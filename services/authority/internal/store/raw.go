@@ -213,3 +213,14 @@ func EtcdKey(prefix, bucket string, key []byte) string {
 func EtcdSchemaKey(prefix string) string {
 	return EtcdKey(prefix, string(bucketMeta), metaSchema)
 }
+
+// A bbolt file being copied into etcd (authority migrate) is marked under
+// the prefix: EtcdMigrationMarker (the key after the prefix) names the
+// run, and the schema key holds EtcdMigrationSchema, which is no schema
+// version, so that OpenEtcd refuses the prefix until the copy is finished
+// and checked. The last transaction of the copy writes the schema version
+// and deletes the marker.
+const (
+	EtcdMigrationMarker = "migration-in-progress"
+	EtcdMigrationSchema = "migration in progress"
+)
