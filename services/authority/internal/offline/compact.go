@@ -83,6 +83,10 @@ type compactResult struct {
 func compactFile(path string, lockTimeout time.Duration) (compactResult, error) {
 	res := compactResult{path: path}
 	bak, tmp := path+backupSuffix, path+compactSuffix
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		// The rename would replace the link by a file in this directory.
+		return res, fmt.Errorf("%s is a symbolic link: move the file it points to into the data directory, or compact it there", path)
+	}
 	if _, err := os.Lstat(bak); !errors.Is(err, fs.ErrNotExist) {
 		return res, fmt.Errorf("%s exists (left by an earlier compaction): move it away or delete it, then run compact again", bak)
 	}

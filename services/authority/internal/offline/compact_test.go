@@ -181,7 +181,7 @@ func TestCompactRefusesLockedFile(t *testing.T) {
 }
 
 // TestCompactReplacesLeftover: a copy an interrupted compaction left is
-// replaced, and a missing file or bad flags are refused.
+// replaced; a missing file, a symbolic link and bad flags are refused.
 func TestCompactReplacesLeftover(t *testing.T) {
 	fx := fill(t)
 	if err := os.WriteFile(fx.path+compactSuffix, []byte("half a copy"), 0o600); err != nil {
@@ -194,6 +194,13 @@ func TestCompactReplacesLeftover(t *testing.T) {
 
 	if code, _, errOut := compact("--data-dir", t.TempDir()); code != 1 || !strings.Contains(errOut, "no database file") {
 		t.Errorf("missing file: exit %d: %s", code, errOut)
+	}
+	linked := t.TempDir()
+	if err := os.Symlink(fx.path, filepath.Join(linked, app.DBFile)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := compact("--data-dir", linked); code != 1 || !strings.Contains(errOut, "symbolic link") {
+		t.Errorf("symbolic link: exit %d: %s", code, errOut)
 	}
 	if code, _, errOut := compact("--data-dir", ""); code != 2 || !strings.Contains(errOut, "--data-dir") {
 		t.Errorf("empty --data-dir: exit %d: %s", code, errOut)
