@@ -235,6 +235,12 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		srv.RunCompaction(bg, compactInterval)
 	}()
 
+	if cfg.WriteProbeInterval > 0 {
+		wp := newWriteProbe(st.ProbeWrite, cfg.WriteProbeInterval, cfg.WriteProbeTimeout, logger, faults.stall, reg)
+		wg.Add(1)
+		go func() { defer wg.Done(); wp.run(bg) }()
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
 	// The gRPC server goes before the store, keys and metrics: its

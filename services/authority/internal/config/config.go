@@ -61,6 +61,9 @@ type Config struct {
 	EtcdCert        string        // client certificate for etcd (PEM)
 	EtcdKey         string        // client private key for etcd (PEM)
 	EtcdDialTimeout time.Duration // bound of connecting to etcd
+
+	WriteProbeInterval time.Duration // how often a write is probed (0: never)
+	WriteProbeTimeout  time.Duration // a probe slower than this makes health NOT_SERVING
 }
 
 // Store backends (--store).
@@ -118,6 +121,8 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate (PEM) presented to etcd; with --etcd-key")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client private key (PEM) for --etcd-cert")
 	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
+	fs.DurationVar(&c.WriteProbeInterval, "write-probe-interval", 5*time.Second, "how often an empty write is committed to check the store takes writes (0 disables)")
+	fs.DurationVar(&c.WriteProbeTimeout, "write-probe-timeout", 10*time.Second, "a write probe that has not committed after this long (a hung or frozen disk, etcd without quorum), or that fails, makes health NOT_SERVING until one commits")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -168,6 +173,12 @@ func (c Config) Validate() error {
 		p.Add("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
 	}
 	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	if c.WriteProbeInterval < 0 {
+		p.Add("write-probe-interval", "must not be negative, got %s", c.WriteProbeInterval)
+	}
+	if c.WriteProbeInterval > 0 {
+		p.Positive("write-probe-timeout", c.WriteProbeTimeout)
+	}
 	for _, b := range []struct {
 		flag string
 		v    int

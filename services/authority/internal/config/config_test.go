@@ -25,6 +25,7 @@ func TestParseDefaults(t *testing.T) {
 		LogLevel: "info", LockTimeout: 3 * time.Second,
 		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
 		Store: "bbolt", EtcdPrefix: "/sigil/", EtcdDialTimeout: 5 * time.Second,
+		WriteProbeInterval: 5 * time.Second, WriteProbeTimeout: 10 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)

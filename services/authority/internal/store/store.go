@@ -278,6 +278,10 @@ type Store interface {
 	// compaction floor or the start of the chain, or ahead of the store).
 	DigestAt(ctx context.Context, rev uint64) ([]byte, error)
 
+	// ProbeWrite commits a transaction that changes nothing, through the
+	// commit path every mutation takes: it hangs or fails when writes do.
+	ProbeWrite(ctx context.Context) error
+
 	// Close closes the file.
 	Close() error
 }
