@@ -76,3 +76,34 @@ func (s *Etcd) beforePinned(rev int64) {
 		s.pinnedHook(rev)
 	}
 }
+
+// CurrentReader is a store whose Revision may lag the commits of other
+// processes (etcd: it follows them through a watch): CurrentRevision
+// reads the last committed revision itself, linearizably.
+type CurrentReader interface {
+	CurrentRevision(ctx context.Context) (uint64, error)
+}
+
+var _ CurrentReader = (*Etcd)(nil)
+
+// CurrentRevision returns the last revision committed by any process, read
+// now (a linearizable etcd read): every mutation acknowledged before the
+// call began, through whichever replica, is at or below it.
+func (s *Etcd) CurrentRevision(ctx context.Context) (uint64, error) {
+	h, err := s.readHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.publish(h.rev)
+	return h.rev, nil
+}
+
+// CurrentRevision returns st's last committed revision including other
+// processes' commits: CurrentReader's when st has one, else Revision (a
+// store only this process writes, whose Revision is exact).
+func CurrentRevision(ctx context.Context, st Store) (uint64, error) {
+	if c, ok := st.(CurrentReader); ok {
+		return c.CurrentRevision(ctx)
+	}
+	return st.Revision(), nil
+}

@@ -112,3 +112,33 @@ func TestEtcdReadsSurviveEtcdCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEtcdCurrentRevisionReadsOtherCommits: a store's Revision follows
+// other processes' commits through a watch, so it may lag; CurrentRevision
+// reads the committed revision and is never behind a commit made before it
+// was called. Shown with b's watch stopped, which freezes its Revision.
+func TestEtcdCurrentRevisionReadsOtherCommits(t *testing.T) {
+	ctx := context.Background()
+	prefix := etcdtest.Prefix(t)
+	a := openEtcdTest(t, prefix, EtcdOptions{})
+	b := openEtcdTest(t, prefix, EtcdOptions{})
+	b.stopWatch()
+	<-b.watchDone
+	addTestKey(t, a, testKeyID)
+	rev := mustCreate(t, a, tok("o", "x", "u", time.Hour))
+	if b.Revision() >= rev {
+		t.Fatalf("b's Revision %d already at a's commit %d with its watch stopped", b.Revision(), rev)
+	}
+	got, err := CurrentRevision(ctx, b)
+	if err != nil || got != rev {
+		t.Fatalf("CurrentRevision on b = %d, %v, want %d", got, err, rev)
+	}
+	if b.Revision() != rev {
+		t.Fatalf("b's Revision %d after CurrentRevision, want %d", b.Revision(), rev)
+	}
+	// With bbolt (one process) it is Revision.
+	bs := openTest(t)
+	if got, err := CurrentRevision(ctx, bs); err != nil || got != bs.Revision() {
+		t.Fatalf("CurrentRevision on bbolt = %d, %v", got, err)
+	}
+}
