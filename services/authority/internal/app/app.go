@@ -50,9 +50,6 @@ type Options struct {
 	// stopHook, when set, runs as the last step of the stop (tests: a
 	// step that does not finish).
 	stopHook func()
-	// leaderTTL is the lease of the etcd leadership (tests: short);
-	// store.DefaultLeaderTTL when zero.
-	leaderTTL time.Duration
 }
 
 // Run runs the authority with cfg until ctx ends, then stops gracefully.
@@ -221,7 +218,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	closers = append(closers, func() { stopBG(); wg.Wait() })
-	runBackground(bg, &wg, st, srv, km, faults, reg, logger, opts.leaderTTL)
+	runBackground(bg, &wg, st, srv, km, faults, reg, logger, cfg.EtcdLeaderTTL)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()

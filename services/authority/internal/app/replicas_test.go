@@ -33,10 +33,10 @@ import (
 // etcd, sharing the credentials and the KEK, as replicas of one deployment
 // do. Each replica has its own data directory.
 type cluster struct {
-	t        *testing.T
-	etcd     *etcdtest.Server
-	prefix   string
-	creds    string // directory of the shared credential files
+	t         *testing.T
+	etcd      *etcdtest.Server
+	prefix    string
+	creds     string // directory of the shared credential files
 	op, watch string
 }
 
@@ -75,7 +75,7 @@ func (c *cluster) start(name string) *replica {
 		"--store", "etcd", "--etcd-endpoints", c.etcd.Endpoint, "--etcd-prefix", c.prefix,
 		"--operator-token-file", filepath.Join(c.creds, "operator.token"),
 		"--watch-token-file", filepath.Join(c.creds, "watch.token"),
-		"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s",
+		"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s", "--etcd-leader-ttl", "1s",
 	}, func(string) (string, bool) { return "", false }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func (c *cluster) start(name string) *replica {
 		return "", false
 	}
 	go func() {
-		r.done <- RunWithOptions(ctx, cfg, Options{Stderr: r.logs, LookupEnv: env, leaderTTL: time.Second,
+		r.done <- RunWithOptions(ctx, cfg, Options{Stderr: r.logs, LookupEnv: env,
 			Ready: func(g, m net.Addr) { ready <- addrs{g, m} }})
 	}()
 	select {

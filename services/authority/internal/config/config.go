@@ -61,6 +61,7 @@ type Config struct {
 	EtcdCert        string        // client certificate for etcd (PEM)
 	EtcdKey         string        // client private key for etcd (PEM)
 	EtcdDialTimeout time.Duration // bound of connecting to etcd
+	EtcdLeaderTTL   time.Duration // lease of the replica that runs the cluster-wide background work
 }
 
 // Store backends (--store).
@@ -118,6 +119,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate (PEM) presented to etcd; with --etcd-key")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client private key (PEM) for --etcd-cert")
 	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
+	fs.DurationVar(&c.EtcdLeaderTTL, "etcd-leader-ttl", store.DefaultLeaderTTL, "lease of the replica leading the cluster-wide background work (compaction, key activation): another takes over this long after it dies (whole seconds, 1s to 1h)")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -211,6 +213,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 			{"etcd-cert", c.EtcdCert != ""},
 			{"etcd-key", c.EtcdKey != ""},
 			{"etcd-dial-timeout", c.EtcdDialTimeout != store.DefaultEtcdDialTimeout},
+			{"etcd-leader-ttl", c.EtcdLeaderTTL != store.DefaultLeaderTTL},
 		} {
 			if f.set {
 				p.Add(f.flag, "is only used with --store etcd")
@@ -249,4 +252,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 		p.Add("etcd-prefix", "must be non-empty and end with /")
 	}
 	p.Positive("etcd-dial-timeout", c.EtcdDialTimeout)
+	if c.EtcdLeaderTTL < time.Second || c.EtcdLeaderTTL > time.Hour || c.EtcdLeaderTTL%time.Second != 0 {
+		p.Add("etcd-leader-ttl", "must be whole seconds between 1s and 1h, got %s", c.EtcdLeaderTTL)
+	}
 }
