@@ -467,7 +467,13 @@ func TestReplicasCompactedFollowerGetsSnapshot(t *testing.T) {
 // e.g. `{job="compaction"}`) on a replica's /metrics.
 func metric(t *testing.T, r *replica, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	return scrape(t, r.metrics, name)
+}
+
+// scrape returns the value of a metric on the /metrics of addr.
+func scrape(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +489,7 @@ func metric(t *testing.T, r *replica, name string) float64 {
 			return f
 		}
 	}
-	t.Fatalf("%s has no metric %s", r.name, name)
+	t.Fatalf("%s has no metric %s", addr, name)
 	return 0
 }
 
