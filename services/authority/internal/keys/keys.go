@@ -385,7 +385,11 @@ func (m *Manager) schedule(ctx context.Context, reload bool) {
 			case <-ctx.Done():
 				return
 			case <-m.wake:
-				continue
+				if !reload {
+					continue
+				}
+				// A key changed (here or on another replica): a round
+				// on what the store holds now.
 			case <-timer.C:
 			}
 		}
