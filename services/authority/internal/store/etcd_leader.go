@@ -82,7 +82,7 @@ func (e *etcdElector) Campaign(ctx context.Context) (Term, error) {
 	}()
 	el := concurrency.NewElection(sess, e.electionPrefix())
 	if err := el.Campaign(cctx, e.id); err != nil {
-		_ = sess.Close()
+		e.end(sess)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -103,10 +103,10 @@ func (e *etcdElector) Campaign(ctx context.Context) (Term, error) {
 		}
 	}
 	if err != nil {
-		_ = sess.Close()
+		e.end(sess)
 		return nil, fmt.Errorf("store: etcd election: %w", e.s.mapErr(ctx, err))
 	}
-	return &etcdTerm{sess: sess, el: el}, nil
+	return &etcdTerm{e: e, sess: sess, el: el}, nil
 }
 
 // revoke gives a lease up, bounded by the request timeout; a lease that
@@ -117,8 +117,16 @@ func (e *etcdElector) revoke(id clientv3.LeaseID) {
 	_, _ = e.s.cli.Revoke(ctx, id)
 }
 
+// end stops renewing a session's lease and revokes it, bounded by the
+// request timeout (concurrency.Session.Close waits up to the TTL).
+func (e *etcdElector) end(sess *concurrency.Session) {
+	sess.Orphan()
+	e.revoke(sess.Lease())
+}
+
 // etcdTerm is a leadership held through a session's lease.
 type etcdTerm struct {
+	e    *etcdElector
 	sess *concurrency.Session
 	el   *concurrency.Election
 
@@ -133,11 +141,8 @@ func (t *etcdTerm) Done() <-chan struct{} { return t.sess.Done() }
 // candidate leads at once instead of after the TTL.
 func (t *etcdTerm) Resign(ctx context.Context) error {
 	t.once.Do(func() {
-		err := t.el.Resign(ctx)
-		if cerr := t.sess.Close(); err == nil {
-			err = cerr
-		}
-		t.err = err
+		t.err = t.el.Resign(ctx)
+		t.e.end(t.sess)
 	})
 	return t.err
 }
