@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -164,7 +163,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		return err
 	}
 
-	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger})
+	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger, ExternalSchedule: true})
 	if err != nil {
 		return err
 	}
@@ -219,21 +218,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	closers = append(closers, func() { stopBG(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// Compaction reads every page of the event log: damage found
-		// there is reported (NOT_SERVING, one ERROR), never a crash. A
-		// damaged page can point bbolt outside the file: a fault, which
-		// only panic-on-fault makes recoverable.
-		debug.SetPanicOnFault(true)
-		defer func() {
-			if p := recover(); p != nil {
-				faults.report(fmt.Errorf("compaction: %v", p))
-			}
-		}()
-		srv.RunCompaction(bg, compactInterval)
-	}()
+	runBackground(bg, &wg, st, srv, km, faults, reg, logger, cfg.EtcdLeaderTTL)
 
 	if cfg.WriteProbeInterval > 0 {
 		wp := newWriteProbe(st.ProbeWrite, cfg.WriteProbeInterval, cfg.WriteProbeTimeout, logger, faults.stall, reg)

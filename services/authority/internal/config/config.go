@@ -64,6 +64,7 @@ type Config struct {
 
 	WriteProbeInterval time.Duration // how often a write is probed (0: never)
 	WriteProbeTimeout  time.Duration // a probe slower than this makes health NOT_SERVING
+	EtcdLeaderTTL      time.Duration // lease of the replica that runs the cluster-wide background work
 }
 
 // Store backends (--store).
@@ -123,6 +124,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
 	fs.DurationVar(&c.WriteProbeInterval, "write-probe-interval", 5*time.Second, "how often an empty write is committed to check the store takes writes (0 disables)")
 	fs.DurationVar(&c.WriteProbeTimeout, "write-probe-timeout", 10*time.Second, "a write probe that has not committed after this long (a hung or frozen disk, etcd without quorum), or that fails, makes health NOT_SERVING until one commits")
+	fs.DurationVar(&c.EtcdLeaderTTL, "etcd-leader-ttl", store.DefaultLeaderTTL, "lease of the replica leading the cluster-wide background work (compaction, key activation): another takes over this long after it dies (whole seconds, 1s to 1h)")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -222,6 +224,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 			{"etcd-cert", c.EtcdCert != ""},
 			{"etcd-key", c.EtcdKey != ""},
 			{"etcd-dial-timeout", c.EtcdDialTimeout != store.DefaultEtcdDialTimeout},
+			{"etcd-leader-ttl", c.EtcdLeaderTTL != store.DefaultLeaderTTL},
 		} {
 			if f.set {
 				p.Add(f.flag, "is only used with --store etcd")
@@ -260,4 +263,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 		p.Add("etcd-prefix", "must be non-empty and end with /")
 	}
 	p.Positive("etcd-dial-timeout", c.EtcdDialTimeout)
+	if c.EtcdLeaderTTL < time.Second || c.EtcdLeaderTTL > time.Hour || c.EtcdLeaderTTL%time.Second != 0 {
+		p.Add("etcd-leader-ttl", "must be whole seconds between 1s and 1h, got %s", c.EtcdLeaderTTL)
+	}
 }

@@ -26,6 +26,7 @@ func TestParseDefaults(t *testing.T) {
 		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
 		Store: "bbolt", EtcdPrefix: "/sigil/", EtcdDialTimeout: 5 * time.Second,
 		WriteProbeInterval: 5 * time.Second, WriteProbeTimeout: 10 * time.Second,
+		EtcdLeaderTTL: 10 * time.Second,
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -145,6 +146,12 @@ func TestValidate(t *testing.T) {
 		{name: "etcd cert without key", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCert = "etcd", "https://e:2379", "c" }, err: "--etcd-cert and --etcd-key go together"},
 		{name: "etcd prefix without slash", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdPrefix = "etcd", "http://e:2379", "/sigil" }, err: "--etcd-prefix"},
 		{name: "etcd dial timeout zero", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdDialTimeout = "etcd", "http://e:2379", 0 }, err: "--etcd-dial-timeout"},
+		{name: "etcd leader ttl zero", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 0 }, err: "--etcd-leader-ttl"},
+		{name: "etcd leader ttl fraction", mutate: func(c *Config) {
+			c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 1500*time.Millisecond
+		}, err: "--etcd-leader-ttl: must be whole seconds"},
+		{name: "etcd leader ttl valid", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 3*time.Second }},
+		{name: "etcd leader ttl with bbolt", mutate: func(c *Config) { c.EtcdLeaderTTL = 3 * time.Second }, err: "--etcd-leader-ttl: is only used with --store etcd"},
 		{name: "etcd flag with bbolt", mutate: func(c *Config) { c.EtcdEndpoints = "http://e:2379" }, err: "--etcd-endpoints: is only used with --store etcd"},
 		{name: "etcd prefix with bbolt", mutate: func(c *Config) { c.EtcdPrefix = "/x/" }, err: "--etcd-prefix: is only used with --store etcd"},
 		{

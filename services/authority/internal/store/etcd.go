@@ -77,6 +77,9 @@ type Etcd struct {
 	// afterChunk, when set (tests), runs after each committed chunk of a
 	// chunked revocation; an error stops the work there, as a crash would.
 	afterChunk func() error
+	// pinnedHook, when set (tests), runs before each read at a given etcd
+	// revision, with that revision.
+	pinnedHook func(rev int64)
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -268,8 +271,9 @@ func (s *Etcd) mapErr(ctx context.Context, err error) error {
 	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("%w: etcd: %v", ErrTooLarge, err)
 	case errors.Is(err, rpctypes.ErrCompacted):
-		// A read at a revision etcd has compacted away: retried by mutate.
-		return fmt.Errorf("%w: etcd: %v", errConflict, err)
+		// A read at a revision etcd has compacted away: retried by mutate
+		// (a conflict) and by the reads (pinnedRead).
+		return fmt.Errorf("%w: %w: %v", errConflict, errEtcdCompacted, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: etcd: %v", ErrUnavailable, err)
 	}
@@ -468,6 +472,7 @@ func (s *Etcd) revocationLimit() int {
 func (s *Etcd) rangeAll(ctx context.Context, from, end string, rev int64, fn func(k, v []byte) error) error {
 	const page = 2000
 	for {
+		s.beforePinned(rev)
 		resp, err := s.get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithLimit(page))
 		if err != nil {
 			return err
@@ -651,6 +656,7 @@ func (s *Etcd) getMany(ctx context.Context, keys []string, rev int64) ([][]byte,
 		for i, k := range keys[:n] {
 			ops[i] = clientv3.OpGet(k, clientv3.WithRev(rev))
 		}
+		s.beforePinned(rev)
 		if err := s.usable(ctx); err != nil {
 			return nil, err
 		}
@@ -675,7 +681,15 @@ func (s *Etcd) getMany(ctx context.Context, keys []string, rev int64) ([][]byte,
 
 // ListTokens returns one page of an organization's tokens, newest first,
 // exactly as Bolt.ListTokens does (same page tokens, same scan budget).
-func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
+func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) (out []Token, next string, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, next, err = s.listTokens(ctx, f)
+		return err
+	})
+	return out, next, err
+}
+
+func (s *Etcd) listTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
 	if f.OrgID == "" {
 		return nil, "", fmt.Errorf("%w: organization is empty", ErrInvalid)
 	}
@@ -762,7 +776,15 @@ func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 
 // ListAudit returns one page of an organization's audit records, oldest
 // first, as Bolt.ListAudit does.
-func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error) {
+func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) (out []AuditRecord, next string, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, next, err = s.listAudit(ctx, f)
+		return err
+	})
+	return out, next, err
+}
+
+func (s *Etcd) listAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error) {
 	size := pageSize(f.PageSize)
 	prefix := orgPrefix(f.OrgID)
 	after, err := decodeAuditPage(prefix, f.PageToken)
@@ -814,8 +836,12 @@ func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, str
 
 // ListKeys returns every key, in the order they were added, with their
 // sealed private halves.
-func (s *Etcd) ListKeys(ctx context.Context) ([]Key, error) {
-	return s.allKeys(ctx, 0, true)
+func (s *Etcd) ListKeys(ctx context.Context) (out []Key, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, err = s.allKeys(ctx, 0, true)
+		return err
+	})
+	return out, err
 }
 
 func (s *Etcd) allKeys(ctx context.Context, rev int64, withPrivate bool) ([]Key, error) {
@@ -828,7 +854,15 @@ func (s *Etcd) allKeys(ctx context.Context, rev int64, withPrivate bool) ([]Key,
 // EventsAfter returns up to limit streamed events after revision after,
 // as Bolt.EventsAfter does. The head and the events are read at one etcd
 // revision, so a commit racing with the read is either wholly seen or not.
-func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error) {
+func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) (out []Event, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, err = s.eventsAfter(ctx, after, limit)
+		return err
+	})
+	return out, err
+}
+
+func (s *Etcd) eventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error) {
 	switch {
 	case limit <= 0:
 		limit = DefaultEventLimit
@@ -875,18 +909,23 @@ func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 }
 
 // DigestAt returns the history digest at rev, as Bolt.DigestAt does.
-func (s *Etcd) DigestAt(ctx context.Context, rev uint64) ([]byte, error) {
-	h, err := s.readHead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.digestAt(ctx, h, rev)
+func (s *Etcd) DigestAt(ctx context.Context, rev uint64) (d []byte, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		h, err := s.readHead(ctx)
+		if err != nil {
+			return err
+		}
+		d, err = s.digestAt(ctx, h, rev)
+		return err
+	})
+	return d, err
 }
 
 func (s *Etcd) digestAt(ctx context.Context, h head, rev uint64) ([]byte, error) {
 	if rev < h.floor || rev > h.rev {
 		return nil, fmt.Errorf("%w: no history digest at revision %d (held: %d to %d)", ErrCompacted, rev, h.floor, h.rev)
 	}
+	s.beforePinned(h.etcdRev)
 	resp, err := s.get(ctx, s.key(bucketDigests, be(rev)), clientv3.WithRev(h.etcdRev))
 	if err != nil {
 		return nil, err
@@ -903,7 +942,15 @@ func (s *Etcd) digestAt(ctx context.Context, h head, rev uint64) ([]byte, error)
 // Snapshot returns, at one etcd revision, the revision, its digest, every
 // revoked token whose expiry is after now and every key without its
 // private half.
-func (s *Etcd) Snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
+func (s *Etcd) Snapshot(ctx context.Context, now time.Time) (snap Snapshot, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		snap, err = s.snapshot(ctx, now)
+		return err
+	})
+	return snap, err
+}
+
+func (s *Etcd) snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
 	h, err := s.readHead(ctx)
 	if err != nil {
 		return Snapshot{}, err
