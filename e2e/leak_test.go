@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -249,5 +252,46 @@ func copyDB(t *testing.T, src, dst string) {
 	}
 	if err := os.WriteFile(dst, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSecretScanningDocReport runs the `sh leak-report` block of
+// docs/secret-scanning.md, as written but for the address, against a fresh
+// authority whose data directory is the block's data/.
+func TestSecretScanningDocReport(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "secret-scanning.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?ms)^```sh leak-report\n(.*?)^```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) != 1 {
+		t.Fatalf("docs/secret-scanning.md has %d `sh leak-report` blocks, this test runs 1", len(blocks))
+	}
+	work := walkthroughDir(t)
+	addr := testproc.FreeAddr(t)
+	p := testproc.Start(t, bin(t, "authority"), "--data-dir", filepath.Join(work, "data"),
+		"--listen", addr, "--metrics-listen", "")
+	if err := testproc.WaitServing(addr, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+strings.ReplaceAll(blocks[0][1], "127.0.0.1:7001", addr))
+	cmd.Dir = work
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("block: %v\n%s", err, out)
+	}
+	for _, want := range []string{`"outcome": "LEAK_OUTCOME_NOT_A_TOKEN"`, `"revision": "0"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), `"tokenId": "`) && !strings.Contains(string(out), `"tokenId": ""`) {
+		t.Errorf("a look-alike got a token id:\n%s", out)
+	}
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.Logs.String(), "thisIsNotARealTokenBody") {
+		t.Error("the reported string is in the authority's log")
 	}
 }
