@@ -320,3 +320,46 @@ func TestReportLeakedCallers(t *testing.T) {
 		t.Fatal("the watch credential reports leaks")
 	}
 }
+
+// FuzzReportLeaked checks that a reported string is NOT_A_TOKEN, with no
+// token id and no error, unless it is the one genuine token minted here,
+// and that nothing is revoked by anything else.
+func FuzzReportLeaked(f *testing.F) {
+	m := newTestManager(f)
+	ctx := context.Background()
+	op := &Caller{Kind: Operator}
+	secret, tk, err := m.CreateToken(ctx, op, NewToken{OrgID: "own", Name: "genuine", CreatedBy: "alice",
+		Grants: []scope.Grant{{Permissions: []string{"domain:view"}}}, Expire: m.now().Add(30 * day).Truncate(time.Second)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, other, err := m.CreateToken(ctx, op, NewToken{OrgID: "own", Name: "bystander", CreatedBy: "alice",
+		Grants: []scope.Grant{{Permissions: []string{"domain:view"}}}, Expire: m.now().Add(30 * day).Truncate(time.Second)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(secret)
+	f.Add(secret[:len(secret)-1])
+	f.Add(secret + "A")
+	f.Add(secret[:30] + "x" + secret[31:])
+	f.Add("")
+	f.Add(token.DefaultPrefix)
+	f.Fuzz(func(t *testing.T, s string) {
+		res, _, err := m.ReportLeaked(ctx, &Caller{Kind: Reporter}, []string{s}, "fuzz", "")
+		if err != nil {
+			t.Fatalf("ReportLeaked: %v", err)
+		}
+		if s == secret {
+			if res[0].TokenID != tk.ID || (res[0].Outcome != LeakRevoked && res[0].Outcome != LeakAlreadyRevoked) {
+				t.Fatalf("the genuine token: %+v", res[0])
+			}
+			return
+		}
+		if res[0] != (LeakResult{Outcome: LeakNotAToken}) {
+			t.Fatalf("a string that is not the token: %+v", res[0])
+		}
+		if row, _ := m.store.GetToken(ctx, other.ID); row.RevokeRev != 0 {
+			t.Fatal("an unreported token was revoked")
+		}
+	})
+}

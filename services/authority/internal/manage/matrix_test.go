@@ -25,7 +25,7 @@ const (
 )
 
 // newTestManager returns a Manager on a real bbolt store in t.TempDir().
-func newTestManager(t *testing.T) *Manager {
+func newTestManager(t testing.TB) *Manager {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "sigil.db"), store.Options{})
 	if err != nil {
