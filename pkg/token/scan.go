@@ -35,15 +35,18 @@ func Scan(text []byte) []Candidate {
 // A token is made of the prefix followed by base64url characters
 // (A-Z a-z 0-9 - _), whose last six are the checksum. Scan looks for the
 // prefix anywhere (also right after letters, as in MY_TOKEN=sigil_pat_…),
-// then for the longest run of token characters after it, no longer than
-// MaxLen, whose last six characters are the checksum of what precedes
+// then for the shortest string of token characters after it, no longer
+// than MaxLen, whose last six characters are the checksum of what precedes
 // them: so a token followed at once by more token characters (a trailing
-// "_" or "-") is found too.
+// "_" or "-", or another token) is found too. A shorter look-alike inside
+// a genuine token would need a CRC32 to hold by chance.
 //
-// The work is linear in the length of text: each prefix occurrence is
-// checked against at most MaxLen bytes after it, with one running CRC, and
-// after maxFailedStarts fruitless occurrences in one run of token
-// characters the rest of that run is skipped.
+// The work is linear in the length of text: one running CRC per prefix
+// occurrence, which stops at the first checksum that holds (the search
+// goes on after it) or at the end of the run of token characters, and
+// after maxFailedStarts fruitless occurrences in one run the rest of that
+// run is skipped. So each byte is looked at no more than
+// maxFailedStarts+2 times.
 func (c *Codec) Scan(text []byte) []Candidate {
 	prefix := []byte(c.Prefix())
 	var out []Candidate
@@ -58,7 +61,7 @@ func (c *Codec) Scan(text []byte) []Candidate {
 			// A new run of token characters: reset the budget.
 			failed, runEnd = 0, tokenRunEnd(text, start)
 		}
-		if end, ok := longestFrame(len(prefix), text[start:runEnd]); ok {
+		if end, ok := firstFrame(len(prefix), text[start:runEnd]); ok {
 			out = append(out, Candidate{Offset: start, Token: string(text[start : start+end])})
 			i = start + end
 			continue
@@ -89,24 +92,29 @@ func isTokenChar(b byte) bool {
 	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '-' || b == '_'
 }
 
-// longestFrame returns the length of the longest prefix of run (which
+// ieeeTable drives the running CRC of firstFrame, one byte at a time
+// without a call per byte.
+var ieeeTable = crc32.MakeTable(crc32.IEEE)
+
+// firstFrame returns the length of the shortest prefix of run (which
 // starts with the codec's prefix, prefixLen bytes long) that is a token
 // frame: at least the shortest token, at most MaxLen, ending with the
 // checksum of what precedes it. It runs one CRC over run, checking each
-// position where a checksum could start.
-func longestFrame(prefixLen int, run []byte) (int, bool) {
+// position where a checksum could start, and stops at the first that
+// holds.
+func firstFrame(prefixLen int, run []byte) (int, bool) {
 	limit := min(len(run), MaxLen)
 	first := prefixLen + minBodyLen // the shortest signed part
 	if first+checksumLen > limit {
 		return 0, false
 	}
-	best := 0
-	crc := crc32.ChecksumIEEE(run[:first])
+	// state is the CRC register: the checksum of run[:n] is ^state.
+	state := ^crc32.ChecksumIEEE(run[:first])
 	for n := first; n+checksumLen <= limit; n++ {
-		if sum, ok := parseChecksum(run[n : n+checksumLen]); ok && sum == crc {
-			best = n + checksumLen
+		if sum, ok := parseChecksum(run[n : n+checksumLen]); ok && sum == ^state {
+			return n + checksumLen, true
 		}
-		crc = crc32.Update(crc, crc32.IEEETable, run[n:n+1])
+		state = ieeeTable[byte(state)^run[n]] ^ state>>8
 	}
-	return best, best > 0
+	return 0, false
 }

@@ -202,3 +202,35 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScan measures Scan on 1 MiB of ordinary text holding tokens and
+// on hostile text built to make it work hardest: the throughput of each
+// shows that the work stays linear.
+func BenchmarkScan(b *testing.B) {
+	tok, _ := scanTokens(b, defaultCodec(b))
+	const size = 1 << 20
+	fill := func(unit string) []byte {
+		return bytes.Repeat([]byte(unit), size/len(unit)+1)[:size]
+	}
+	// Shortest strings whose checksum holds, glued together: each is a
+	// candidate, after which Scan still looks up to MaxLen ahead.
+	lookAlike := withChecksum(DefaultPrefix + strings.Repeat("A", minBodyLen))
+	inputs := []struct {
+		name string
+		text []byte
+	}{
+		{"prose with a token every 4KiB", fill(strings.Repeat("lorem ipsum dolor sit amet, ", 140) + "TOKEN=" + tok + "\n")},
+		{"no prefix", fill("abcdefghij")},
+		{"prefix repeated", fill(DefaultPrefix)},
+		{"prefix then one long run", append([]byte(DefaultPrefix), fill("A")...)},
+		{"valid-checksum look-alikes glued", fill(lookAlike)},
+	}
+	for _, in := range inputs {
+		b.Run(in.name, func(b *testing.B) {
+			b.SetBytes(int64(len(in.text)))
+			for b.Loop() {
+				Scan(in.text)
+			}
+		})
+	}
+}
