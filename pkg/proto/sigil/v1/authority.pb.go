@@ -41,6 +41,9 @@ const (
 	AuditAction_AUDIT_ACTION_SIGNING_KEY_ROTATED AuditAction = 5
 	// A signing key was revoked.
 	AuditAction_AUDIT_ACTION_SIGNING_KEY_REVOKED AuditAction = 6
+	// A token was revoked because it was reported found in public
+	// (ReportLeakedTokens); the reason names the source and the URL.
+	AuditAction_AUDIT_ACTION_TOKEN_LEAKED AuditAction = 7
 )
 
 // Enum value maps for AuditAction.
@@ -53,6 +56,7 @@ var (
 		4: "AUDIT_ACTION_TOKENS_REVOKED",
 		5: "AUDIT_ACTION_SIGNING_KEY_ROTATED",
 		6: "AUDIT_ACTION_SIGNING_KEY_REVOKED",
+		7: "AUDIT_ACTION_TOKEN_LEAKED",
 	}
 	AuditAction_value = map[string]int32{
 		"AUDIT_ACTION_UNSPECIFIED":         0,
@@ -62,6 +66,7 @@ var (
 		"AUDIT_ACTION_TOKENS_REVOKED":      4,
 		"AUDIT_ACTION_SIGNING_KEY_ROTATED": 5,
 		"AUDIT_ACTION_SIGNING_KEY_REVOKED": 6,
+		"AUDIT_ACTION_TOKEN_LEAKED":        7,
 	}
 )
 
@@ -2991,7 +2996,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x15ReportTokenUseRequest\x12&\n" +
 	"\x04uses\x18\x01 \x03(\v2\x12.sigil.v1.TokenUseR\x04uses\"4\n" +
 	"\x16ReportTokenUseResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\x05R\brecorded*\xf8\x01\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded*\x97\x02\n" +
 	"\vAuditAction\x12\x1c\n" +
 	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aAUDIT_ACTION_TOKEN_CREATED\x10\x01\x12\x1e\n" +
@@ -2999,7 +3004,8 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x1aAUDIT_ACTION_TOKEN_ROTATED\x10\x03\x12\x1f\n" +
 	"\x1bAUDIT_ACTION_TOKENS_REVOKED\x10\x04\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_ROTATED\x10\x05\x12$\n" +
-	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06*\x9f\x01\n" +
+	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06\x12\x1d\n" +
+	"\x19AUDIT_ACTION_TOKEN_LEAKED\x10\a*\x9f\x01\n" +
 	"\vLeakOutcome\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_NOT_A_TOKEN\x10\x01\x12\x18\n" +

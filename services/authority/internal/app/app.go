@@ -55,9 +55,11 @@ type Options struct {
 // Run runs the authority with cfg until ctx ends, then stops gracefully.
 // maxRequestSize bounds every request to the authority. The largest
 // legitimate one is a CreateToken whose grants fill a token (token.MaxLen
-// bytes) plus its other fields (about 2 KiB); grants that cannot fit in a
-// token are refused anyway, so 64 KiB leaves ample room.
-const maxRequestSize = 64 << 10
+// bytes) plus its other fields (about 2 KiB), and a ReportLeakedTokens of
+// 100 strings of at most 1 KiB with a source and a URL (about 103 KiB);
+// grants that cannot fit in a token are refused anyway, so 128 KiB leaves
+// ample room.
+const maxRequestSize = 128 << 10
 
 func Run(ctx context.Context, cfg config.Config) error {
 	return RunWithOptions(ctx, cfg, Options{})
@@ -109,6 +111,15 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		// operator's, each could mint and revoke anything.
 		return fmt.Errorf("the watch credential (%s) equals the operator credential (%s): give the watch credential a value of its own",
 			cfg.WatchTokenFile, cfg.OperatorTokenFile)
+	}
+	reporter, err := secrets.LoadOrCreateCredential(cfg.ReporterTokenFile, secrets.ReporterPrefix, logger)
+	if err != nil {
+		return err
+	}
+	if reporter.Equal(operator) || reporter.Equal(watch) {
+		// The reporter credential sits in a secret scanner's
+		// configuration: equal to another, it would carry that one's rights.
+		return fmt.Errorf("the reporter credential (%s) equals the operator or the watch credential: give it a value of its own", cfg.ReporterTokenFile)
 	}
 
 	// From here on, what is opened is closed in reverse order, also when
@@ -175,7 +186,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 
 	srv, err := server.New(server.Options{
 		Options: manage.Options{
-			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch,
+			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch, Reporter: reporter,
 			Dev: cfg.Dev, Logger: logger,
 		},
 		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Metrics: metrics,

@@ -34,6 +34,7 @@ type Config struct {
 	DataDir            string        // holds the bbolt file and, by default, the credential files
 	OperatorTokenFile  string        // operator credential file
 	WatchTokenFile     string        // watch (stream) credential file
+	ReporterTokenFile  string        // reporter credential file (ReportLeakedTokens only)
 	KEKFile            string        // key-encryption key file, when SIGIL_AUTHORITY_KEK is not set
 	MinTTL             time.Duration // shortest token lifetime
 	MaxTTL             time.Duration // longest token lifetime
@@ -96,6 +97,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory holding the bbolt file")
 	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "operator credential file, created with mode 0600 if missing (default <data-dir>/operator.token)")
 	fs.StringVar(&c.WatchTokenFile, "watch-token-file", "", "credential file authorizers use for the revocation stream, created if missing (default <data-dir>/watch.token)")
+	fs.StringVar(&c.ReporterTokenFile, "reporter-token-file", "", "credential file secret scanners use to report leaked tokens (ReportLeakedTokens only), created with mode 0600 if missing (default <data-dir>/reporter.token)")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "key-encryption key file, created if missing; "+EnvPrefix+"_KEK (base64) takes precedence (default <data-dir>/kek)")
 	fs.DurationVar(&c.MinTTL, "min-ttl", 168*time.Hour, "shortest token lifetime")
 	fs.DurationVar(&c.MaxTTL, "max-ttl", 8760*time.Hour, "longest token lifetime")
@@ -140,6 +142,9 @@ func (c *Config) fillDefaults() {
 	if c.WatchTokenFile == "" {
 		c.WatchTokenFile = filepath.Join(c.DataDir, "watch.token")
 	}
+	if c.ReporterTokenFile == "" {
+		c.ReporterTokenFile = filepath.Join(c.DataDir, "reporter.token")
+	}
 	if c.KEKFile == "" {
 		c.KEKFile = filepath.Join(c.DataDir, "kek")
 	}
@@ -156,13 +161,16 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		p.Add("data-dir", "must not be empty")
 	}
-	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile} {
+	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile, "reporter-token-file": c.ReporterTokenFile} {
 		if v == "" {
 			p.Add(name, "must not be empty")
 		}
 	}
 	if c.OperatorTokenFile != "" && c.OperatorTokenFile == c.WatchTokenFile {
 		p.Add("watch-token-file", "must differ from --operator-token-file")
+	}
+	if c.ReporterTokenFile != "" && (c.ReporterTokenFile == c.OperatorTokenFile || c.ReporterTokenFile == c.WatchTokenFile) {
+		p.Add("reporter-token-file", "must differ from --operator-token-file and --watch-token-file")
 	}
 	p.Positive("min-ttl", c.MinTTL)
 	p.Positive("max-ttl", c.MaxTTL)

@@ -20,7 +20,8 @@ func TestParseDefaults(t *testing.T) {
 	want := Config{
 		Listen: "127.0.0.1:7001", MetricsListen: "127.0.0.1:9101", DataDir: "./data",
 		OperatorTokenFile: filepath.Join("data", "operator.token"), WatchTokenFile: filepath.Join("data", "watch.token"),
-		KEKFile: filepath.Join("data", "kek"), MinTTL: 168 * time.Hour, MaxTTL: 8760 * time.Hour,
+		ReporterTokenFile: filepath.Join("data", "reporter.token"),
+		KEKFile:           filepath.Join("data", "kek"), MinTTL: 168 * time.Hour, MaxTTL: 8760 * time.Hour,
 		TokenPrefix: "sigil_pat_", KeyActivationDelay: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		LogLevel: "info", LockTimeout: 3 * time.Second,
 		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
@@ -131,6 +132,8 @@ func TestValidate(t *testing.T) {
 		{name: "zero shutdown timeout", mutate: func(c *Config) { c.ShutdownTimeout = 0 }, err: "--shutdown-timeout"},
 		{name: "zero lock timeout", mutate: func(c *Config) { c.LockTimeout = 0 }, err: "--lock-timeout"},
 		{name: "same credential files", mutate: func(c *Config) { c.WatchTokenFile = c.OperatorTokenFile }, err: "--watch-token-file"},
+		{name: "reporter file is the operator's", mutate: func(c *Config) { c.ReporterTokenFile = c.OperatorTokenFile }, err: "--reporter-token-file"},
+		{name: "reporter file is the watch one", mutate: func(c *Config) { c.ReporterTokenFile = c.WatchTokenFile }, err: "--reporter-token-file"},
 		{name: "empty data dir", mutate: func(c *Config) { c.DataDir = "" }, err: "--data-dir"},
 		{name: "unknown store", mutate: func(c *Config) { c.Store = "sqlite" }, err: "--store: must be bbolt or etcd"},
 		{name: "etcd valid", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://10.0.0.1:2379, http://10.0.0.2:2379" }},

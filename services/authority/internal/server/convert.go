@@ -108,6 +108,8 @@ func auditActionToProto(a store.AuditAction) sigilv1.AuditAction {
 		return sigilv1.AuditAction_AUDIT_ACTION_SIGNING_KEY_ROTATED
 	case store.AuditKeyRevoked:
 		return sigilv1.AuditAction_AUDIT_ACTION_SIGNING_KEY_REVOKED
+	case store.AuditTokenLeaked:
+		return sigilv1.AuditAction_AUDIT_ACTION_TOKEN_LEAKED
 	}
 	return sigilv1.AuditAction_AUDIT_ACTION_UNSPECIFIED
 }

@@ -434,7 +434,7 @@ func decodeAudit(rev uint64, v []byte) (AuditRecord, error) {
 	a.Actor = d.str()
 	a.OrgID = d.str()
 	action := d.varint()
-	if action < int64(AuditTokenCreated) || action > int64(AuditKeyRevoked) {
+	if action < int64(AuditTokenCreated) || action > int64(AuditTokenLeaked) {
 		d.fail("unknown audit action %d", action)
 	}
 	a.Action = AuditAction(action)

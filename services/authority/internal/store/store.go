@@ -130,7 +130,8 @@ const (
 	AuditTokenRotated
 	AuditTokensRevoked
 	AuditKeyRotated
-	AuditKeyRevoked // the last: the codec rejects actions past it
+	AuditKeyRevoked
+	AuditTokenLeaked // revoked as found in public (ReportLeakedTokens); the last: the codec rejects actions past it
 )
 
 // AuditRecord is one append-only audit entry. Revision is set by the store.
