@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +42,11 @@ type Replica struct {
 	// Client is the replica's client.
 	Client sigilv1.TokenAuthorityServiceClient
 }
+
+// FailoverMessage is the "msg" of the log record of a failover, whose
+// fields are replica, previous_replica, after_revision, outage (a Go
+// duration) and outage_seconds.
+const FailoverMessage = "revocation stream resumed on another authority replica"
 
 // Failover is a stream resumed on another replica than the one the
 // previous stream was on, reported when the new stream delivers its first
@@ -489,7 +493,9 @@ func (f *Follower) resumed(where string, rev uint64) {
 	}
 	f.failovers.Add(1)
 	outage := f.opts.Elapsed() - f.brokenAt
-	f.logger.Info("resumed on "+where+" at revision "+strconv.FormatUint(rev, 10),
+	// A fixed message, so that tools find the record; the fields say
+	// where, from which revision and after how long.
+	f.logger.Info(FailoverMessage,
 		"replica", where, "previous_replica", prev, "after_revision", rev, "outage", outage.String(), "outage_seconds", outage.Seconds())
 	if f.opts.OnFailover != nil {
 		f.opts.OnFailover(Failover{From: prev, To: where, Revision: rev, Broken: f.brokenWall, Resumed: time.Now(), Outage: outage})
