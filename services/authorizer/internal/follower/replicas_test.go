@@ -4,193 +4,46 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/durationpb"
-
-	"github.com/sigil-auth/sigil/internal/testproc"
-	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/follower/replicatest"
 )
 
 // failovers, when positive, makes TestFailoverTimes kill the stream's
 // replica that many times and report the failover time's p50 and p99.
 var failovers = flag.Int("failovers", 0, "TestFailoverTimes: number of replica kills to measure (0: the test does not run)")
 
-// startEtcd runs a real single-member etcd inside the test process (etcd's
-// embed package) on free loopback ports; it stops when the test ends.
-func startEtcd(t testing.TB) string {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Name = "failover-test"
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true // a test of failover, not of durability
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	var urls []url.URL
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		urls = append(urls, url.URL{Scheme: "http", Host: l.Addr().String()})
-		l.Close()
-	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = urls[:1], urls[:1]
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = urls[1:], urls[1:]
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("embedded etcd: %v", err)
-	}
-	t.Cleanup(func() {
-		e.Close()
-		<-e.Server.StopNotify()
-	})
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
-	}
-	return urls[0].String()
-}
+// cluster is replicatest's cluster with the follower's view of it.
+type cluster struct{ *replicatest.Cluster }
 
-// cluster is n real authority binaries (replicas) on loopback sharing one
-// store in one etcd, and their data directory (credentials, KEK).
-type cluster struct {
-	t       testing.TB
-	bin     string
-	etcd    string
-	dataDir string
-	addrs   []string
-	procs   []*testproc.Proc
-	conns   []*grpc.ClientConn
-	op      context.Context // carries the operator credential
-}
-
-func startCluster(t testing.TB, n int) *cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts etcd and real authority replicas (run without -short)")
-	}
-	c := &cluster{t: t, bin: testproc.MustBuild(t, "services/authority"), etcd: startEtcd(t), dataDir: t.TempDir()}
-	for range n {
-		c.addrs = append(c.addrs, testproc.FreeAddr(t))
-	}
-	c.procs = make([]*testproc.Proc, n)
-	for i := range n {
-		c.start(i)
-		conn, err := grpc.NewClient(c.addrs[i], grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(connectParams))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		c.conns = append(c.conns, conn)
-	}
-	b, err := os.ReadFile(filepath.Join(c.dataDir, "operator.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.op = metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+strings.TrimSpace(string(b)))
-	return c
-}
-
-// connectParams is the authorizer's reconnect backoff (app: capped at 2s).
-var connectParams = grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-	MinConnectTimeout: 2 * time.Second,
-}
-
-// start starts replica i (again) on its address.
-func (c *cluster) start(i int) {
-	c.t.Helper()
-	p := testproc.StartWith(c.t, testproc.Options{Name: fmt.Sprint("authority-", i)}, c.bin,
-		"--listen", c.addrs[i], "--metrics-listen", "", "--data-dir", c.dataDir,
-		"--store", "etcd", "--etcd-endpoints", c.etcd, "--etcd-prefix", "/failover/",
-		"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s")
-	if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
-		c.t.Fatal(err)
-	}
-	c.procs[i] = p
-}
+func startCluster(t testing.TB, n int) cluster { return cluster{replicatest.Start(t, n)} }
 
 // replicas are the follower's replicas: one client per authority.
-func (c *cluster) replicas() []Replica {
+func (c cluster) replicas() []Replica {
 	var rs []Replica
-	for i, conn := range c.conns {
-		rs = append(rs, Replica{Addr: c.addrs[i], Client: sigilv1.NewTokenAuthorityServiceClient(conn)})
+	for i, addr := range c.Addrs {
+		rs = append(rs, Replica{Addr: addr, Client: c.Client(i)})
 	}
 	return rs
 }
 
-func (c *cluster) client(i int) sigilv1.TokenAuthorityServiceClient {
-	return sigilv1.NewTokenAuthorityServiceClient(c.conns[i])
-}
-
-// mint mints a token through replica i, waiting for the first signing key
-// to become active.
-func (c *cluster) mint(i int, name string) token.ID {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.op, 20*time.Second)
-	defer cancel()
-	for {
-		resp, err := c.client(i).CreateToken(ctx, &sigilv1.CreateTokenRequest{
-			OrgId: "org-a", Name: name, CreatedBy: "alice",
-			Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
-			Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(10 * 24 * time.Hour)},
-		})
-		if err == nil {
-			id, err := token.ParseID(resp.GetInfo().GetTokenId())
-			if err != nil {
-				c.t.Fatal(err)
-			}
-			return id
-		}
-		if !strings.Contains(err.Error(), "no active signing key") || ctx.Err() != nil {
-			c.t.Fatalf("CreateToken(%s) through replica %d: %v", name, i, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// revoke revokes id through replica i and returns the acknowledged revision.
-func (c *cluster) revoke(i int, id token.ID) uint64 {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.op, 10*time.Second)
-	defer cancel()
-	resp, err := c.client(i).RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id.String(), Reason: "failover test"})
-	if err != nil {
-		c.t.Fatalf("RevokeToken through replica %d: %v", i, err)
-	}
-	return resp.GetRevision()
+func (c cluster) mint(i int, name string) token.ID {
+	_, id := c.Mint(i, name)
+	return id
 }
 
 // follow runs a follower of every replica with the real clock; failover
 // events go to the returned channel (buffered; a full one drops them).
-func (c *cluster) follow(t testing.TB, maxStaleness time.Duration) (*Follower, <-chan Failover) {
+func (c cluster) follow(t testing.TB, maxStaleness time.Duration) (*Follower, <-chan Failover) {
 	t.Helper()
 	events := make(chan Failover, 256)
 	f := New(Options{
-		Replicas: c.replicas(),
-		Credential: func() (string, error) {
-			b, err := os.ReadFile(filepath.Join(c.dataDir, "watch.token"))
-			return strings.TrimSpace(string(b)), err
-		},
+		Replicas:   c.replicas(),
+		Credential: c.WatchToken,
 		OnFailover: func(ev Failover) {
 			select {
 			case events <- ev:
@@ -199,7 +52,7 @@ func (c *cluster) follow(t testing.TB, maxStaleness time.Duration) (*Follower, <
 		},
 		MaxStaleness: maxStaleness,
 		Retention:    time.Minute,
-		BackoffMax:   connectParams.Backoff.MaxDelay,
+		BackoffMax:   replicatest.ConnectParams.Backoff.MaxDelay,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -284,7 +137,7 @@ func TestFailoverOnReplicaKill(t *testing.T) {
 
 	s := sampleReady(f)
 	applied := f.Revision()
-	c.procs[0].Kill()
+	c.Procs[0].Kill()
 	ev := waitFailover(t, events, 10*time.Second)
 	// A moment on B, probes included, before the sampling ends.
 	time.Sleep(1500 * time.Millisecond)
@@ -292,8 +145,8 @@ func TestFailoverOnReplicaKill(t *testing.T) {
 	if falses != 0 || samples < 100 {
 		t.Fatalf("Ready() false at %d of %d samples during the failover", falses, samples)
 	}
-	if ev.From != c.addrs[0] || ev.To != c.addrs[1] {
-		t.Fatalf("failover %+v, want from %s to %s", ev, c.addrs[0], c.addrs[1])
+	if ev.From != c.Addrs[0] || ev.To != c.Addrs[1] {
+		t.Fatalf("failover %+v, want from %s to %s", ev, c.Addrs[0], c.Addrs[1])
 	}
 	if ev.Revision == 0 || ev.Revision > applied || ev.Outage < 0 || ev.Resumed.Before(ev.Broken) {
 		t.Fatalf("failover %+v: want a resume from the applied revision (%d)", ev, applied)
@@ -302,7 +155,7 @@ func TestFailoverOnReplicaKill(t *testing.T) {
 		t.Fatalf("stats %+v: want no new snapshot (was %d) and one failover", got, snapshots)
 	}
 
-	rev := c.revoke(1, later)
+	rev := c.Revoke(1, later)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := f.WaitFor(ctx, rev); err != nil {
@@ -329,7 +182,7 @@ func TestMinRevisionAcrossReplicas(t *testing.T) {
 	f, _ := c.follow(t, 5*time.Second)
 	waitReady(t, f, 20*time.Second)
 	for _, id := range ids {
-		rev := c.revoke(1, id)
+		rev := c.Revoke(1, id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := f.WaitFor(ctx, rev)
 		cancel()
@@ -354,8 +207,8 @@ func TestAllReplicasDown(t *testing.T) {
 	f, _ := c.follow(t, 2*time.Second)
 	waitReady(t, f, 20*time.Second)
 	snapshots := f.Stats().Snapshots
-	c.procs[0].Kill()
-	c.procs[1].Kill()
+	c.Procs[0].Kill()
+	c.Procs[1].Kill()
 	deadline := time.Now().Add(15 * time.Second)
 	for f.Ready() {
 		if time.Now().After(deadline) {
@@ -372,12 +225,12 @@ func TestAllReplicasDown(t *testing.T) {
 		t.Fatal("ready again with every replica down")
 	}
 
-	c.start(1)
+	c.StartReplica(1)
 	waitReady(t, f, 20*time.Second)
 	if got := f.Stats().Snapshots; got != snapshots {
 		t.Fatalf("%d snapshots after the return, want %d (a resume)", got, snapshots)
 	}
-	rev := c.revoke(1, id)
+	rev := c.Revoke(1, id)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := f.WaitFor(ctx, rev); err != nil || !isRevoked(f, id) {
@@ -389,7 +242,7 @@ func TestAllReplicasDown(t *testing.T) {
 // killed (-9), and the time from the kill to the follower's first message
 // on the other replica is taken; the killed replica is started again
 // before the next round. Opt-in: go test -run TestFailoverTimes
-// -failovers 50 ./services/authorizer/internal/follower/ (BENCHMARKS.md).
+// -failovers=50 ./services/authorizer/internal/follower/ (BENCHMARKS.md).
 func TestFailoverTimes(t *testing.T) {
 	if *failovers <= 0 {
 		t.Skip("measurement: run with -failovers N")
@@ -403,14 +256,14 @@ func TestFailoverTimes(t *testing.T) {
 	for i := range *failovers {
 		r := int(f.cur.Load())
 		killed := time.Now()
-		c.procs[r].Kill()
+		c.Procs[r].Kill()
 		ev := waitFailover(t, events, 10*time.Second)
-		if ev.From != c.addrs[r] {
-			t.Fatalf("round %d: failover %+v, want from %s", i, ev, c.addrs[r])
+		if ev.From != c.Addrs[r] {
+			t.Fatalf("round %d: failover %+v, want from %s", i, ev, c.Addrs[r])
 		}
 		kill = append(kill, ev.Resumed.Sub(killed))
 		outage = append(outage, ev.Outage)
-		c.start(r)
+		c.StartReplica(r)
 		// The restarted replica's connection is back before the next kill
 		// could need it.
 		time.Sleep(200 * time.Millisecond)
@@ -430,4 +283,3 @@ func pct(ds []time.Duration, p int) time.Duration {
 	i := (p*len(s)+99)/100 - 1
 	return s[max(0, min(i, len(s)-1))].Round(10 * time.Microsecond)
 }
-
