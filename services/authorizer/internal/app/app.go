@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -153,7 +154,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	if authority.DNS != "" {
 		// One balancing client: the follower names the replica it reached
 		// by the peer's address.
-		replicas[0].Addr = ""
+		replicas[0].Addr, replicas[0].Balanced = "", true
 	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
@@ -254,6 +255,11 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = fol.Run(bg) })
+	if len(conns) > 1 {
+		for _, c := range conns {
+			wg.Go(func() { keepConnected(bg, c) })
+		}
+	}
 	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
 
 	serveErr := make(chan error, 1)
@@ -350,6 +356,22 @@ func dialAuthority(a config.Authority, tlsCfg *tls.Config) ([]*grpc.ClientConn, 
 		conns = append(conns, conn)
 	}
 	return conns, nil
+}
+
+// keepConnected keeps conn connected (reconnecting at its capped backoff)
+// until ctx ends: a replica the stream is not on is otherwise dialled
+// only when the stream fails over to it, or left idle after it restarted,
+// and the failover would wait for a TCP and TLS handshake.
+func keepConnected(ctx context.Context, conn *grpc.ClientConn) {
+	for {
+		s := conn.GetState()
+		if s == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
 }
 
 // isSelf reports whether addr (--authority) names the listener's own

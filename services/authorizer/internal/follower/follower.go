@@ -41,6 +41,10 @@ type Replica struct {
 	Addr string
 	// Client is the replica's client.
 	Client sigilv1.TokenAuthorityServiceClient
+	// Balanced says that Client balances over several replicas itself
+	// (a dns:/// target): a stream that broke after delivering is reopened
+	// at once, on whichever replica the client picks.
+	Balanced bool
 }
 
 // FailoverMessage is the "msg" of the log record of a failover, whose
@@ -344,6 +348,9 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 		} else {
 			attempt++
+			if f.replicas[r].Balanced && received && !errors.Is(err, errProtocol) {
+				delay = 0
+			}
 		}
 		if f.urgent.Swap(false) {
 			// A probe found the state of another history: every moment

@@ -251,6 +251,9 @@ func TestFailoverTimes(t *testing.T) {
 	c.mint(0, "t")
 	f, events := c.follow(t, 5*time.Second)
 	waitReady(t, f, 20*time.Second)
+	for i := range c.Addrs {
+		c.WaitConnected(i)
+	}
 	s := sampleReady(f)
 	var kill, outage []time.Duration
 	for i := range *failovers {
@@ -264,9 +267,9 @@ func TestFailoverTimes(t *testing.T) {
 		kill = append(kill, ev.Resumed.Sub(killed))
 		outage = append(outage, ev.Outage)
 		c.StartReplica(r)
-		// The restarted replica's connection is back before the next kill
-		// could need it.
-		time.Sleep(200 * time.Millisecond)
+		// A warm standby, as the authorizer keeps one (app: every
+		// replica's connection is kept connected).
+		c.WaitConnected(r)
 	}
 	samples, falses := s.end()
 	if falses != 0 {

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -132,6 +133,22 @@ func (c *Cluster) StartReplica(i int) {
 		c.tb.Fatal(err)
 	}
 	c.Procs[i] = p
+}
+
+// WaitConnected connects the tests' client of replica i and waits until it
+// is ready (a warm standby, as the authorizer keeps every replica's
+// connection), for at most 10s.
+func (c *Cluster) WaitConnected(i int) {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn := c.conns[i]
+	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+		conn.Connect()
+		if !conn.WaitForStateChange(ctx, s) {
+			c.tb.Fatalf("replica %d: connection not ready within 10s (%v)", i, s)
+		}
+	}
 }
 
 // WatchTokenFile is the path of the watch credential.
