@@ -247,6 +247,9 @@ type Follower struct {
 
 	replicas []Replica
 	cur      atomic.Int32 // index of the replica the stream is on (or goes to next)
+	// moveTo, when not -1, is the replica the next stream goes to: one
+	// that answered a probe the stream's replica did not.
+	moveTo atomic.Int32
 	// lastPeer is where the last stream that delivered anything was, and
 	// brokenAt/brokenWall when it broke; touched only by the Run goroutine.
 	lastPeer   string
@@ -289,7 +292,7 @@ func New(opts Options) *Follower {
 	if len(replicas) == 0 {
 		replicas = []Replica{{Client: opts.Client}}
 	}
-	return &Follower{
+	f := &Follower{
 		replicas:    replicas,
 		wrongServer: make([]bool, len(replicas)),
 		opts:        opts,
@@ -302,6 +305,8 @@ func New(opts Options) *Follower {
 			revoked: map[token.ID]int64{},
 		},
 	}
+	f.moveTo.Store(-1)
+	return f
 }
 
 // Run follows the stream until ctx is done, reconnecting with jittered
@@ -351,6 +356,11 @@ func (f *Follower) Run(ctx context.Context) error {
 			if f.replicas[r].Balanced && received && !errors.Is(err, errProtocol) {
 				delay = 0
 			}
+		}
+		if to := f.moveTo.Swap(-1); to >= 0 && n > 1 {
+			// A probe found this replica silent and another answering.
+			f.cur.Store(to)
+			delay = 0
 		}
 		if f.urgent.Swap(false) {
 			// A probe found the state of another history: every moment
@@ -1101,16 +1111,40 @@ func (f *Follower) probe(ctx context.Context) {
 func (f *Follower) confirm(ctx context.Context, req *sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
 	n := len(f.replicas)
 	first := int(f.cur.Load())
-	per := f.opts.MaxStaleness / time.Duration(n)
+	// A replica that does not answer within a quarter of the bound leaves
+	// time for the others; the last attempt gets what is left.
+	per := f.opts.MaxStaleness
+	if n > 1 {
+		per = f.opts.MaxStaleness / 4
+	}
+	deadline := f.opts.Elapsed() + f.opts.MaxStaleness
 	var errs []error
 	unimplemented := 0
 	for i := range n {
-		rep := f.replicas[(first+i)%n]
-		actx, cancel := context.WithTimeout(ctx, per)
+		j := (first + i) % n
+		rep := f.replicas[j]
+		left := deadline - f.opts.Elapsed()
+		if left <= 0 {
+			break
+		}
+		timeout := min(per, left)
+		if i == n-1 {
+			timeout = left
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
 		f.probes.Add(1)
 		resp, err := rep.Client.ConfirmHistory(actx, req)
 		cancel()
 		if err == nil {
+			if i > 0 && int(f.cur.Load()) == first {
+				// The stream's replica did not answer and this one did:
+				// the stream is likely as stuck as the probe was. It
+				// moves here now rather than at its idle timeout.
+				f.logger.Warn("the stream's authority replica did not answer a history probe and another did: moving the stream",
+					"replica", f.replicas[first].Addr, "next_replica", rep.Addr, "error", errs[len(errs)-1])
+				f.moveTo.Store(int32(j))
+				f.restartStream()
+			}
 			return resp, nil
 		}
 		if ctx.Err() != nil {
@@ -1126,6 +1160,9 @@ func (f *Follower) confirm(ctx context.Context, req *sigilv1.ConfirmHistoryReque
 	}
 	if unimplemented == n {
 		return nil, errs[0]
+	}
+	if len(errs) == 0 {
+		return nil, status.Error(codes.DeadlineExceeded, "follower: history probe: no time left for another replica")
 	}
 	return nil, errors.Join(errs...)
 }

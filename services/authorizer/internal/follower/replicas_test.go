@@ -9,6 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sigil-auth/sigil/internal/faultproxy"
+	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/follower/replicatest"
 )
@@ -285,4 +290,89 @@ func pct(ds []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := (p*len(s)+99)/100 - 1
 	return s[max(0, min(i, len(s)-1))].Round(10 * time.Microsecond)
+}
+
+// TestFailoverOnSilentReplica: the stream's replica A stops answering
+// without closing anything (a proxy in front of it drops every byte: a
+// partition, a hung process). The follower's probe finds A silent and B
+// answering and moves the stream to B at once, well before the stream's
+// idle timeout, so that with MaxStaleness below that timeout it is ready
+// at every sample; a revocation through B is then applied.
+func TestFailoverOnSilentReplica(t *testing.T) {
+	c := startCluster(t, 2)
+	_, id := c.Mint(0, "t")
+	var churn []token.ID
+	for i := range 40 {
+		churn = append(churn, c.mint(1, fmt.Sprint("churn", i)))
+	}
+	proxy, err := faultproxy.New(c.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	conn, err := grpc.NewClient(proxy.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(replicatest.ConnectParams))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c.WaitConnected(1)
+	events := make(chan Failover, 16)
+	f := New(Options{
+		Replicas:     []Replica{{Addr: "A", Client: sigilv1.NewTokenAuthorityServiceClient(conn)}, {Addr: "B", Client: c.Client(1)}},
+		Credential:   c.WatchToken,
+		OnFailover:   func(ev Failover) { events <- ev },
+		MaxStaleness: 3 * time.Second, // below the 5s idle timeout
+		Retention:    time.Minute,
+		BackoffMax:   replicatest.ConnectParams.Backoff.MaxDelay,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = f.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitReady(t, f, 20*time.Second)
+
+	// Revocations through B all along: only a stream that moves on can
+	// apply them, so B's probe answers confirm nothing while the stream
+	// is stuck on A.
+	stopChurn := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() {
+		defer close(churned)
+		for _, id := range churn {
+			select {
+			case <-stopChurn:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(c.Operator(), 5*time.Second)
+			_, err := c.Client(1).RevokeToken(ctx, &sigilv1.RevokeTokenRequest{TokenId: id.String(), Reason: "churn"})
+			cancel()
+			if err != nil {
+				churned <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	s := sampleReady(f)
+	proxy.Blackhole()
+	ev := waitFailover(t, events, 10*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	samples, falses := s.end()
+	close(stopChurn)
+	if err := <-churned; err != nil {
+		t.Fatalf("revocation through B: %v", err)
+	}
+	if ev.From != "A" || ev.To != "B" {
+		t.Fatalf("failover %+v, want A to B", ev)
+	}
+	if falses != 0 || samples < 100 {
+		t.Fatalf("Ready() false at %d of %d samples while A was silent", falses, samples)
+	}
+	rev := c.Revoke(1, id)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := f.WaitFor(wctx, rev); err != nil || !isRevoked(f, id) {
+		t.Fatalf("revocation through B: %v, revoked %v", err, isRevoked(f, id))
+	}
 }

@@ -160,6 +160,9 @@ func (c *Cluster) WatchToken() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
+// Operator returns a context carrying the operator credential.
+func (c *Cluster) Operator() context.Context { return c.op }
+
 // Client returns a client of replica i.
 func (c *Cluster) Client(i int) sigilv1.TokenAuthorityServiceClient {
 	return sigilv1.NewTokenAuthorityServiceClient(c.conns[i])
