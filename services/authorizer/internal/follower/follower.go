@@ -1119,7 +1119,7 @@ func (f *Follower) confirm(ctx context.Context, req *sigilv1.ConfirmHistoryReque
 	}
 	deadline := f.opts.Elapsed() + f.opts.MaxStaleness
 	var errs []error
-	unimplemented := 0
+	var unimplemented []error
 	for i := range n {
 		j := (first + i) % n
 		rep := f.replicas[j]
@@ -1151,15 +1151,15 @@ func (f *Follower) confirm(ctx context.Context, req *sigilv1.ConfirmHistoryReque
 			return nil, err
 		}
 		if status.Code(err) == codes.Unimplemented {
-			unimplemented++
+			unimplemented = append(unimplemented, err)
 		}
 		if n == 1 {
 			return nil, err
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", rep.Addr, err))
 	}
-	if unimplemented == n {
-		return nil, errs[0]
+	if len(unimplemented) == n {
+		return nil, unimplemented[0]
 	}
 	if len(errs) == 0 {
 		return nil, status.Error(codes.DeadlineExceeded, "follower: history probe: no time left for another replica")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sigil-auth/sigil/internal/faultproxy"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -374,5 +377,46 @@ func TestFailoverOnSilentReplica(t *testing.T) {
 	defer wcancel()
 	if err := f.WaitFor(wctx, rev); err != nil || !isRevoked(f, id) {
 		t.Fatalf("revocation through B: %v, revoked %v", err, isRevoked(f, id))
+	}
+}
+
+// TestWrongServerReplicaSkipped: the first replica listed is a gRPC server
+// that is not an authority (UNIMPLEMENTED); the follower says so once,
+// follows the second, and is ready.
+func TestWrongServerReplicaSkipped(t *testing.T) {
+	c := startCluster(t, 1)
+	_, id := c.Mint(0, "t")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := grpc.NewServer()
+	healthpb.RegisterHealthServer(other, health.NewServer())
+	go func() { _ = other.Serve(lis) }()
+	t.Cleanup(other.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	f := New(Options{
+		Replicas:     []Replica{{Addr: "not-an-authority", Client: sigilv1.NewTokenAuthorityServiceClient(conn)}, {Addr: "authority", Client: c.Client(0)}},
+		Credential:   c.WatchToken,
+		MaxStaleness: 5 * time.Second,
+		Retention:    time.Minute,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = f.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitReady(t, f, 20*time.Second)
+	if st := f.Stats(); st.WrongServer == 0 || f.cur.Load() != 1 {
+		t.Fatalf("stats %+v, replica %d: want a wrong-server attempt and the stream on the authority", st, f.cur.Load())
+	}
+	rev := c.Revoke(0, id)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := f.WaitFor(wctx, rev); err != nil || !isRevoked(f, id) {
+		t.Fatalf("revocation: %v, revoked %v", err, isRevoked(f, id))
 	}
 }
