@@ -244,6 +244,11 @@ type Follower struct {
 	skewKnown    atomic.Bool
 	skewBad      atomic.Bool // |skew| > MaxClockSkew at the last checkpoint
 	wrongServer  []bool      // per replica: its last stream attempt was UNIMPLEMENTED; touched only by the Run goroutine
+	// opening says the current stream's request is not answered yet, and
+	// openSent is when it was sent (Elapsed); touched only by the Run
+	// goroutine (under mu when answered).
+	opening  bool
+	openSent time.Duration
 
 	replicas []Replica
 	cur      atomic.Int32 // index of the replica the stream is on (or goes to next)
@@ -445,8 +450,7 @@ func (f *Follower) follow(parent context.Context, r int) (received bool, err err
 	// resumed one and then a checkpoint at (at least) its current
 	// revision, so the first snapshot end or checkpoint confirms every
 	// revocation acknowledged before now.
-	sent := f.opts.Elapsed()
-	opened := false
+	f.openSent, f.opening = f.opts.Elapsed(), true
 	// WaitForReady, with one replica: while the authority is unreachable
 	// the call waits for the connection (whose own backoff is capped at
 	// ours) instead of failing at once; the idle timer bounds the wait. So
@@ -479,24 +483,31 @@ func (f *Follower) follow(parent context.Context, r int) (received bool, err err
 		}
 		received = true
 		idle.Reset(f.opts.IdleTimeout)
-		if snap, err = f.handle(snap, msg); err != nil {
-			return received, err
-		}
 		// Arrival does not make the state fresh (a link that delays every
 		// byte would keep it "fresh" while revocations arrive late): only
 		// answered probes do. The stream's request is one, answered by its
-		// first snapshot end or checkpoint.
-		if !opened {
-			switch m := msg.GetEvent().(type) {
-			case *sigilv1.WatchRevocationsResponse_SnapshotEnd:
-				opened = true
-				f.answered(sent, m.SnapshotEnd.GetRevision(), 0, false)
-			case *sigilv1.WatchRevocationsResponse_Checkpoint:
-				opened = true
-				f.answered(sent, m.Checkpoint.GetRevision(), 0, false)
-			}
+		// first snapshot end or checkpoint (handle records it, with the
+		// state it confirms, under one lock).
+		if snap, err = f.handle(snap, msg); err != nil {
+			return received, err
 		}
 	}
+}
+
+// openAnsweredLocked records the stream's own request as a probe answered
+// at rev, at the stream's first snapshot end or checkpoint; f.mu is held
+// for writing. Recorded with the state change, a waiter woken by it sees
+// the confirmation too.
+func (f *Follower) openAnsweredLocked(rev uint64) {
+	if !f.opening {
+		return
+	}
+	f.opening = false
+	if len(f.st.answers) == maxAnswers {
+		f.st.answers = f.st.answers[1:]
+	}
+	f.st.answers = append(f.st.answers, answer{sent: f.openSent, rev: rev, gen: f.st.gen})
+	f.promoteLocked()
 }
 
 // resumed notes that a stream delivered its first message at where, having
@@ -556,6 +567,7 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 			// its own (its stream's request, answered by this end).
 			gen: old.gen + 1,
 		}
+		f.openAnsweredLocked(snap.revision)
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.snapshots.Add(1)
@@ -582,6 +594,9 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		// The skew is recorded before the revision is published, so that a
 		// waiter woken by this checkpoint sees the skew it carried.
 		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
+		// Pruned before the revision is published, so that a waiter woken
+		// by this checkpoint sees the pruned set.
+		f.prune()
 		f.mu.Lock()
 		r := ev.Checkpoint.GetRevision()
 		if r >= f.st.applied {
@@ -591,12 +606,12 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 			f.st.digest, f.st.digestRev = validDigest(ev.Checkpoint.GetDigest()), r
 			f.promoteLocked()
 		}
+		f.openAnsweredLocked(r)
 		if r > f.st.applied {
 			f.st.applied = r
 			f.notifyLocked()
 		}
 		f.mu.Unlock()
-		f.prune()
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
 		return nil, f.applyLive(msg, ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
 	case *sigilv1.WatchRevocationsResponse_KeyAdded:
