@@ -3,6 +3,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -130,25 +132,31 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		logger.Warn("no --authority-token-file: the revocation stream is requested anonymously, which only a --dev authority accepts")
 	}
 
-	creds := insecure.NewCredentials()
-	if authorityTLS != nil {
-		creds = credentials.NewTLS(authorityTLS)
-	}
-	conn, err := grpc.NewClient(cfg.Authority,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
-		grpc.WithConnectParams(reconnectBackoff),
-	)
+	authority, _ := config.ParseAuthority(cfg.Authority) // validated with the config
+	conns, err := dialAuthority(authority, authorityTLS)
 	if err != nil {
-		return fmt.Errorf("authority %s: %w", cfg.Authority, err)
+		return err
 	}
 	connOpen := true
+	closeConns := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 	defer func() {
 		if connOpen {
-			conn.Close()
+			closeConns()
 		}
 	}()
+	replicas := make([]follower.Replica, len(conns))
+	for i, c := range conns {
+		replicas[i] = follower.Replica{Addr: authority.Targets()[i], Client: sigilv1.NewTokenAuthorityServiceClient(c)}
+	}
+	if authority.DNS != "" {
+		// One balancing client: the follower names the replica it reached
+		// by the peer's address.
+		replicas[0].Addr, replicas[0].Balanced = "", true
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -160,13 +168,23 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 			lis.Close()
 		}
 	}()
-	self := isSelf(cfg.Authority, lis.Addr())
+	self := false
+	for _, a := range authority.Addrs {
+		self = self || isSelf(a, lis.Addr())
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	failoverSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sigil_authorizer_failover_seconds",
+		Help:    "Time from a revocation stream breaking to its resumption on another authority replica (first message received there).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	reg.MustRegister(failoverSeconds)
 	fol := follower.New(follower.Options{
-		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
+		Replicas:     replicas,
+		OnFailover:   func(ev follower.Failover) { failoverSeconds.Observe(ev.Outage.Seconds()) },
 		Credential:   credential,
 		Logger:       logger.With("component", "follower"),
 		MaxStaleness: cfg.MaxStaleness,
@@ -239,6 +257,11 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = fol.Run(bg) })
+	if len(conns) > 1 {
+		for _, c := range conns {
+			wg.Go(func() { keepConnected(bg, c) })
+		}
+	}
 	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
 
 	serveErr := make(chan error, 1)
@@ -276,7 +299,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		if metricsStop != nil {
 			_ = metricsStop.Close(stopCtx)
 		}
-		conn.Close()
+		closeConns()
 		if opts.stopHook != nil {
 			opts.stopHook()
 		}
@@ -302,6 +325,55 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	logger.Info("stopped", "took", time.Since(start).String())
 	return nil
+}
+
+// dialAuthority returns one client connection per target of --authority
+// (TLS, when set, applies to each): a listed replica each, or one for a
+// dns:/// target, balanced round-robin over every address the name
+// resolves to (gRPC's resolver re-resolves when a connection fails), so
+// that a stream or probe goes to a replica that is up.
+func dialAuthority(a config.Authority, tlsCfg *tls.Config) ([]*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
+		grpc.WithConnectParams(reconnectBackoff),
+	}
+	if a.DNS != "" {
+		dialOpts = append(dialOpts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	}
+	var conns []*grpc.ClientConn
+	for _, target := range a.Targets() {
+		conn, err := grpc.NewClient(target, dialOpts...)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("authority %s: %w", target, err)
+		}
+		conns = append(conns, conn)
+	}
+	return conns, nil
+}
+
+// keepConnected keeps conn connected (reconnecting at its capped backoff)
+// until ctx ends: a replica the stream is not on is otherwise dialled
+// only when the stream fails over to it, or left idle after it restarted,
+// and the failover would wait for a TCP and TLS handshake.
+func keepConnected(ctx context.Context, conn *grpc.ClientConn) {
+	for {
+		s := conn.GetState()
+		if s == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
 }
 
 // isSelf reports whether addr (--authority) names the listener's own
@@ -383,6 +455,8 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 			func() float64 { return float64(fol.Stats().WrongServer) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_clock_skew_exceeded", Help: "1 while the clock is not known to be within --max-clock-skew of the authority's (checks fail closed)."},
 			func() float64 { return b2f(fol.ClockSkewExceeded()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_failovers_total", Help: "Revocation streams resumed on another authority replica than the previous stream's."},
+			func() float64 { return float64(fol.Stats().Failovers) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_gaps_total", Help: "Live events that did not follow the applied revision (a lost message); each drops the stream."},
 			func() float64 { return float64(fol.Stats().Gaps) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},

@@ -21,7 +21,7 @@ const EnvPrefix = "SIGIL_AUTHORIZER"
 type Config struct {
 	Listen             string        // gRPC address
 	MetricsListen      string        // Prometheus /metrics address; empty disables
-	Authority          string        // address of the authority's gRPC server
+	Authority          string        // address(es) of the authority's gRPC server: host:port, a comma-separated list of replicas, or dns:///host:port (ParseAuthority)
 	AuthorityTokenFile string        // watch credential presented on the revocation stream
 	MaxStaleness       time.Duration // silence from the authority after which checks fail closed
 	ClockLeeway        time.Duration // tolerance on token issue and expiry times
@@ -80,7 +80,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.SetOutput(out)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7002", "gRPC listen address (host:port; port 0 picks a free port)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9102", "Prometheus /metrics listen address (empty disables)")
-	fs.StringVar(&c.Authority, "authority", "127.0.0.1:7001", "address of the authority (host:port)")
+	fs.StringVar(&c.Authority, "authority", "127.0.0.1:7001", "address of the authority (host:port); several replicas of one authority as host:port,host:port,... (a broken stream resumes on the next at once), or dns:///host:port for every address a name resolves to")
 	fs.StringVar(&c.AuthorityTokenFile, "authority-token-file", "", "file holding the watch credential for the authority's revocation stream (empty: anonymous, accepted only by a --dev authority)")
 	fs.DurationVar(&c.MaxStaleness, "max-staleness", 30*time.Second, "answer UNAVAILABLE unless the authority confirmed, within this long, that the authorizer holds its history (a probe round trip, every second or less)")
 	fs.DurationVar(&c.ClockLeeway, "clock-leeway", 30*time.Second, "tolerance on token issue and expiry times")
@@ -115,7 +115,8 @@ func (c Config) Validate() error {
 	if c.MetricsListen != "" {
 		p.Check("metrics-listen", flagcheck.Addr(c.MetricsListen))
 	}
-	p.Check("authority", flagcheck.Addr(c.Authority))
+	_, err := ParseAuthority(c.Authority)
+	p.Check("authority", err)
 	p.Positive("max-staleness", c.MaxStaleness)
 	if c.ClockLeeway < 0 || c.ClockLeeway > 5*time.Minute {
 		p.Add("clock-leeway", "must be between 0 and 5m, got %s", c.ClockLeeway)
@@ -150,7 +151,7 @@ func (c Config) Validate() error {
 			p.Add("http-listen", "needs --routes")
 		}
 	}
-	_, err := logging.ParseLevel(c.LogLevel)
+	_, err = logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()
 }
