@@ -191,3 +191,41 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Leader returns the member the running members report as leader.
+func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
+	for _, m := range c.Members {
+		if !m.Running() {
+			continue
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			continue
+		}
+		st, err := cli.Status(ctx, m.ClientURL)
+		cli.Close()
+		if err != nil || st.Leader == 0 {
+			continue
+		}
+		for _, l := range c.Members {
+			if l.Running() && l.id(ctx) == st.Leader {
+				return l, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("etcdcluster: no running member knows a running leader")
+}
+
+// id is the member's raft id, 0 if it does not answer.
+func (m *Member) id(ctx context.Context) uint64 {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return 0
+	}
+	defer cli.Close()
+	st, err := cli.Status(ctx, m.ClientURL)
+	if err != nil {
+		return 0
+	}
+	return st.Header.GetMemberId()
+}
