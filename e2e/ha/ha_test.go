@@ -101,11 +101,19 @@ func TestHA(t *testing.T) {
 				break
 			}
 		}
-		// Writes through either replica answer UNAVAILABLE, saying why
-		// (all at once: each waits for the store's request timeout).
+		// Writes, and reads (linearizable), through either replica answer
+		// UNAVAILABLE, saying why (all at once: each waits for the store's
+		// request timeout).
 		var wg sync.WaitGroup
 		for _, r := range s.replicas {
-			wg.Add(2)
+			wg.Add(3)
+			go func() {
+				defer wg.Done()
+				_, err := call(s.opCtx, 30*time.Second, func(ctx context.Context) (*sigilv1.GetTokenResponse, error) {
+					return r.mgmt.GetToken(ctx, &sigilv1.GetTokenRequest{TokenId: live})
+				})
+				wantUnavailable(t, "read via "+r.name, err)
+			}()
 			go func() {
 				defer wg.Done()
 				_, err := call(s.opCtx, 30*time.Second, func(ctx context.Context) (*sigilv1.CreateTokenResponse, error) {
