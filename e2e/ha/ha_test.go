@@ -42,6 +42,7 @@ func TestHA(t *testing.T) {
 	both := func() ([]*replica, []*authorizer) { return s.replicas, []*authorizer{az1, az2} }
 
 	ld := startLoad(s, l, 2, both)
+	defer ld.halt()
 	waitMints(t, l, 20)
 	var killed []*etcdcluster.Member
 
@@ -144,6 +145,7 @@ func TestHA(t *testing.T) {
 			waitWritable(t, s, r)
 		}
 		ld := startLoad(s, l, 2, both)
+		defer ld.halt()
 		waitMints(t, l, 20)
 		ld.halt()
 		report(t, l, "members returned")
@@ -163,6 +165,7 @@ func TestHA(t *testing.T) {
 			fs = append(fs, f)
 		}
 		ld := startLoad(s, l, 2, func() ([]*replica, []*authorizer) { return s.replicas, fs })
+		defer ld.halt()
 		waitMints(t, l, 20)
 		a.kill()
 		t.Logf("killed %s", a.name)

@@ -101,9 +101,10 @@ type load struct {
 	// acceptable now (it is not while the authorizers are fresh).
 	okUnavailable atomic.Bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
-	ops  atomic.Int64
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	ops      atomic.Int64
 }
 
 // seq makes token names unique across every load of the test binary.
@@ -121,9 +122,9 @@ func startLoad(s *system, l *ledger, workers int, targets func() ([]*replica, []
 	return ld
 }
 
-// halt stops the load and waits for the workers.
+// halt stops the load and waits for the workers; it may be called again.
 func (ld *load) halt() {
-	close(ld.stop)
+	ld.stopOnce.Do(func() { close(ld.stop) })
 	ld.wg.Wait()
 }
 
