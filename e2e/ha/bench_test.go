@@ -4,9 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,10 +205,11 @@ func TestBenchStores(t *testing.T) {
 
 // TestBenchFailover measures failover time (needs authorizer failover,
 // --authority with several addresses): an authorizer follows both
-// replicas; each round kills one replica (-9, alternating), revokes a
-// cached token through the other, and times kill → the authorizer's first
-// REVOKED answer (polled without min_revision), then restarts the killed
-// replica. See BENCHMARKS.md.
+// replicas; each round caches a token on it, kills with SIGKILL the
+// replica it streams from (the one whose sigil_watch_subscribers is 1),
+// revokes the token through the other and times kill → the authorizer's
+// first REVOKED answer (polled without min_revision), then restarts the
+// killed replica. See BENCHMARKS.md.
 func TestBenchFailover(t *testing.T) {
 	needBench(t)
 	s := newSystem(t, 2)
@@ -215,7 +219,7 @@ func TestBenchFailover(t *testing.T) {
 	}
 	var samples []time.Duration
 	for i := range *failovers {
-		victim, other := s.replicas[i%2], s.replicas[(i+1)%2]
+		victim, other := streamingReplica(t, s)
 		m, err := call(s.opCtx, 30*time.Second, func(ctx context.Context) (*sigilv1.CreateTokenResponse, error) {
 			return other.mgmt.CreateToken(ctx, mintRequest(fmt.Sprintf("failover-%d", seq.Add(1))))
 		})
@@ -260,4 +264,54 @@ func TestBenchFailover(t *testing.T) {
 	}
 	fmt.Printf("| failovers | p50 | p99 | max |\n| ---: | ---: | ---: | ---: |\n| %d | %s | %s | %s |\n", len(samples),
 		pct(samples, 0.5).Round(time.Millisecond), pct(samples, 0.99).Round(time.Millisecond), pct(samples, 1).Round(time.Millisecond))
+}
+
+// streamingReplica waits (up to 30 s) until exactly one replica has the
+// authorizer's revocation stream, and returns it and the other.
+func streamingReplica(t *testing.T, s *system) (*replica, *replica) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var on []int
+		for i, r := range s.replicas {
+			if subscribers(t, r) > 0 {
+				on = append(on, i)
+			}
+		}
+		if len(on) == 1 {
+			return s.replicas[on[0]], s.replicas[1-on[0]]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas with a revocation stream: %v, want exactly one", on)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// subscribers reads the replica's sigil_watch_subscribers gauge.
+func subscribers(t *testing.T, r *replica) int {
+	t.Helper()
+	r.mu.Lock()
+	addr := r.metrics
+	r.mu.Unlock()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "sigil_watch_subscribers "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: sigil_watch_subscribers %q", r.name, v)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("%s: no sigil_watch_subscribers in /metrics", r.name)
+	return 0
 }

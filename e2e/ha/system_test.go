@@ -27,9 +27,10 @@ type replica struct {
 	dataDir string
 	mgmt    sigilv1.TokenAuthorityServiceClient
 
-	mu   sync.Mutex
-	proc *testproc.Proc
-	runs int
+	mu      sync.Mutex
+	proc    *testproc.Proc
+	runs    int
+	metrics string // Prometheus address of the current run
 }
 
 // authorizer is one authorizer process on a fixed address.
@@ -114,6 +115,13 @@ func (s *system) startReplica(r *replica) error {
 	if err := p.WaitRecord(60*time.Second, "listening", nil); err != nil {
 		return err
 	}
+	var rec struct{ Addr string }
+	if err := p.WaitRecord(time.Second, "metrics listening", &rec); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.metrics = rec.Addr
+	r.mu.Unlock()
 	return testproc.WaitServing(r.addr, 30*time.Second)
 }
 
