@@ -66,6 +66,13 @@ func Start(tb testing.TB, n int) *Cluster {
 	if err := c.WaitHealthy(time.Minute); err != nil {
 		tb.Fatal(err)
 	}
+	// WaitHealthy passes over stopped members (killed on purpose later);
+	// at the start every one must run, or a port was taken meanwhile.
+	for _, m := range c.Members {
+		if !m.Running() {
+			tb.Fatalf("etcdcluster: %s exited at start (its logs follow at cleanup)", m.Name)
+		}
+	}
 	return c
 }
 
