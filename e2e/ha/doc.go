@@ -11,8 +11,8 @@
 // started with --authority A,B (authorizer failover); TestHA's other
 // subtests need only one address per authorizer.
 //
-//	go test -count=1 ./e2e/ha/                        # the suite (about a minute)
+//	go test -count=1 ./e2e/ha/                        # the suite (20–50 s)
 //	go test -count=1 -run TestHA/replica_failover ./e2e/ha/
-//	go test -count=1 -run TestBenchStores -timeout 30m ./e2e/ha/ -args -ha.bench -v
-//	go test -count=1 -run TestBenchFailover -timeout 30m ./e2e/ha/ -args -ha.bench -ha.failovers=50 -v
+//	go test -count=1 -v -run TestBenchStores -timeout 30m ./e2e/ha/ -args -ha.bench
+//	go test -count=1 -v -run TestBenchFailover -timeout 30m ./e2e/ha/ -args -ha.bench -ha.failovers=50
 package ha
