@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -25,6 +26,7 @@ type replica struct {
 	name    string
 	addr    string
 	dataDir string
+	conn    *grpc.ClientConn
 	mgmt    sigilv1.TokenAuthorityServiceClient
 
 	mu      sync.Mutex
@@ -39,6 +41,7 @@ type authorizer struct {
 	addr      string
 	authority string // --authority
 	staleness time.Duration
+	conn      *grpc.ClientConn
 	authz     sigilv1.AuthorizerServiceClient
 
 	mu   sync.Mutex
@@ -65,7 +68,8 @@ func newSystem(t *testing.T, replicas int) *system {
 	s := &system{t: t, etcd: etcdcluster.Start(t, 3), creds: t.TempDir()}
 	for i := range replicas {
 		r := &replica{name: fmt.Sprintf("authority-%c", 'a'+i), addr: testproc.FreeAddr(t), dataDir: t.TempDir()}
-		r.mgmt = sigilv1.NewTokenAuthorityServiceClient(dial(t, r.addr))
+		r.conn = dial(t, r.addr)
+		r.mgmt = sigilv1.NewTokenAuthorityServiceClient(r.conn)
 		s.replicas = append(s.replicas, r)
 		// The first replica makes the store and the credential files;
 		// the others start once they exist.
@@ -122,7 +126,30 @@ func (s *system) startReplica(r *replica) error {
 	r.mu.Lock()
 	r.metrics = rec.Addr
 	r.mu.Unlock()
-	return testproc.WaitServing(r.addr, 30*time.Second)
+	if err := testproc.WaitServing(r.addr, 30*time.Second); err != nil {
+		return err
+	}
+	return reconnect(r.conn)
+}
+
+// reconnect makes the test's client connection to a restarted process
+// connect now: after the process died, grpc-go backs off its reconnects
+// (up to two minutes) and fails calls fast with the old "connection
+// refused" meanwhile. Nil (not dialled yet) is fine.
+func reconnect(conn *grpc.ClientConn) error {
+	if conn == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn.ResetConnectBackoff()
+	for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+		conn.Connect()
+		if !conn.WaitForStateChange(ctx, st) {
+			return fmt.Errorf("client connection to %s not ready: %s", conn.Target(), st)
+		}
+	}
+	return nil
 }
 
 // kill kills the replica with SIGKILL.
@@ -137,7 +164,8 @@ func (r *replica) kill() {
 // several comma-separated with authorizer failover).
 func (s *system) addAuthorizer(name, authority string, staleness time.Duration) (*authorizer, error) {
 	a := &authorizer{name: name, addr: testproc.FreeAddr(s.t), authority: authority, staleness: staleness}
-	a.authz = sigilv1.NewAuthorizerServiceClient(dial(s.t, a.addr))
+	a.conn = dial(s.t, a.addr)
+	a.authz = sigilv1.NewAuthorizerServiceClient(a.conn)
 	if err := s.startAuthorizer(a); err != nil {
 		a.kill()
 		return nil, err
@@ -163,7 +191,10 @@ func (s *system) startAuthorizer(a *authorizer) error {
 	if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
 		return err
 	}
-	return testproc.WaitServing(a.addr, 30*time.Second)
+	if err := testproc.WaitServing(a.addr, 30*time.Second); err != nil {
+		return err
+	}
+	return reconnect(a.conn)
 }
 
 func (a *authorizer) kill() {
