@@ -1548,6 +1548,7 @@ type WatchRevocationsResponse struct {
 	//	*WatchRevocationsResponse_KeyAdded
 	//	*WatchRevocationsResponse_KeyRevoked
 	//	*WatchRevocationsResponse_Checkpoint
+	//	*WatchRevocationsResponse_Catalog
 	Event isWatchRevocationsResponse_Event `protobuf_oneof:"event"`
 	// For a live event (token_revoked, key_added, key_revoked): the revision
 	// this stream vouched for just before it (the previous live event's, the
@@ -1652,6 +1653,15 @@ func (x *WatchRevocationsResponse) GetCheckpoint() *Checkpoint {
 	return nil
 }
 
+func (x *WatchRevocationsResponse) GetCatalog() *PermissionCatalog {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRevocationsResponse_Catalog); ok {
+			return x.Catalog
+		}
+	}
+	return nil
+}
+
 func (x *WatchRevocationsResponse) GetPreviousRevision() uint64 {
 	if x != nil && x.PreviousRevision != nil {
 		return *x.PreviousRevision
@@ -1693,6 +1703,13 @@ type WatchRevocationsResponse_Checkpoint struct {
 	Checkpoint *Checkpoint `protobuf:"bytes,6,opt,name=checkpoint,proto3,oneof"`
 }
 
+type WatchRevocationsResponse_Catalog struct {
+	// The permission catalog, sent first on every stream (before a snapshot
+	// or the first live event): authorizers refuse checks naming a
+	// permission that is not in it.
+	Catalog *PermissionCatalog `protobuf:"bytes,8,opt,name=catalog,proto3,oneof"`
+}
+
 func (*WatchRevocationsResponse_SnapshotChunk) isWatchRevocationsResponse_Event() {}
 
 func (*WatchRevocationsResponse_SnapshotEnd) isWatchRevocationsResponse_Event() {}
@@ -1704,6 +1721,55 @@ func (*WatchRevocationsResponse_KeyAdded) isWatchRevocationsResponse_Event() {}
 func (*WatchRevocationsResponse_KeyRevoked) isWatchRevocationsResponse_Event() {}
 
 func (*WatchRevocationsResponse_Checkpoint) isWatchRevocationsResponse_Event() {}
+
+func (*WatchRevocationsResponse_Catalog) isWatchRevocationsResponse_Event() {}
+
+// PermissionCatalog is the authority's permission catalog, as streamed to
+// authorizers.
+type PermissionCatalog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every permission of the deployment.
+	Permissions   []*Permission `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PermissionCatalog) Reset() {
+	*x = PermissionCatalog{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PermissionCatalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PermissionCatalog) ProtoMessage() {}
+
+func (x *PermissionCatalog) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PermissionCatalog.ProtoReflect.Descriptor instead.
+func (*PermissionCatalog) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PermissionCatalog) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
 
 // SnapshotChunk is part of a snapshot of revoked tokens and keys.
 type SnapshotChunk struct {
@@ -1722,7 +1788,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	mi := &file_sigil_v1_authority_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1800,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	mi := &file_sigil_v1_authority_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1813,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{20}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotChunk) GetEpoch() string {
@@ -1794,7 +1860,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[21]
+	mi := &file_sigil_v1_authority_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1872,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[21]
+	mi := &file_sigil_v1_authority_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1885,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{21}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotEnd) GetEpoch() string {
@@ -1858,7 +1924,7 @@ type TokenRevoked struct {
 
 func (x *TokenRevoked) Reset() {
 	*x = TokenRevoked{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[22]
+	mi := &file_sigil_v1_authority_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1936,7 @@ func (x *TokenRevoked) String() string {
 func (*TokenRevoked) ProtoMessage() {}
 
 func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[22]
+	mi := &file_sigil_v1_authority_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +1949,7 @@ func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
 func (*TokenRevoked) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{22}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TokenRevoked) GetRevision() uint64 {
@@ -1920,7 +1986,7 @@ type SigningKeyAdded struct {
 
 func (x *SigningKeyAdded) Reset() {
 	*x = SigningKeyAdded{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[23]
+	mi := &file_sigil_v1_authority_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +1998,7 @@ func (x *SigningKeyAdded) String() string {
 func (*SigningKeyAdded) ProtoMessage() {}
 
 func (x *SigningKeyAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[23]
+	mi := &file_sigil_v1_authority_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2011,7 @@ func (x *SigningKeyAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKeyAdded.ProtoReflect.Descriptor instead.
 func (*SigningKeyAdded) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{23}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SigningKeyAdded) GetRevision() uint64 {
@@ -1975,7 +2041,7 @@ type SigningKeyRevoked struct {
 
 func (x *SigningKeyRevoked) Reset() {
 	*x = SigningKeyRevoked{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[24]
+	mi := &file_sigil_v1_authority_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2053,7 @@ func (x *SigningKeyRevoked) String() string {
 func (*SigningKeyRevoked) ProtoMessage() {}
 
 func (x *SigningKeyRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[24]
+	mi := &file_sigil_v1_authority_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2066,7 @@ func (x *SigningKeyRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKeyRevoked.ProtoReflect.Descriptor instead.
 func (*SigningKeyRevoked) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{24}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SigningKeyRevoked) GetRevision() uint64 {
@@ -2033,7 +2099,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[25]
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2111,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[25]
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2124,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{25}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Checkpoint) GetRevision() uint64 {
@@ -2098,7 +2164,7 @@ type ConfirmHistoryRequest struct {
 
 func (x *ConfirmHistoryRequest) Reset() {
 	*x = ConfirmHistoryRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2176,7 @@ func (x *ConfirmHistoryRequest) String() string {
 func (*ConfirmHistoryRequest) ProtoMessage() {}
 
 func (x *ConfirmHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2189,7 @@ func (x *ConfirmHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfirmHistoryRequest) GetEpoch() string {
@@ -2163,7 +2229,7 @@ type ConfirmHistoryResponse struct {
 
 func (x *ConfirmHistoryResponse) Reset() {
 	*x = ConfirmHistoryResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2241,7 @@ func (x *ConfirmHistoryResponse) String() string {
 func (*ConfirmHistoryResponse) ProtoMessage() {}
 
 func (x *ConfirmHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2254,7 @@ func (x *ConfirmHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfirmHistoryResponse) GetInHistory() bool {
@@ -2214,7 +2280,7 @@ type RotateSigningKeyRequest struct {
 
 func (x *RotateSigningKeyRequest) Reset() {
 	*x = RotateSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2292,7 @@ func (x *RotateSigningKeyRequest) String() string {
 func (*RotateSigningKeyRequest) ProtoMessage() {}
 
 func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2305,7 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
 }
 
 // RotateSigningKeyResponse names the new key.
@@ -2257,7 +2323,7 @@ type RotateSigningKeyResponse struct {
 
 func (x *RotateSigningKeyResponse) Reset() {
 	*x = RotateSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2335,7 @@ func (x *RotateSigningKeyResponse) String() string {
 func (*RotateSigningKeyResponse) ProtoMessage() {}
 
 func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2348,7 @@ func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RotateSigningKeyResponse) GetKeyId() string {
@@ -2323,7 +2389,7 @@ type RevokeSigningKeyRequest struct {
 
 func (x *RevokeSigningKeyRequest) Reset() {
 	*x = RevokeSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2401,7 @@ func (x *RevokeSigningKeyRequest) String() string {
 func (*RevokeSigningKeyRequest) ProtoMessage() {}
 
 func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2414,7 @@ func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeSigningKeyRequest) GetKeyId() string {
@@ -2376,7 +2442,7 @@ type RevokeSigningKeyResponse struct {
 
 func (x *RevokeSigningKeyResponse) Reset() {
 	*x = RevokeSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2454,7 @@ func (x *RevokeSigningKeyResponse) String() string {
 func (*RevokeSigningKeyResponse) ProtoMessage() {}
 
 func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2467,7 @@ func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeSigningKeyResponse) GetRevision() uint64 {
@@ -2420,7 +2486,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[32]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2498,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[32]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2511,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{32}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{33}
 }
 
 // ListSigningKeysResponse lists the signing keys.
@@ -2459,7 +2525,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[33]
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2537,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[33]
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2550,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{33}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -2510,7 +2576,7 @@ type ReportLeakedTokensRequest struct {
 
 func (x *ReportLeakedTokensRequest) Reset() {
 	*x = ReportLeakedTokensRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2588,7 @@ func (x *ReportLeakedTokensRequest) String() string {
 func (*ReportLeakedTokensRequest) ProtoMessage() {}
 
 func (x *ReportLeakedTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2601,7 @@ func (x *ReportLeakedTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportLeakedTokensRequest.ProtoReflect.Descriptor instead.
 func (*ReportLeakedTokensRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{34}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReportLeakedTokensRequest) GetTokens() []string {
@@ -2572,7 +2638,7 @@ type LeakResult struct {
 
 func (x *LeakResult) Reset() {
 	*x = LeakResult{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2650,7 @@ func (x *LeakResult) String() string {
 func (*LeakResult) ProtoMessage() {}
 
 func (x *LeakResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2663,7 @@ func (x *LeakResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeakResult.ProtoReflect.Descriptor instead.
 func (*LeakResult) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{35}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeakResult) GetOutcome() LeakOutcome {
@@ -2629,7 +2695,7 @@ type ReportLeakedTokensResponse struct {
 
 func (x *ReportLeakedTokensResponse) Reset() {
 	*x = ReportLeakedTokensResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2707,7 @@ func (x *ReportLeakedTokensResponse) String() string {
 func (*ReportLeakedTokensResponse) ProtoMessage() {}
 
 func (x *ReportLeakedTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2720,7 @@ func (x *ReportLeakedTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportLeakedTokensResponse.ProtoReflect.Descriptor instead.
 func (*ReportLeakedTokensResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{36}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportLeakedTokensResponse) GetResults() []*LeakResult {
@@ -2684,7 +2750,7 @@ type TokenUse struct {
 
 func (x *TokenUse) Reset() {
 	*x = TokenUse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2762,7 @@ func (x *TokenUse) String() string {
 func (*TokenUse) ProtoMessage() {}
 
 func (x *TokenUse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2775,7 @@ func (x *TokenUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenUse.ProtoReflect.Descriptor instead.
 func (*TokenUse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{37}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TokenUse) GetTokenId() string {
@@ -2737,7 +2803,7 @@ type ReportTokenUseRequest struct {
 
 func (x *ReportTokenUseRequest) Reset() {
 	*x = ReportTokenUseRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2815,7 @@ func (x *ReportTokenUseRequest) String() string {
 func (*ReportTokenUseRequest) ProtoMessage() {}
 
 func (x *ReportTokenUseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2828,7 @@ func (x *ReportTokenUseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTokenUseRequest.ProtoReflect.Descriptor instead.
 func (*ReportTokenUseRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{38}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReportTokenUseRequest) GetUses() []*TokenUse {
@@ -2784,7 +2850,7 @@ type ReportTokenUseResponse struct {
 
 func (x *ReportTokenUseResponse) Reset() {
 	*x = ReportTokenUseResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	mi := &file_sigil_v1_authority_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2796,7 +2862,7 @@ func (x *ReportTokenUseResponse) String() string {
 func (*ReportTokenUseResponse) ProtoMessage() {}
 
 func (x *ReportTokenUseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	mi := &file_sigil_v1_authority_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2809,7 +2875,7 @@ func (x *ReportTokenUseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTokenUseResponse.ProtoReflect.Descriptor instead.
 func (*ReportTokenUseResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{39}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportTokenUseResponse) GetRecorded() int32 {
@@ -2919,7 +2985,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x17WatchRevocationsRequest\x12%\n" +
 	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12!\n" +
-	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\xda\x03\n" +
+	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\x93\x04\n" +
 	"\x18WatchRevocationsResponse\x12@\n" +
 	"\x0esnapshot_chunk\x18\x01 \x01(\v2\x17.sigil.v1.SnapshotChunkH\x00R\rsnapshotChunk\x12:\n" +
 	"\fsnapshot_end\x18\x02 \x01(\v2\x15.sigil.v1.SnapshotEndH\x00R\vsnapshotEnd\x12=\n" +
@@ -2929,10 +2995,13 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"keyRevoked\x126\n" +
 	"\n" +
 	"checkpoint\x18\x06 \x01(\v2\x14.sigil.v1.CheckpointH\x00R\n" +
-	"checkpoint\x120\n" +
+	"checkpoint\x127\n" +
+	"\acatalog\x18\b \x01(\v2\x1b.sigil.v1.PermissionCatalogH\x00R\acatalog\x120\n" +
 	"\x11previous_revision\x18\a \x01(\x04H\x01R\x10previousRevision\x88\x01\x01B\a\n" +
 	"\x05eventB\x14\n" +
-	"\x12_previous_revision\"\xaa\x01\n" +
+	"\x12_previous_revision\"K\n" +
+	"\x11PermissionCatalog\x126\n" +
+	"\vpermissions\x18\x01 \x03(\v2\x14.sigil.v1.PermissionR\vpermissions\"\xaa\x01\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12=\n" +
@@ -3043,7 +3112,7 @@ func file_sigil_v1_authority_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_sigil_v1_authority_proto_goTypes = []any{
 	(AuditAction)(0),                   // 0: sigil.v1.AuditAction
 	(LeakOutcome)(0),                   // 1: sigil.v1.LeakOutcome
@@ -3067,105 +3136,108 @@ var file_sigil_v1_authority_proto_goTypes = []any{
 	(*ListAuditEventsResponse)(nil),    // 19: sigil.v1.ListAuditEventsResponse
 	(*WatchRevocationsRequest)(nil),    // 20: sigil.v1.WatchRevocationsRequest
 	(*WatchRevocationsResponse)(nil),   // 21: sigil.v1.WatchRevocationsResponse
-	(*SnapshotChunk)(nil),              // 22: sigil.v1.SnapshotChunk
-	(*SnapshotEnd)(nil),                // 23: sigil.v1.SnapshotEnd
-	(*TokenRevoked)(nil),               // 24: sigil.v1.TokenRevoked
-	(*SigningKeyAdded)(nil),            // 25: sigil.v1.SigningKeyAdded
-	(*SigningKeyRevoked)(nil),          // 26: sigil.v1.SigningKeyRevoked
-	(*Checkpoint)(nil),                 // 27: sigil.v1.Checkpoint
-	(*ConfirmHistoryRequest)(nil),      // 28: sigil.v1.ConfirmHistoryRequest
-	(*ConfirmHistoryResponse)(nil),     // 29: sigil.v1.ConfirmHistoryResponse
-	(*RotateSigningKeyRequest)(nil),    // 30: sigil.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil),   // 31: sigil.v1.RotateSigningKeyResponse
-	(*RevokeSigningKeyRequest)(nil),    // 32: sigil.v1.RevokeSigningKeyRequest
-	(*RevokeSigningKeyResponse)(nil),   // 33: sigil.v1.RevokeSigningKeyResponse
-	(*ListSigningKeysRequest)(nil),     // 34: sigil.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 35: sigil.v1.ListSigningKeysResponse
-	(*ReportLeakedTokensRequest)(nil),  // 36: sigil.v1.ReportLeakedTokensRequest
-	(*LeakResult)(nil),                 // 37: sigil.v1.LeakResult
-	(*ReportLeakedTokensResponse)(nil), // 38: sigil.v1.ReportLeakedTokensResponse
-	(*TokenUse)(nil),                   // 39: sigil.v1.TokenUse
-	(*ReportTokenUseRequest)(nil),      // 40: sigil.v1.ReportTokenUseRequest
-	(*ReportTokenUseResponse)(nil),     // 41: sigil.v1.ReportTokenUseResponse
-	(*Grant)(nil),                      // 42: sigil.v1.Grant
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
-	(*TokenInfo)(nil),                  // 45: sigil.v1.TokenInfo
-	(TokenState)(0),                    // 46: sigil.v1.TokenState
-	(*SigningKey)(nil),                 // 47: sigil.v1.SigningKey
+	(*PermissionCatalog)(nil),          // 22: sigil.v1.PermissionCatalog
+	(*SnapshotChunk)(nil),              // 23: sigil.v1.SnapshotChunk
+	(*SnapshotEnd)(nil),                // 24: sigil.v1.SnapshotEnd
+	(*TokenRevoked)(nil),               // 25: sigil.v1.TokenRevoked
+	(*SigningKeyAdded)(nil),            // 26: sigil.v1.SigningKeyAdded
+	(*SigningKeyRevoked)(nil),          // 27: sigil.v1.SigningKeyRevoked
+	(*Checkpoint)(nil),                 // 28: sigil.v1.Checkpoint
+	(*ConfirmHistoryRequest)(nil),      // 29: sigil.v1.ConfirmHistoryRequest
+	(*ConfirmHistoryResponse)(nil),     // 30: sigil.v1.ConfirmHistoryResponse
+	(*RotateSigningKeyRequest)(nil),    // 31: sigil.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),   // 32: sigil.v1.RotateSigningKeyResponse
+	(*RevokeSigningKeyRequest)(nil),    // 33: sigil.v1.RevokeSigningKeyRequest
+	(*RevokeSigningKeyResponse)(nil),   // 34: sigil.v1.RevokeSigningKeyResponse
+	(*ListSigningKeysRequest)(nil),     // 35: sigil.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 36: sigil.v1.ListSigningKeysResponse
+	(*ReportLeakedTokensRequest)(nil),  // 37: sigil.v1.ReportLeakedTokensRequest
+	(*LeakResult)(nil),                 // 38: sigil.v1.LeakResult
+	(*ReportLeakedTokensResponse)(nil), // 39: sigil.v1.ReportLeakedTokensResponse
+	(*TokenUse)(nil),                   // 40: sigil.v1.TokenUse
+	(*ReportTokenUseRequest)(nil),      // 41: sigil.v1.ReportTokenUseRequest
+	(*ReportTokenUseResponse)(nil),     // 42: sigil.v1.ReportTokenUseResponse
+	(*Grant)(nil),                      // 43: sigil.v1.Grant
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 45: google.protobuf.Duration
+	(*TokenInfo)(nil),                  // 46: sigil.v1.TokenInfo
+	(TokenState)(0),                    // 47: sigil.v1.TokenState
+	(*SigningKey)(nil),                 // 48: sigil.v1.SigningKey
 }
 var file_sigil_v1_authority_proto_depIdxs = []int32{
-	42, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
-	43, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	45, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	46, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
-	43, // 6: sigil.v1.ListTokensRequest.unused_since:type_name -> google.protobuf.Timestamp
-	43, // 7: sigil.v1.ListTokensRequest.expire_before:type_name -> google.protobuf.Timestamp
-	45, // 8: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
-	45, // 9: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	43, // 10: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 11: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 12: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	43, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
+	44, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	46, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	47, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
+	44, // 6: sigil.v1.ListTokensRequest.unused_since:type_name -> google.protobuf.Timestamp
+	44, // 7: sigil.v1.ListTokensRequest.expire_before:type_name -> google.protobuf.Timestamp
+	46, // 8: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
+	46, // 9: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	44, // 10: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 11: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 12: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
 	15, // 13: sigil.v1.ListPermissionsResponse.permissions:type_name -> sigil.v1.Permission
-	43, // 14: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 14: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 15: sigil.v1.AuditEvent.action:type_name -> sigil.v1.AuditAction
-	42, // 16: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
+	43, // 16: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
 	17, // 17: sigil.v1.ListAuditEventsResponse.events:type_name -> sigil.v1.AuditEvent
-	22, // 18: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
-	23, // 19: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
-	24, // 20: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
-	25, // 21: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
-	26, // 22: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
-	27, // 23: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
-	24, // 24: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
-	47, // 25: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
-	43, // 26: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 27: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
-	43, // 28: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
-	43, // 29: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
-	43, // 30: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
-	47, // 31: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
-	1,  // 32: sigil.v1.LeakResult.outcome:type_name -> sigil.v1.LeakOutcome
-	37, // 33: sigil.v1.ReportLeakedTokensResponse.results:type_name -> sigil.v1.LeakResult
-	43, // 34: sigil.v1.TokenUse.last_use_time:type_name -> google.protobuf.Timestamp
-	39, // 35: sigil.v1.ReportTokenUseRequest.uses:type_name -> sigil.v1.TokenUse
-	2,  // 36: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
-	4,  // 37: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
-	6,  // 38: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
-	8,  // 39: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
-	10, // 40: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
-	12, // 41: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
-	14, // 42: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
-	18, // 43: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
-	20, // 44: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
-	28, // 45: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
-	30, // 46: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
-	32, // 47: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
-	34, // 48: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
-	36, // 49: sigil.v1.TokenAuthorityService.ReportLeakedTokens:input_type -> sigil.v1.ReportLeakedTokensRequest
-	40, // 50: sigil.v1.TokenAuthorityService.ReportTokenUse:input_type -> sigil.v1.ReportTokenUseRequest
-	3,  // 51: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
-	5,  // 52: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
-	7,  // 53: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
-	9,  // 54: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
-	11, // 55: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
-	13, // 56: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
-	16, // 57: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
-	19, // 58: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
-	21, // 59: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
-	29, // 60: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
-	31, // 61: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
-	33, // 62: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
-	35, // 63: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
-	38, // 64: sigil.v1.TokenAuthorityService.ReportLeakedTokens:output_type -> sigil.v1.ReportLeakedTokensResponse
-	41, // 65: sigil.v1.TokenAuthorityService.ReportTokenUse:output_type -> sigil.v1.ReportTokenUseResponse
-	51, // [51:66] is the sub-list for method output_type
-	36, // [36:51] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	23, // 18: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
+	24, // 19: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
+	25, // 20: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
+	26, // 21: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
+	27, // 22: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
+	28, // 23: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
+	22, // 24: sigil.v1.WatchRevocationsResponse.catalog:type_name -> sigil.v1.PermissionCatalog
+	15, // 25: sigil.v1.PermissionCatalog.permissions:type_name -> sigil.v1.Permission
+	25, // 26: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
+	48, // 27: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
+	44, // 28: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 29: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
+	44, // 30: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
+	44, // 31: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
+	44, // 32: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
+	48, // 33: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
+	1,  // 34: sigil.v1.LeakResult.outcome:type_name -> sigil.v1.LeakOutcome
+	38, // 35: sigil.v1.ReportLeakedTokensResponse.results:type_name -> sigil.v1.LeakResult
+	44, // 36: sigil.v1.TokenUse.last_use_time:type_name -> google.protobuf.Timestamp
+	40, // 37: sigil.v1.ReportTokenUseRequest.uses:type_name -> sigil.v1.TokenUse
+	2,  // 38: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
+	4,  // 39: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
+	6,  // 40: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
+	8,  // 41: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
+	10, // 42: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
+	12, // 43: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
+	14, // 44: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
+	18, // 45: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
+	20, // 46: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
+	29, // 47: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
+	31, // 48: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
+	33, // 49: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
+	35, // 50: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
+	37, // 51: sigil.v1.TokenAuthorityService.ReportLeakedTokens:input_type -> sigil.v1.ReportLeakedTokensRequest
+	41, // 52: sigil.v1.TokenAuthorityService.ReportTokenUse:input_type -> sigil.v1.ReportTokenUseRequest
+	3,  // 53: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
+	5,  // 54: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
+	7,  // 55: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
+	9,  // 56: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
+	11, // 57: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
+	13, // 58: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
+	16, // 59: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
+	19, // 60: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
+	21, // 61: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
+	30, // 62: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
+	32, // 63: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
+	34, // 64: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
+	36, // 65: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
+	39, // 66: sigil.v1.TokenAuthorityService.ReportLeakedTokens:output_type -> sigil.v1.ReportLeakedTokensResponse
+	42, // 67: sigil.v1.TokenAuthorityService.ReportTokenUse:output_type -> sigil.v1.ReportTokenUseResponse
+	53, // [53:68] is the sub-list for method output_type
+	38, // [38:53] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_authority_proto_init() }
@@ -3189,6 +3261,7 @@ func file_sigil_v1_authority_proto_init() {
 		(*WatchRevocationsResponse_KeyAdded)(nil),
 		(*WatchRevocationsResponse_KeyRevoked)(nil),
 		(*WatchRevocationsResponse_Checkpoint)(nil),
+		(*WatchRevocationsResponse_Catalog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3196,7 +3269,7 @@ func file_sigil_v1_authority_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_authority_proto_rawDesc), len(file_sigil_v1_authority_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
