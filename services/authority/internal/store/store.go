@@ -68,6 +68,11 @@ type Token struct {
 	RevokeTime   time.Time // zero while not revoked
 	RevokeReason string
 	RevokeRev    uint64 // revision of the revocation; 0 while not revoked
+	// LastUseTime is the minute of the last use an authorizer reported
+	// (RecordTokenUse); zero when never used. It is kept beside the
+	// record, not in it: the store fills it in on reads and ignores it on
+	// writes.
+	LastUseTime time.Time
 }
 
 // State values of a token at a given time.
@@ -193,6 +198,11 @@ type ListFilter struct {
 	Now       time.Time
 	PageSize  int
 	PageToken string
+	// UnusedSince, when set, keeps the tokens never used or last used
+	// before it.
+	UnusedSince time.Time
+	// ExpireBefore, when set, keeps the tokens that expire before it.
+	ExpireBefore time.Time
 }
 
 // AuditFilter selects an organization's audit records (the empty
@@ -277,6 +287,13 @@ type Store interface {
 	// to rev. ErrCompacted when the store does not hold it (below the
 	// compaction floor or the start of the chain, or ahead of the store).
 	DigestAt(ctx context.Context, rev uint64) ([]byte, error)
+
+	// RecordTokenUse records when tokens were last used (at most
+	// MaxTokenUses, minute precision): each use only when its token is
+	// stored and the use is later than the recorded one, in one
+	// transaction that takes no revision (a use is not an event). It
+	// returns how many were recorded; unknown tokens are skipped.
+	RecordTokenUse(ctx context.Context, uses []TokenUse) (int, error)
 
 	// Close closes the file.
 	Close() error
