@@ -163,6 +163,11 @@ func TestPermissionMatrix(t *testing.T) {
 			return err
 		},
 		"ListSigningKeys": func(c *Caller, _ string) error { _, err := m.ListSigningKeys(c); return err },
+		"ReportTokenUse": func(c *Caller, org string) error {
+			_, tok := mint(org, "domain:view")
+			_, err := m.ReportTokenUse(ctx, c, []store.TokenUse{{TokenID: tok.ID, Time: m.now().Truncate(time.Minute)}})
+			return err
+		},
 	}
 	// want: operator, org manager PAT, plain PAT, watch credential, anonymous.
 	type w = [nCallers]outcome
@@ -198,6 +203,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"RevokeSigningKey", false, w{allowed, denied_, denied_, denied_, unauth}},
 		{"ListSigningKeys", true, w{allowed, denied_, denied_, denied_, unauth}},
 		{"ListSigningKeys", false, w{allowed, denied_, denied_, denied_, unauth}},
+		{"ReportTokenUse", true, w{allowed, denied_, denied_, allowed, unauth}},
+		{"ReportTokenUse", false, w{allowed, denied_, denied_, allowed, unauth}},
 	}
 	if len(tests) != 2*len(calls) {
 		t.Fatalf("%d rows for %d rules", len(tests), len(calls))
