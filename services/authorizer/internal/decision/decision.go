@@ -128,6 +128,16 @@ type Options struct {
 	CacheSize int
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Usage, when set, hears of every allowed decision (package usage
+	// reports them to the authority as the token's last use). Denials,
+	// forged tokens among them, are never recorded.
+	Usage Recorder
+}
+
+// Recorder records token uses. Record is called on the check path, once
+// per allowed decision: it must not block.
+type Recorder interface {
+	Record(id token.ID)
 }
 
 // cached is a verified token: its claims and the public key its signature
@@ -146,6 +156,7 @@ type Decider struct {
 	leeway time.Duration
 	now    func() time.Time
 	cache  *lru.Cache[string, cached]
+	usage  Recorder // nil: uses are not recorded
 
 	hits, misses counter
 }
@@ -167,7 +178,7 @@ func New(opts Options) (*Decider, error) {
 		now = time.Now
 	}
 	cuts, _ := opts.State.(CutState)
-	return &Decider{codec: opts.Codec, state: opts.State, cuts: cuts, leeway: opts.Leeway, now: now, cache: c}, nil
+	return &Decider{codec: opts.Codec, state: opts.State, cuts: cuts, leeway: opts.Leeway, now: now, cache: c, usage: opts.Usage}, nil
 }
 
 // inspect reads the key, its cut and the token's revocation at one point.
@@ -187,6 +198,7 @@ type Verdict struct {
 	ok       bool   // every token-level check passed
 	claims   *token.Claims
 	revision uint64
+	usage    Recorder // set when ok and uses are recorded
 }
 
 // Claims returns the token's claims once its signature verified, else nil.
@@ -283,7 +295,7 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 	case orgID != "" && orgID != c.claims.OrgID:
 		v.reason = OrgMismatch
 	default:
-		v.ok = true
+		v.ok, v.usage = true, d.usage
 	}
 	return v
 }
@@ -300,6 +312,9 @@ func (v Verdict) Check(permission, resource string) Decision {
 	switch scope.Match(v.claims.Grants, permission, resource) {
 	case scope.Allowed:
 		d.Reason = Allow // the only place a decision becomes an allow
+		if v.usage != nil {
+			v.usage.Record(v.claims.ID)
+		}
 	case scope.ResourceNotGranted:
 		d.Reason = ResourceNotGranted
 	default:

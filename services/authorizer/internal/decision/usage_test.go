@@ -1,0 +1,93 @@
+package decision
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigil-auth/sigil/pkg/token"
+)
+
+// uses is a Recorder that keeps what it hears.
+type uses struct {
+	mu  sync.Mutex
+	ids []token.ID
+}
+
+func (u *uses) Record(id token.ID) { u.mu.Lock(); u.ids = append(u.ids, id); u.mu.Unlock() }
+
+func (u *uses) take() []token.ID {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := u.ids
+	u.ids = nil
+	return out
+}
+
+// TestUsageOnlyAllowed: an allowed decision records its token's use; no
+// denial does, whether the token is forged, malformed, expired, revoked,
+// of another organization or lacks the permission.
+func TestUsageOnlyAllowed(t *testing.T) {
+	f := newFixture(t)
+	rec := &uses{}
+	var err error
+	f.dec, err = New(Options{Codec: f.codec, State: f.state, Leeway: leeway, CacheSize: 1000, Now: f.clock.Now, Usage: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := baseClaims(t)
+	tok := f.mint(t, good, "")
+	if d := f.dec.Decide(tok, "domain:view", "domains/example.com", "org-a"); !d.Allowed() {
+		t.Fatalf("setup: %v", d.Reason)
+	}
+	if got := rec.take(); len(got) != 1 || got[0] != good.ID {
+		t.Fatalf("allowed check recorded %v, want [%v]", got, good.ID)
+	}
+	// The cached path records too.
+	f.dec.Decide(tok, "billing:view", "", "")
+	if got := rec.take(); len(got) != 1 || got[0] != good.ID {
+		t.Fatalf("cached allowed check recorded %v, want [%v]", got, good.ID)
+	}
+
+	forged := baseClaims(t)
+	expired := baseClaims(t)
+	expired.IssuedAt, expired.ExpiresAt = t0.Add(-2*time.Hour), t0.Add(-time.Hour)
+	revoked := baseClaims(t)
+	f.state.revoke(revoked.ID)
+	denials := map[string]string{
+		"forged (signed by an unknown private key)": f.mint(t, forged, "unknown"),
+		"malformed":   tok[:len(tok)-3] + "abc",
+		"expired":     f.mint(t, expired, ""),
+		"revoked":     f.mint(t, revoked, ""),
+		"revoked key": f.mint(t, func() token.Claims { c := baseClaims(t); c.KeyID = "revoked"; return c }(), ""),
+	}
+	for name, tk := range denials {
+		if d := f.dec.Decide(tk, "domain:view", "", ""); d.Allowed() {
+			t.Fatalf("%s: allowed", name)
+		}
+		if got := rec.take(); len(got) != 0 {
+			t.Errorf("%s: denial recorded %v", name, got)
+		}
+	}
+	for name, d := range map[string]Decision{
+		"other organization":     f.dec.Decide(tok, "domain:view", "", "org-b"),
+		"permission not granted": f.dec.Decide(tok, "domain:delete", "", ""),
+		"resource not granted":   f.dec.Decide(tok, "domain:view", "domains/other.com", ""),
+	} {
+		if d.Allowed() {
+			t.Fatalf("%s: allowed", name)
+		}
+		if got := rec.take(); len(got) != 0 {
+			t.Errorf("%s: denial recorded %v", name, got)
+		}
+	}
+	// CheckPermissions' shape: one verdict, several checks, each allowed
+	// one recorded.
+	v := f.dec.Authenticate(tok, "")
+	v.Check("billing:view", "")
+	v.Check("domain:delete", "")
+	v.Check("domain:renew", "domains/example.com")
+	if got := rec.take(); len(got) != 2 {
+		t.Errorf("two allowed checks of one verdict recorded %d uses, want 2", len(got))
+	}
+}
