@@ -183,7 +183,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	var reporter *usage.Reporter
 	if cfg.UsageInterval > 0 {
 		reporter = usage.New(usage.Options{Client: sigilv1.NewTokenAuthorityServiceClient(conn), Credential: credential,
-			Interval: cfg.UsageInterval, Now: now, Logger: logger.With("component", "usage"), Registerer: reg})
+			Interval: cfg.UsageInterval, Logger: logger.With("component", "usage"), Registerer: reg})
 		uses = reporter
 	}
 	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now, Usage: uses})

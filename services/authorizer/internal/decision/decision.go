@@ -135,9 +135,10 @@ type Options struct {
 }
 
 // Recorder records token uses. Record is called on the check path, once
-// per allowed decision: it must not block.
+// per allowed decision, with the time the decision was made at (the
+// decider's clock, read once per check): it must not block.
 type Recorder interface {
-	Record(id token.ID)
+	Record(id token.ID, at time.Time)
 }
 
 // cached is a verified token: its claims and the public key its signature
@@ -198,7 +199,8 @@ type Verdict struct {
 	ok       bool   // every token-level check passed
 	claims   *token.Claims
 	revision uint64
-	usage    Recorder // set when ok and uses are recorded
+	usage    Recorder  // set when ok and uses are recorded
+	at       time.Time // the decision's time, with usage
 }
 
 // Claims returns the token's claims once its signature verified, else nil.
@@ -285,7 +287,8 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		v.reason = KeyRevoked
 		return v
 	}
-	if err := c.claims.CheckTime(d.now(), d.leeway); err != nil {
+	now := d.now()
+	if err := c.claims.CheckTime(now, d.leeway); err != nil {
 		v.reason = timeReason(err)
 		return v
 	}
@@ -295,7 +298,10 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 	case orgID != "" && orgID != c.claims.OrgID:
 		v.reason = OrgMismatch
 	default:
-		v.ok, v.usage = true, d.usage
+		v.ok = true
+		if d.usage != nil {
+			v.usage, v.at = d.usage, now
+		}
 	}
 	return v
 }
@@ -313,7 +319,7 @@ func (v Verdict) Check(permission, resource string) Decision {
 	case scope.Allowed:
 		d.Reason = Allow // the only place a decision becomes an allow
 		if v.usage != nil {
-			v.usage.Record(v.claims.ID)
+			v.usage.Record(v.claims.ID, v.at)
 		}
 	case scope.ResourceNotGranted:
 		d.Reason = ResourceNotGranted

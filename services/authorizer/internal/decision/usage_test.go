@@ -12,9 +12,15 @@ import (
 type uses struct {
 	mu  sync.Mutex
 	ids []token.ID
+	at  []time.Time
 }
 
-func (u *uses) Record(id token.ID) { u.mu.Lock(); u.ids = append(u.ids, id); u.mu.Unlock() }
+func (u *uses) Record(id token.ID, at time.Time) {
+	u.mu.Lock()
+	u.ids = append(u.ids, id)
+	u.at = append(u.at, at)
+	u.mu.Unlock()
+}
 
 func (u *uses) take() []token.ID {
 	u.mu.Lock()
@@ -40,8 +46,14 @@ func TestUsageOnlyAllowed(t *testing.T) {
 	if d := f.dec.Decide(tok, "domain:view", "domains/example.com", "org-a"); !d.Allowed() {
 		t.Fatalf("setup: %v", d.Reason)
 	}
+	rec.mu.Lock()
+	at := rec.at
+	rec.mu.Unlock()
 	if got := rec.take(); len(got) != 1 || got[0] != good.ID {
 		t.Fatalf("allowed check recorded %v, want [%v]", got, good.ID)
+	}
+	if len(at) != 1 || !at[0].Equal(t0) {
+		t.Fatalf("use recorded at %v, want the decider's clock %v", at, t0)
 	}
 	// The cached path records too.
 	f.dec.Decide(tok, "billing:view", "", "")

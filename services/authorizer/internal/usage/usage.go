@@ -67,8 +67,6 @@ type Options struct {
 	Capacity int
 	// SendTimeout bounds one call; DefaultSendTimeout when not positive.
 	SendTimeout time.Duration
-	// Now returns the current time; time.Now when nil.
-	Now func() time.Time
 	// Logger receives failures; slog.Default when nil.
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil leaves them unexported.
@@ -79,7 +77,6 @@ type Options struct {
 // concurrent use and never blocks on the authority.
 type Reporter struct {
 	opts     Options
-	now      func() time.Time
 	perShard int
 	logger   *slog.Logger
 
@@ -105,10 +102,7 @@ type shard struct {
 
 // New returns a Reporter.
 func New(opts Options) *Reporter {
-	r := &Reporter{opts: opts, now: opts.Now, logger: opts.Logger}
-	if r.now == nil {
-		r.now = time.Now
-	}
+	r := &Reporter{opts: opts, logger: opts.Logger}
 	if r.logger == nil {
 		r.logger = slog.Default()
 	}
@@ -146,10 +140,11 @@ func New(opts Options) *Reporter {
 // minute is t's unix minute.
 func minute(t time.Time) int64 { return t.Unix() / 60 }
 
-// Record notes that token id was used now. It never blocks on the
-// authority; when the buffer is full the use is dropped and counted.
-func (r *Reporter) Record(id token.ID) {
-	m := minute(r.now())
+// Record notes that token id was used at at (the decision's time: the
+// check path reads no clock for it). It never blocks on the authority;
+// when the buffer is full the use is dropped and counted.
+func (r *Reporter) Record(id token.ID, at time.Time) {
+	m := minute(at)
 	lo := binary.LittleEndian.Uint64(id[:8])
 	hi := binary.LittleEndian.Uint64(id[8:])
 	// Token ids are random: the low bits pick the slot, the high ones the

@@ -60,16 +60,17 @@ func byID(uses []Use) map[token.ID]time.Time {
 // as one, at the latest minute recorded, truncated to the minute.
 func TestRecordCoalescesPerTokenToTheMinute(t *testing.T) {
 	c := &clock{t: t0}
-	r := New(Options{Now: c.Now})
+	now := c.Now
+	r := New(Options{})
 	a, b := newID(t), newID(t)
 	for range 100 {
-		r.Record(a)
+		r.Record(a, now())
 	}
 	c.Set(t0.Add(3 * time.Minute))
-	r.Record(a)
-	r.Record(b)
+	r.Record(a, now())
+	r.Record(b, now())
 	c.Set(t0.Add(time.Minute)) // the clock stepped back: the latest minute stays
-	r.Record(a)
+	r.Record(a, now())
 	if n := r.Pending(); n != 2 {
 		t.Fatalf("%d pending, want 2", n)
 	}
@@ -91,18 +92,19 @@ func TestRecordCoalescesPerTokenToTheMinute(t *testing.T) {
 // in the next.
 func TestRecordAfterDrain(t *testing.T) {
 	c := &clock{t: t0}
-	r := New(Options{Now: c.Now})
+	now := c.Now
+	r := New(Options{})
 	a := newID(t)
-	r.Record(a)
+	r.Record(a, now())
 	if len(r.Drain()) != 1 {
 		t.Fatal("first use not drained")
 	}
-	r.Record(a)
+	r.Record(a, now())
 	if n := r.Pending(); n != 0 {
 		t.Fatalf("same minute after a drain: %d pending, want 0", n)
 	}
 	c.Set(t0.Add(time.Minute))
-	r.Record(a)
+	r.Record(a, now())
 	got := byID(r.Drain())
 	if want := time.Date(2026, 6, 1, 12, 1, 0, 0, time.UTC); !got[a].Equal(want) {
 		t.Fatalf("next minute: %v, want %v", got, want)
@@ -114,13 +116,14 @@ func TestRecordAfterDrain(t *testing.T) {
 // minute.
 func TestRecordDropsWhenFull(t *testing.T) {
 	c := &clock{t: t0}
+	now := c.Now
 	reg := prometheus.NewRegistry()
-	r := New(Options{Now: c.Now, Capacity: numShards, Registerer: reg}) // one token per shard
+	r := New(Options{Capacity: numShards, Registerer: reg}) // one token per shard
 	const n = 2000
 	ids := make([]token.ID, n)
 	for i := range ids {
 		ids[i] = newID(t)
-		r.Record(ids[i])
+		r.Record(ids[i], now())
 	}
 	pending := r.Pending()
 	if pending > numShards || pending < numShards/2 {
@@ -136,7 +139,7 @@ func TestRecordDropsWhenFull(t *testing.T) {
 	// A pending token coalesces without room.
 	c.Set(t0.Add(5 * time.Minute))
 	for _, id := range ids {
-		r.Record(id)
+		r.Record(id, now())
 	}
 	later := time.Date(2026, 6, 1, 12, 5, 0, 0, time.UTC)
 	got := r.Drain()
@@ -150,7 +153,7 @@ func TestRecordDropsWhenFull(t *testing.T) {
 	}
 	// Once drained there is room again.
 	fresh := newID(t)
-	r.Record(fresh)
+	r.Record(fresh, now())
 	if _, ok := byID(r.Drain())[fresh]; !ok {
 		t.Fatal("no room after a drain")
 	}
@@ -168,7 +171,7 @@ func TestRecordConcurrent(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 5000 {
-				r.Record(ids[(i*7+g)%len(ids)])
+				r.Record(ids[(i*7+g)%len(ids)], t0)
 			}
 		})
 	}
@@ -243,12 +246,13 @@ func startAuthority(t *testing.T) (*authority, sigilv1.TokenAuthorityServiceClie
 func TestFlushBatchesWithTheCredential(t *testing.T) {
 	a, client := startAuthority(t)
 	c := &clock{t: t0}
-	r := New(Options{Client: client, Credential: func() (string, error) { return "watch-cred", nil }, Now: c.Now, Logger: quiet()})
+	now := c.Now
+	r := New(Options{Client: client, Credential: func() (string, error) { return "watch-cred", nil }, Logger: quiet()})
 	const n = 2500
 	want := map[string]time.Time{}
 	for range n {
 		id := newID(t)
-		r.Record(id)
+		r.Record(id, now())
 		want[id.String()] = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	}
 	r.Flush(context.Background())
@@ -291,17 +295,18 @@ func TestFlushBatchesWithTheCredential(t *testing.T) {
 func TestFlushFailure(t *testing.T) {
 	a, client := startAuthority(t)
 	c := &clock{t: t0}
-	r := New(Options{Client: client, Now: c.Now, Logger: quiet()})
+	now := c.Now
+	r := New(Options{Client: client, Logger: quiet()})
 	x, y := newID(t), newID(t)
-	r.Record(x)
+	r.Record(x, now())
 	a.setFail(status.Error(codes.Unavailable, "away"))
 	r.Flush(context.Background())
 	if n := r.Pending(); n != 1 {
 		t.Fatalf("after an unavailable authority: %d pending, want 1", n)
 	}
 	c.Set(t0.Add(2 * time.Minute))
-	r.Record(x)
-	r.Record(y)
+	r.Record(x, now())
+	r.Record(y, now())
 	a.setFail(nil)
 	r.Flush(context.Background())
 	got := a.reported()
@@ -311,7 +316,7 @@ func TestFlushFailure(t *testing.T) {
 
 	z := newID(t)
 	c.Set(t0.Add(3 * time.Minute))
-	r.Record(z)
+	r.Record(z, now())
 	a.setFail(status.Error(codes.InvalidArgument, "no"))
 	r.Flush(context.Background())
 	if n := r.Pending(); n != 0 {
@@ -327,11 +332,12 @@ func TestFlushFailure(t *testing.T) {
 func TestRunReportsEveryInterval(t *testing.T) {
 	a, client := startAuthority(t)
 	r := New(Options{Client: client, Interval: 20 * time.Millisecond, Logger: quiet()})
+	now := time.Now
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	id := newID(t)
-	r.Record(id)
+	r.Record(id, now())
 	select {
 	case <-a.got:
 	case <-time.After(10 * time.Second):
@@ -342,7 +348,7 @@ func TestRunReportsEveryInterval(t *testing.T) {
 	}
 	// A use recorded just before the stop goes out with the last flush.
 	last := newID(t)
-	r.Record(last)
+	r.Record(last, now())
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
