@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,10 @@ func BenchmarkCheckPermissionManyTokens(b *testing.B) {
 	benchUsage(b, 10_000)
 }
 
-func benchUsage(b *testing.B, nTokens int) {
+// usageServers returns nTokens check requests and two CheckPermission
+// servers over them, with usage reporting off ([0]) and on ([1]), their
+// claims caches warm (the steady state), and the reporter of [1].
+func usageServers(b *testing.B, nTokens int) ([]*sigilv1.CheckPermissionRequest, [2]sigilv1.AuthorizerServiceServer, *usage.Reporter) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	codec, _ := token.NewCodec("")
 	reqs := make([]*sigilv1.CheckPermissionRequest, nTokens)
@@ -48,22 +52,26 @@ func benchUsage(b *testing.B, nTokens int) {
 		reqs[i] = &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view", Resource: "domains/example.com", OrgId: "org-a"}
 	}
 	st := staticState{pub: pub}
-	ctx := context.Background()
-	for _, on := range []bool{false, true} {
-		var rec decision.Recorder
-		var rep *usage.Reporter
-		if on {
-			rep = usage.New(usage.Options{Registerer: prometheus.NewRegistry()})
-			rec = rep
-		}
+	rep := usage.New(usage.Options{Registerer: prometheus.NewRegistry()})
+	var srvs [2]sigilv1.AuthorizerServiceServer
+	for i, rec := range []decision.Recorder{nil, rep} {
 		dec, _ := decision.New(decision.Options{Codec: codec, State: st, Leeway: 30 * time.Second, CacheSize: 2 * nTokens, Usage: rec})
-		srv := New(Options{Decider: dec, Follower: st, Registerer: prometheus.NewRegistry()})
-		for _, r := range reqs { // warm the claims cache: the steady state
-			if resp, err := srv.CheckPermission(ctx, r); err != nil || !resp.GetAllowed() {
+		srvs[i] = New(Options{Decider: dec, Follower: st, Registerer: prometheus.NewRegistry()})
+		for _, r := range reqs {
+			if resp, err := srvs[i].CheckPermission(context.Background(), r); err != nil || !resp.GetAllowed() {
 				b.Fatalf("setup: %v %v", resp, err)
 			}
 		}
-		b.Run(fmt.Sprintf("usage=%s", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+	}
+	return reqs, srvs, rep
+}
+
+func benchUsage(b *testing.B, nTokens int) {
+	reqs, srvs, rep := usageServers(b, nTokens)
+	ctx := context.Background()
+	for i, name := range []string{"usage=off", "usage=on"} {
+		srv := srvs[i]
+		b.Run(name, func(b *testing.B) {
 			b.SetParallelism(8)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
@@ -80,8 +88,61 @@ func benchUsage(b *testing.B, nTokens int) {
 				}
 			})
 		})
-		if on && rep.Pending() == 0 {
-			b.Fatal("usage=on recorded nothing")
-		}
+	}
+	if rep.Pending() == 0 {
+		b.Fatal("usage=on recorded nothing")
+	}
+}
+
+// BenchmarkCheckPermissionUsageCost interleaves the two servers of
+// BenchmarkCheckPermission call by call, each caller alternating between
+// reporting off and on and timing every call, so that the load of a shared
+// machine weighs on both alike. It reports each side's mean ns per call
+// and the cost of reporting in percent of the check (cost-%).
+func BenchmarkCheckPermissionUsageCost(b *testing.B) {
+	for _, n := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
+			reqs, srvs, rep := usageServers(b, n)
+			ctx := context.Background()
+			var mu sync.Mutex
+			var total [2]time.Duration
+			var calls [2]int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var sum [2]time.Duration
+				var cnt [2]int64
+				i := 0
+				for pb.Next() {
+					i++
+					side, r := i&1, reqs[(i>>1)%len(reqs)]
+					start := time.Now()
+					resp, err := srvs[side].CheckPermission(ctx, r)
+					sum[side] += time.Since(start)
+					cnt[side]++
+					if err != nil || !resp.GetAllowed() {
+						b.Errorf("check: %v %v", resp, err)
+						return
+					}
+				}
+				mu.Lock()
+				for s := range 2 {
+					total[s] += sum[s]
+					calls[s] += cnt[s]
+				}
+				mu.Unlock()
+			})
+			if calls[0] == 0 || calls[1] == 0 {
+				return
+			}
+			off := float64(total[0]) / float64(calls[0])
+			on := float64(total[1]) / float64(calls[1])
+			b.ReportMetric(off, "off-ns/call")
+			b.ReportMetric(on, "on-ns/call")
+			b.ReportMetric((on/off-1)*100, "cost-%")
+			if rep.Pending() == 0 {
+				b.Fatal("usage=on recorded nothing")
+			}
+		})
 	}
 }
