@@ -50,8 +50,12 @@ const DefaultSendTimeout = 10 * time.Second
 // numShards is the number of independently locked maps; a power of two.
 const numShards = 64
 
-// fastSlots is the size of the already-recorded table; a power of two.
-const fastSlots = 1 << 14
+// ways is the number of tags in one bucket of the already-recorded table:
+// eight words, one cache line.
+const ways = 8
+
+// bucket is one set of the already-recorded table.
+type bucket [ways]atomic.Uint64
 
 // Options configures a Reporter.
 type Options struct {
@@ -80,10 +84,11 @@ type Reporter struct {
 	perShard int
 	logger   *slog.Logger
 
-	// seen[slot] is the tag (token fingerprint and minute) of the last
-	// token recorded through that slot: a token whose tag is there was
-	// recorded this minute already.
-	seen   [fastSlots]atomic.Uint64
+	// seen is the already-recorded table, set-associative: a token's
+	// bucket holds the tags (token fingerprint and minute) of up to ways
+	// tokens recorded lately; a token whose tag is there was recorded
+	// this minute already.
+	seen   []bucket
 	shards [numShards]shard
 
 	dropped prometheus.Counter
@@ -111,6 +116,13 @@ func New(opts Options) *Reporter {
 		capacity = DefaultCapacity
 	}
 	r.perShard = max(1, capacity/numShards)
+	// About two tokens per bucket when the buffer is full: a bucket
+	// overflows (its tokens then take the slow path) only far in the tail.
+	nb := 1024
+	for nb*2 < capacity {
+		nb *= 2
+	}
+	r.seen = make([]bucket, nb)
 	for i := range r.shards {
 		r.shards[i].pending = make(map[token.ID]int64)
 	}
@@ -147,18 +159,35 @@ func (r *Reporter) Record(id token.ID, at time.Time) {
 	m := minute(at)
 	lo := binary.LittleEndian.Uint64(id[:8])
 	hi := binary.LittleEndian.Uint64(id[8:])
-	// Token ids are random: the low bits pick the slot, the high ones the
-	// shard, and the other half of the id tags the slot with the minute.
-	tag := hi<<24 | uint64(m)&(1<<24-1)
-	slot := &r.seen[lo&(fastSlots-1)]
-	if slot.Load() == tag {
-		return // recorded this minute already
+	// Token ids are random: the low bits pick the bucket, the high ones
+	// the shard, and the other half of the id tags the entry with the
+	// minute.
+	tag := hi<<24 | uint64(m)&minuteMask
+	bk := &r.seen[lo&uint64(len(r.seen)-1)]
+	for i := range bk {
+		if bk[i].Load() == tag {
+			return // recorded this minute already
+		}
 	}
 	if !r.put(&r.shards[lo>>58], id, m) {
 		r.dropped.Inc()
 		return
 	}
-	slot.Store(tag)
+	bk[victim(bk, hi, uint64(m))].Store(tag)
+}
+
+// minuteMask keeps the minute's part of a tag.
+const minuteMask = 1<<24 - 1
+
+// victim picks the entry of bk a new tag replaces: an empty one or one of
+// an earlier minute, else one chosen by the token's bits.
+func victim(bk *bucket, hi, m uint64) int {
+	for i := range bk {
+		if v := bk[i].Load(); v == 0 || v&minuteMask != m&minuteMask {
+			return i
+		}
+	}
+	return int(hi>>61) & (ways - 1)
 }
 
 // put keeps minute m for id in sh unless a later one is there; false when
