@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -134,11 +135,13 @@ type Options struct {
 	Usage Recorder
 }
 
-// Recorder records token uses. Record is called on the check path, once
-// per allowed decision, with the time the decision was made at (the
-// decider's clock, read once per check): it must not block.
+// Recorder records token uses. Record is called on the check path with
+// the time of an allowed decision (the decider's clock, read once per
+// check), at most once a minute per token while its claims stay cached:
+// it must not block, and reports whether it took the use (false: call
+// again at the next use).
 type Recorder interface {
-	Record(id token.ID, at time.Time)
+	Record(id token.ID, at time.Time) bool
 }
 
 // cached is a verified token: its claims and the public key its signature
@@ -147,6 +150,10 @@ type Recorder interface {
 type cached struct {
 	claims *token.Claims
 	pub    ed25519.PublicKey
+	// recorded is the unix minute of the token's last use handed to the
+	// Recorder (when there is one): a token checked many times a minute is
+	// recorded once, with one atomic load on every other check.
+	recorded *atomic.Int64
 }
 
 // Decider decides checks. It is safe for concurrent use.
@@ -199,8 +206,9 @@ type Verdict struct {
 	ok       bool   // every token-level check passed
 	claims   *token.Claims
 	revision uint64
-	usage    Recorder  // set when ok and uses are recorded
-	at       time.Time // the decision's time, with usage
+	usage    Recorder      // set when ok and uses are recorded
+	at       time.Time     // the decision's time, with usage
+	recorded *atomic.Int64 // the cache entry's last recorded minute, with usage
 }
 
 // Claims returns the token's claims once its signature verified, else nil.
@@ -270,6 +278,9 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 			return Verdict{reason: verifyReason(err), revision: d.state.Revision()}
 		}
 		c = cached{claims: claims, pub: used}
+		if d.usage != nil {
+			c.recorded = new(atomic.Int64)
+		}
 		pub, known, keyRevoked, cut, tokRevoked, rev = d.inspect(claims.KeyID, claims.ID)
 		if !known || !bytes.Equal(pub, c.pub) {
 			// The key changed between verification and now: deny, and do
@@ -300,7 +311,7 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 	default:
 		v.ok = true
 		if d.usage != nil {
-			v.usage, v.at = d.usage, now
+			v.usage, v.at, v.recorded = d.usage, now, c.recorded
 		}
 	}
 	return v
@@ -319,7 +330,7 @@ func (v Verdict) Check(permission, resource string) Decision {
 	case scope.Allowed:
 		d.Reason = Allow // the only place a decision becomes an allow
 		if v.usage != nil {
-			v.usage.Record(v.claims.ID, v.at)
+			v.recordUse()
 		}
 	case scope.ResourceNotGranted:
 		d.Reason = ResourceNotGranted
@@ -327,6 +338,19 @@ func (v Verdict) Check(permission, resource string) Decision {
 		d.Reason = PermissionNotGranted
 	}
 	return d
+}
+
+// recordUse hands the token's use to the Recorder, unless it was handed
+// one already in this minute. A use the Recorder could not take (its
+// buffer full) is offered again at the next allowed check.
+func (v Verdict) recordUse() {
+	m := v.at.Unix() / 60
+	if v.recorded.Load() == m {
+		return
+	}
+	if v.usage.Record(v.claims.ID, v.at) {
+		v.recorded.Store(m)
+	}
 }
 
 // verifyReason maps a Verify error onto a reason; anything unexpected is

@@ -10,16 +10,21 @@ import (
 
 // uses is a Recorder that keeps what it hears.
 type uses struct {
-	mu  sync.Mutex
-	ids []token.ID
-	at  []time.Time
+	mu   sync.Mutex
+	ids  []token.ID
+	at   []time.Time
+	full bool // refuse uses, as a full buffer does
 }
 
-func (u *uses) Record(id token.ID, at time.Time) {
+func (u *uses) Record(id token.ID, at time.Time) bool {
 	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.full {
+		return false
+	}
 	u.ids = append(u.ids, id)
 	u.at = append(u.at, at)
-	u.mu.Unlock()
+	return true
 }
 
 func (u *uses) take() []token.ID {
@@ -55,10 +60,32 @@ func TestUsageOnlyAllowed(t *testing.T) {
 	if len(at) != 1 || !at[0].Equal(t0) {
 		t.Fatalf("use recorded at %v, want the decider's clock %v", at, t0)
 	}
-	// The cached path records too.
+	// Again in the same minute (claims cached): handed over once a minute.
+	f.dec.Decide(tok, "billing:view", "", "")
+	f.clock.Add(59 * time.Second)
+	f.dec.Decide(tok, "billing:view", "", "")
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("checks in the same minute recorded %v again", got)
+	}
+	// The next minute, on the cached path: once more.
+	f.clock.Add(time.Second)
+	f.dec.Decide(tok, "billing:view", "", "")
 	f.dec.Decide(tok, "billing:view", "", "")
 	if got := rec.take(); len(got) != 1 || got[0] != good.ID {
-		t.Fatalf("cached allowed check recorded %v, want [%v]", got, good.ID)
+		t.Fatalf("cached allowed checks of the next minute recorded %v, want [%v]", got, good.ID)
+	}
+	// A use the recorder refuses (its buffer full) is offered again.
+	f.clock.Add(time.Minute)
+	rec.mu.Lock()
+	rec.full = true
+	rec.mu.Unlock()
+	f.dec.Decide(tok, "billing:view", "", "")
+	rec.mu.Lock()
+	rec.full = false
+	rec.mu.Unlock()
+	f.dec.Decide(tok, "billing:view", "", "")
+	if got := rec.take(); len(got) != 1 {
+		t.Fatalf("after a refused use, the next check recorded %v, want it once", got)
 	}
 
 	forged := baseClaims(t)
@@ -93,13 +120,17 @@ func TestUsageOnlyAllowed(t *testing.T) {
 			t.Errorf("%s: denial recorded %v", name, got)
 		}
 	}
-	// CheckPermissions' shape: one verdict, several checks, each allowed
-	// one recorded.
+	// CheckPermissions' shape: one verdict, several checks; the allowed
+	// ones are one use of the minute.
+	f.clock.Add(time.Minute)
 	v := f.dec.Authenticate(tok, "")
-	v.Check("billing:view", "")
 	v.Check("domain:delete", "")
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("a denied check of a verdict recorded %v", got)
+	}
+	v.Check("billing:view", "")
 	v.Check("domain:renew", "domains/example.com")
-	if got := rec.take(); len(got) != 2 {
-		t.Errorf("two allowed checks of one verdict recorded %d uses, want 2", len(got))
+	if got := rec.take(); len(got) != 1 {
+		t.Errorf("two allowed checks of one verdict recorded %d uses, want 1", len(got))
 	}
 }

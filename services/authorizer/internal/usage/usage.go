@@ -6,11 +6,13 @@
 // token never produces a report, nor does a denied check of a genuine
 // token (expired, revoked, another organization, a permission it lacks).
 //
-// The check path only records (Record): one atomic load when the token was
-// already recorded in the current minute (the common case: a token is
-// used many times a minute), else a short critical section on one of 64
-// shards to put (token, minute) into a bounded map that keeps the latest
-// minute per token. A full shard drops the use and counts it in
+// The check path only records, and rarely: the decision package keeps,
+// beside each token's cached claims, the minute it last handed the token
+// over, so a token checked many times a minute costs one atomic load on
+// every check but the first of the minute. That one calls Record, which
+// puts (token, minute) into one of 64 independently locked maps keeping
+// the latest minute per token, bounded as a whole. A full buffer drops
+// the use and counts it in
 // sigil_authorizer_usage_dropped_total: the check is never slowed down
 // and never waits for the authority. A background loop (Run) sends what
 // was recorded every interval, in batches of at most MaxBatch uses, to the
@@ -23,7 +25,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,13 +50,6 @@ const DefaultSendTimeout = 10 * time.Second
 
 // numShards is the number of independently locked maps; a power of two.
 const numShards = 64
-
-// ways is the number of tags in one bucket of the already-recorded table:
-// eight words, one cache line.
-const ways = 8
-
-// bucket is one set of the already-recorded table.
-type bucket [ways]atomic.Uint64
 
 // Options configures a Reporter.
 type Options struct {
@@ -84,11 +78,6 @@ type Reporter struct {
 	perShard int
 	logger   *slog.Logger
 
-	// seen is the already-recorded table, set-associative: a token's
-	// bucket holds the tags (token fingerprint and minute) of up to ways
-	// tokens recorded lately; a token whose tag is there was recorded
-	// this minute already.
-	seen   []bucket
 	shards [numShards]shard
 
 	dropped prometheus.Counter
@@ -116,13 +105,6 @@ func New(opts Options) *Reporter {
 		capacity = DefaultCapacity
 	}
 	r.perShard = max(1, capacity/numShards)
-	// About two tokens per bucket when the buffer is full: a bucket
-	// overflows (its tokens then take the slow path) only far in the tail.
-	nb := 1024
-	for nb*2 < capacity {
-		nb *= 2
-	}
-	r.seen = make([]bucket, nb)
 	for i := range r.shards {
 		r.shards[i].pending = make(map[token.ID]int64)
 	}
@@ -153,41 +135,17 @@ func New(opts Options) *Reporter {
 func minute(t time.Time) int64 { return t.Unix() / 60 }
 
 // Record notes that token id was used at at (the decision's time: the
-// check path reads no clock for it). It never blocks on the authority;
-// when the buffer is full the use is dropped and counted.
-func (r *Reporter) Record(id token.ID, at time.Time) {
-	m := minute(at)
-	lo := binary.LittleEndian.Uint64(id[:8])
-	hi := binary.LittleEndian.Uint64(id[8:])
-	// Token ids are random: the low bits pick the bucket, the high ones
-	// the shard, and the other half of the id tags the entry with the
-	// minute.
-	tag := hi<<24 | uint64(m)&minuteMask
-	bk := &r.seen[lo&uint64(len(r.seen)-1)]
-	for i := range bk {
-		if bk[i].Load() == tag {
-			return // recorded this minute already
-		}
-	}
-	if !r.put(&r.shards[lo>>58], id, m) {
+// check path reads no clock for it), and reports whether it took the use.
+// It never blocks on the authority; when the buffer is full the use is
+// dropped, counted, and false returned (the caller offers it again at the
+// token's next use). The decision package calls it at most once a minute
+// per token, so the shard's lock is taken that rarely.
+func (r *Reporter) Record(id token.ID, at time.Time) bool {
+	if !r.put(r.shardOf(id), id, minute(at)) {
 		r.dropped.Inc()
-		return
+		return false
 	}
-	bk[victim(bk, hi, uint64(m))].Store(tag)
-}
-
-// minuteMask keeps the minute's part of a tag.
-const minuteMask = 1<<24 - 1
-
-// victim picks the entry of bk a new tag replaces: an empty one or one of
-// an earlier minute, else one chosen by the token's bits.
-func victim(bk *bucket, hi, m uint64) int {
-	for i := range bk {
-		if v := bk[i].Load(); v == 0 || v&minuteMask != m&minuteMask {
-			return i
-		}
-	}
-	return int(hi>>61) & (ways - 1)
+	return true
 }
 
 // put keeps minute m for id in sh unless a later one is there; false when

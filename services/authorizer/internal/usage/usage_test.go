@@ -87,30 +87,6 @@ func TestRecordCoalescesPerTokenToTheMinute(t *testing.T) {
 	}
 }
 
-// TestRecordAfterDrain: a token recorded and drained in a minute is not
-// recorded again in that minute (its use is already on its way), and is
-// in the next.
-func TestRecordAfterDrain(t *testing.T) {
-	c := &clock{t: t0}
-	now := c.Now
-	r := New(Options{})
-	a := newID(t)
-	r.Record(a, now())
-	if len(r.Drain()) != 1 {
-		t.Fatal("first use not drained")
-	}
-	r.Record(a, now())
-	if n := r.Pending(); n != 0 {
-		t.Fatalf("same minute after a drain: %d pending, want 0", n)
-	}
-	c.Set(t0.Add(time.Minute))
-	r.Record(a, now())
-	got := byID(r.Drain())
-	if want := time.Date(2026, 6, 1, 12, 1, 0, 0, time.UTC); !got[a].Equal(want) {
-		t.Fatalf("next minute: %v, want %v", got, want)
-	}
-}
-
 // TestRecordDropsWhenFull: beyond the capacity, uses of new tokens are
 // dropped and counted; tokens already pending still move to a later
 // minute.
@@ -136,12 +112,20 @@ func TestRecordDropsWhenFull(t *testing.T) {
 	if got, err := testutil.GatherAndCount(reg, "sigil_authorizer_usage_dropped_total"); err != nil || got != 1 {
 		t.Fatalf("metric sigil_authorizer_usage_dropped_total: %d, %v", got, err)
 	}
+	// Record says whether it took the use.
+	if r.Record(newID(t), now()) {
+		t.Fatal("Record took a use it dropped")
+	}
+	dropped := testutil.ToFloat64(r.dropped)
 	// A pending token coalesces without room.
 	c.Set(t0.Add(5 * time.Minute))
 	for _, id := range ids {
 		r.Record(id, now())
 	}
 	later := time.Date(2026, 6, 1, 12, 5, 0, 0, time.UTC)
+	if d := testutil.ToFloat64(r.dropped) - dropped; int(d) != n-pending {
+		t.Fatalf("%v dropped on the second pass, want %d (every token not pending)", d, n-pending)
+	}
 	got := r.Drain()
 	if len(got) != pending {
 		t.Fatalf("drained %d, want %d", len(got), pending)
@@ -153,7 +137,9 @@ func TestRecordDropsWhenFull(t *testing.T) {
 	}
 	// Once drained there is room again.
 	fresh := newID(t)
-	r.Record(fresh, now())
+	if !r.Record(fresh, now()) {
+		t.Fatal("no room after a drain")
+	}
 	if _, ok := byID(r.Drain())[fresh]; !ok {
 		t.Fatal("no room after a drain")
 	}
