@@ -36,9 +36,9 @@ func TestLastUse(t *testing.T) {
 	used, usedID := a.mint(t, org, []string{"domain:view"})
 	lacking, lackingID := a.mint(t, org, []string{"domain:view"})
 	_, victimID := a.mint(t, org, []string{"domain:view"})
-	short, err := a.client.CreateToken(a.operator(t), &sigilv1.CreateTokenRequest{
-		OrgId: org, Name: "short-lived", CreatedBy: "alice", Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
-		Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(2 * time.Hour)},
+	long, err := a.client.CreateToken(a.operator(t), &sigilv1.CreateTokenRequest{
+		OrgId: org, Name: "long-lived", CreatedBy: "alice", Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
+		Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(30 * 24 * time.Hour)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestLastUse(t *testing.T) {
 	if last.Before(before) || last.After(checked) || last.Second() != 0 || last.Nanosecond() != 0 {
 		t.Fatalf("last_use_time %v: want the whole minute of the checks (%v to %v)", last, before, checked)
 	}
-	for name, id := range map[string]string{"denied genuine token": lackingID, "forged token's id": victimID, "unchecked token": short.GetInfo().GetTokenId()} {
+	for name, id := range map[string]string{"denied genuine token": lackingID, "forged token's id": victimID, "unchecked token": long.GetInfo().GetTokenId()} {
 		if lu := info(id).GetLastUseTime(); lu != nil {
 			t.Errorf("%s has last_use_time %v", name, lu.AsTime())
 		}
@@ -122,13 +122,15 @@ func TestLastUse(t *testing.T) {
 	if all := list(&sigilv1.ListTokensRequest{UnusedSince: timestamppb.New(last.Add(time.Minute))}); len(all) != 4 {
 		t.Errorf("unused since a minute after the use: %v, want all four", all)
 	}
-	soon := list(&sigilv1.ListTokensRequest{ExpireBefore: timestamppb.New(time.Now().Add(24 * time.Hour))})
-	if len(soon) != 1 || !soon[short.GetInfo().GetTokenId()] {
-		t.Errorf("expiring within a day: %v, want only the short-lived token", soon)
+	// a.mint's tokens live 7 days, the long-lived one 30.
+	week := timestamppb.New(time.Now().Add(8 * 24 * time.Hour))
+	soon := list(&sigilv1.ListTokensRequest{ExpireBefore: week})
+	if len(soon) != 3 || soon[long.GetInfo().GetTokenId()] {
+		t.Errorf("expiring within 8 days: %v, want the three 7-day tokens", soon)
 	}
-	both := list(&sigilv1.ListTokensRequest{UnusedSince: timestamppb.New(last), ExpireBefore: timestamppb.New(time.Now().Add(24 * time.Hour))})
-	if len(both) != 1 || !both[short.GetInfo().GetTokenId()] {
-		t.Errorf("unused and expiring within a day: %v, want only the short-lived token", both)
+	both := list(&sigilv1.ListTokensRequest{UnusedSince: timestamppb.New(last), ExpireBefore: week})
+	if len(both) != 2 || both[usedID] || both[long.GetInfo().GetTokenId()] {
+		t.Errorf("unused and expiring within 8 days: %v, want the denied and the forged one's", both)
 	}
 }
 
