@@ -172,6 +172,11 @@ func TestPermissionMatrix(t *testing.T) {
 			_, _, err := m.ReportLeaked(ctx, c, []string{secret}, "scanner", "")
 			return err
 		},
+		"ReportTokenUse": func(c *Caller, org string) error {
+			_, tok := mint(org, "domain:view")
+			_, err := m.ReportTokenUse(ctx, c, []store.TokenUse{{TokenID: tok.ID, Time: m.now().Truncate(time.Minute)}})
+			return err
+		},
 	}
 	// want: operator, org manager PAT, plain PAT, watch credential,
 	// reporter credential, anonymous.
@@ -211,6 +216,8 @@ func TestPermissionMatrix(t *testing.T) {
 		// Not scoped to an organization: a leak is revoked whoever holds it.
 		{"ReportLeakedTokens", true, w{allowed, denied_, denied_, denied_, allowed, unauth}},
 		{"ReportLeakedTokens", false, w{allowed, denied_, denied_, denied_, allowed, unauth}},
+		{"ReportTokenUse", true, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"ReportTokenUse", false, w{allowed, denied_, denied_, allowed, denied_, unauth}},
 	}
 	if len(tests) != 2*len(calls) {
 		t.Fatalf("%d rows for %d rules", len(tests), len(calls))

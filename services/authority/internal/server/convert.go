@@ -64,6 +64,7 @@ func tokenInfo(t store.Token, now time.Time) *sigilv1.TokenInfo {
 		RevokeTime:    ts(t.RevokeTime),
 		RevokeReason:  t.RevokeReason,
 		State:         tokenStateToProto(t.StateAt(now)),
+		LastUseTime:   ts(t.LastUseTime),
 	}
 }
 

@@ -115,7 +115,10 @@ func Open(path string, opts Options) (*Bolt, error) {
 		if s.epoch, rev, err = initFile(tx); err != nil {
 			return err
 		}
-		return initDigests(tx, rev)
+		if err := initDigests(tx, rev); err != nil {
+			return err
+		}
+		return initLastUse(tx)
 	}); err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {

@@ -635,14 +635,15 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 
 // GetToken returns one token, ErrNotFound when unknown.
 func (s *Etcd) GetToken(ctx context.Context, id string) (Token, error) {
-	resp, err := s.get(ctx, s.key(bucketTokens, []byte(id)))
+	vals, err := s.getMany(ctx, []string{s.key(bucketTokens, []byte(id)), s.key(bucketLastUse, []byte(id))}, 0)
 	if err != nil {
 		return Token{}, err
 	}
-	if len(resp.Kvs) == 0 {
+	if vals[0] == nil {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrNotFound)
 	}
-	t, _, err := decodeToken(resp.Kvs[0].Value)
+	t, _, err := decodeToken(vals[0])
+	t.LastUseTime = lastUseOf(vals[1])
 	return t, err
 }
 
@@ -729,13 +730,15 @@ func (s *Etcd) listTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 			return nil, "", err
 		}
 		rev = resp.Header.Revision
-		keys := make([]string, len(resp.Kvs))
+		// Each token's record, then its last use.
+		keys := make([]string, 2*len(resp.Kvs))
 		for i, kv := range resp.Kvs {
 			k := kv.Key[strip:]
 			if len(k) < len(prefix)+8+1 {
 				return nil, "", fmt.Errorf("%w: short listing key", ErrCorrupt)
 			}
-			keys[i] = s.key(bucketTokens, k[len(prefix)+8:])
+			keys[2*i] = s.key(bucketTokens, k[len(prefix)+8:])
+			keys[2*i+1] = s.key(bucketLastUse, k[len(prefix)+8:])
 		}
 		vals, err := s.getMany(ctx, keys, rev)
 		if err != nil {
@@ -747,15 +750,16 @@ func (s *Etcd) listTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 			}
 			scanned++
 			k := kv.Key[strip:]
-			if vals[i] == nil {
+			if vals[2*i] == nil {
 				return nil, "", fmt.Errorf("%w: listing names token %s that is not stored", ErrCorrupt, k[len(prefix)+8:])
 			}
-			t, _, err := decodeToken(vals[i])
+			t, _, err := decodeToken(vals[2*i])
 			if err != nil {
 				return nil, "", err
 			}
+			t.LastUseTime = lastUseOf(vals[2*i+1])
 			lastSn = k
-			if f.State != StateAny && t.StateAt(f.Now) != f.State {
+			if f.State != StateAny && t.StateAt(f.Now) != f.State || !f.matchesUse(&t) {
 				continue
 			}
 			if len(out) == size {

@@ -18,7 +18,7 @@ import (
 // against a live cluster (it is a consistent read, not a lock).
 func (s *Etcd) Check(ctx context.Context) error {
 	m := memKV{buckets: map[string][]memEntry{}}
-	known := map[string]bool{string(bucketDigests): true}
+	known := map[string]bool{string(bucketDigests): true, string(bucketLastUse): true}
 	for _, b := range allBuckets {
 		known[string(b)] = true
 	}

@@ -68,6 +68,11 @@ type Token struct {
 	RevokeTime   time.Time // zero while not revoked
 	RevokeReason string
 	RevokeRev    uint64 // revision of the revocation; 0 while not revoked
+	// LastUseTime is the minute of the last use an authorizer reported
+	// (RecordTokenUse); zero when never used. It is kept beside the
+	// record, not in it: the store fills it in on reads and ignores it on
+	// writes.
+	LastUseTime time.Time
 }
 
 // State values of a token at a given time.
@@ -194,6 +199,11 @@ type ListFilter struct {
 	Now       time.Time
 	PageSize  int
 	PageToken string
+	// UnusedSince, when set, keeps the tokens never used or last used
+	// before it.
+	UnusedSince time.Time
+	// ExpireBefore, when set, keeps the tokens that expire before it.
+	ExpireBefore time.Time
 }
 
 // AuditFilter selects an organization's audit records (the empty
@@ -282,6 +292,13 @@ type Store interface {
 	// ProbeWrite commits a transaction that changes nothing, through the
 	// commit path every mutation takes: it hangs or fails when writes do.
 	ProbeWrite(ctx context.Context) error
+
+	// RecordTokenUse records when tokens were last used (at most
+	// MaxTokenUses, minute precision): each use only when its token is
+	// stored and the use is later than the recorded one, in one
+	// transaction that takes no revision (a use is not an event). It
+	// returns how many were recorded; unknown tokens are skipped.
+	RecordTokenUse(ctx context.Context, uses []TokenUse) (int, error)
 
 	// Close closes the file.
 	Close() error

@@ -239,8 +239,10 @@ func (s *Bolt) GetToken(ctx context.Context, id string) (Token, error) {
 	var t Token
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		t, _, err = getToken(boltKV{tx}, id)
-		return err
+		if t, _, err = getToken(boltKV{tx}, id); err != nil {
+			return err
+		}
+		return withLastUse(boltKV{tx}, &t)
 	})
 	return t, err
 }
@@ -321,7 +323,9 @@ func (s *Bolt) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 				return err
 			}
 			lastSeen = k
-			if f.State != StateAny && t.StateAt(f.Now) != f.State {
+			lu, _ := boltKV{tx}.get(bucketLastUse, id) // nil in a file opened read-only before the bucket existed
+			t.LastUseTime = lastUseOf(lu)
+			if f.State != StateAny && t.StateAt(f.Now) != f.State || !f.matchesUse(&t) {
 				continue
 			}
 			if len(out) == size {

@@ -39,6 +39,7 @@ import (
 	"github.com/sigil-auth/sigil/services/authorizer/internal/forwardauth"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/usage"
 )
 
 // healthInterval is how often freshness is turned into the health status.
@@ -197,7 +198,14 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		// by the follower's error line.
 		AuthorityIsSelf: self,
 	})
-	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now})
+	var uses decision.Recorder // nil: use is not reported
+	var reporter *usage.Reporter
+	if cfg.UsageInterval > 0 {
+		reporter = usage.New(usage.Options{Client: newReplicasClient(conns), Credential: credential,
+			Interval: cfg.UsageInterval, Logger: logger.With("component", "usage"), Registerer: reg})
+		uses = reporter
+	}
+	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now, Usage: uses})
 	if err != nil {
 		return err
 	}
@@ -263,6 +271,9 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 	}
 	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
+	if reporter != nil {
+		wg.Go(func() { _ = reporter.Run(bg) })
+	}
 
 	serveErr := make(chan error, 1)
 	lisOpen = false // Serve owns it

@@ -42,6 +42,7 @@ type Config struct {
 	MaxConnections     int           // open gRPC connections accepted at once
 	MaxStreams         int           // concurrent calls per connection
 	MaxParkedWaits     int           // min_revision waits parked at once
+	UsageInterval      time.Duration // how often token use is reported to the authority; 0 disables
 }
 
 // AuthorityExpiryMargin is how long after a token's expiry, by its own
@@ -101,6 +102,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
 	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
 	fs.IntVar(&c.MaxParkedWaits, "max-parked-waits", check.DefaultMaxParkedWaits, "min_revision waits parked at once; beyond it a call needing a wait is RESOURCE_EXHAUSTED at once")
+	fs.DurationVar(&c.UsageInterval, "usage-interval", time.Minute, "how often the last use of tokens (allowed checks, per token and minute) is reported to the authority with the watch credential; 0 disables")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -150,6 +152,9 @@ func (c Config) Validate() error {
 		if c.Routes == "" {
 			p.Add("http-listen", "needs --routes")
 		}
+	}
+	if c.UsageInterval != 0 && (c.UsageInterval < time.Second || c.UsageInterval > time.Hour) {
+		p.Add("usage-interval", "must be 0 (disabled) or between 1s and 1h, got %s", c.UsageInterval)
 	}
 	_, err = logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
