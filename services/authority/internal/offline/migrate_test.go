@@ -179,7 +179,7 @@ func TestMigrateInterrupted(t *testing.T) {
 		t.Fatal("OpenEtcd opened a prefix whose migration did not finish")
 	}
 	// The message docs/operations.md quotes.
-	if !strings.Contains(err.Error(), "meta schema: 21 bytes, want 8") {
+	if !strings.Contains(err.Error(), "holds an unfinished migration: run `authority migrate` again with --force-restart") {
 		t.Errorf("OpenEtcd on an unfinished migration: %v", err)
 	}
 	code, _, errOut = migrate(migrateArgs(fx, prefix, "--etcd-endpoints", endpoint), noEnv, nil)

@@ -224,6 +224,9 @@ func (s *Etcd) readHead(ctx context.Context) (head, error) {
 	if schema == nil {
 		return head{}, fmt.Errorf("%w: no sigil store under etcd prefix %q", ErrCorrupt, s.prefix)
 	}
+	if string(schema) == EtcdMigrationSchema {
+		return head{}, fmt.Errorf("%w: etcd prefix %q holds an unfinished migration: run `authority migrate` again with --force-restart", ErrCorrupt, s.prefix)
+	}
 	v, err := decodeUint64("schema", schema)
 	if err != nil {
 		return head{}, err
