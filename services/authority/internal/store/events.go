@@ -74,7 +74,7 @@ func (s *Bolt) EventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 			if err != nil {
 				return err
 			}
-			if kind == EventTokenCreated {
+			if kind == EventTokenCreated || kind == EventTokenExpiring {
 				continue
 			}
 			ev, err := decodeEvent(binary.BigEndian.Uint64(k), v)
