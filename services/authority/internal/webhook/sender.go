@@ -76,7 +76,6 @@ type Sender struct {
 	opts    Options
 	host    string // of the URL, for logs: the URL itself may hold a secret
 	metrics *metrics
-
 }
 
 // New returns a Sender; it checks the options.

@@ -482,4 +482,3 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		t.Error("no signer accepted")
 	}
 }
-
