@@ -1235,7 +1235,8 @@ type AuditEvent struct {
 	// and reason `cascade from <token_id>` (then `: <reason given>`), naming
 	// the token whose revocation was asked for.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
-	// For bulk revocation, how many tokens were revoked.
+	// For bulk revocation, how many tokens were revoked; for the revocation
+	// of one token, how many descendants the cascade revoked with it.
 	Count int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
 	// Signing key concerned, for key actions.
 	KeyId         string `protobuf:"bytes,11,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`

@@ -443,3 +443,30 @@ func decodeOutbox(seq uint64, v []byte) (OutboxEntry, error) {
 	}
 	return x, nil
 }
+
+// checkOutbox checks that every outbox entry, pending or failed, decodes,
+// and was made at or before the revision counter (an invariant of
+// checkInvariants). A file made before the outbox lacks its buckets.
+func checkOutbox(tx invKV, rev uint64) error {
+	for _, b := range [][]byte{bucketOutbox, bucketOutboxFailed} {
+		if !tx.has(b) {
+			continue
+		}
+		if err := tx.scan(b, nil, func(k, v []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("bucket %s: key of %d bytes", b, len(k))
+			}
+			e, err := decodeOutbox(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			if e.Revision > rev || e.Seq>>8 != e.Revision {
+				return fmt.Errorf("bucket %s: entry %d at revision %d (store at %d)", b, e.Seq, e.Revision, rev)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

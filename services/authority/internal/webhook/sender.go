@@ -38,6 +38,9 @@ const (
 	listPage = 100
 	// maxResponseRead bounds what is read (and dropped) of a response body.
 	maxResponseRead = 4096
+	// gaugeEvery bounds how often the pending gauge is refreshed (a count
+	// of the outbox: a ranged read on etcd).
+	gaugeEvery = time.Second
 )
 
 // Options configures a Sender.
@@ -76,6 +79,7 @@ type Sender struct {
 	opts    Options
 	host    string // of the URL, for logs: the URL itself may hold a secret
 	metrics *metrics
+	counted time.Time // last refresh of the pending gauge
 }
 
 // New returns a Sender; it checks the options.
@@ -126,8 +130,11 @@ func (s *Sender) Run(ctx context.Context) {
 			s.opts.Logger.Error("webhook delivery: reading or updating the outbox", "error", err)
 			wait = s.opts.MinBackoff
 		}
-		if p, _, err := s.opts.Store.OutboxCounts(ctx); err == nil {
-			s.metrics.pending.Set(float64(p))
+		if now := time.Now(); now.Sub(s.counted) >= gaugeEvery {
+			s.counted = now
+			if p, _, err := s.opts.Store.OutboxCounts(ctx); err == nil {
+				s.metrics.pending.Set(float64(p))
+			}
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -338,7 +338,7 @@ func TestExpiryJobMakesNotices(t *testing.T) {
 		es, _ = s.ListOutbox(ctx, store.OutboxFilter{})
 		return len(es) == 3
 	})
-	rev := s.Revision()
+	rev := es[2].Revision
 	time.Sleep(50 * time.Millisecond) // several more runs
 	cancel()
 	<-done
