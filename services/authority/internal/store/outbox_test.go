@@ -1,8 +1,12 @@
 package store
 
 import (
+	"context"
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // FuzzDecodeOutbox feeds arbitrary bytes to the outbox entry decoder: it
@@ -35,5 +39,44 @@ func TestOutboxRoundTrip(t *testing.T) {
 	}
 	if _, err := decodeOutbox(9, encodeOutbox(&in)[:20]); err == nil {
 		t.Fatal("a truncated entry decodes")
+	}
+}
+
+// TestOpenAddsWebhookBuckets: a file made before the outbox and the expiry
+// notices (without their buckets) opens, gets them empty, passes the
+// check, and its outbox works.
+func TestOpenAddsWebhookBuckets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sigil.db")
+	s, err := Open(path, Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addTestKey(t, s, testKeyID)
+	mustCreate(t, s, tok("o", "before", "u", time.Hour))
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range laterBuckets {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFile(path, time.Second); err != nil {
+		t.Fatalf("CheckFile of the older file: %v", err)
+	}
+	s = openBare(t, path)
+	s.SetOutbox(true)
+	mustCreate(t, s, tok("o", "after", "u", time.Hour))
+	es, err := s.ListOutbox(context.Background(), OutboxFilter{})
+	if err != nil || len(es) != 1 || es[0].Name != "after" {
+		t.Fatalf("outbox after the upgrade: %+v, %v", es, err)
+	}
+	if n, err := s.NoticeExpiring(context.Background(), t0.Add(59*time.Minute), []time.Duration{10 * time.Minute}); err != nil || n != 2 {
+		t.Fatalf("NoticeExpiring after the upgrade = %d, %v; want 2", n, err)
 	}
 }
