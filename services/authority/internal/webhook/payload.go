@@ -35,8 +35,9 @@ type Data struct {
 	// it are revoked.
 	RevokedIssuedAfter *time.Time `json:"revoked_issued_after,omitempty"`
 	Reason             string     `json:"reason,omitempty"`
-	// CascadeCount (token.revoked): the descendants revoked with the
-	// token. Zero for a token revoked by the cascade itself.
+	// CascadeCount (token.revoked): for RevokeToken, the descendants
+	// revoked with the token (each has its own event); zero for the
+	// tokens of a bulk revocation and of the cascade.
 	CascadeCount *int64 `json:"cascade_count,omitempty"`
 	// LeadSeconds (token.expiring): the notice's lead time.
 	LeadSeconds *int64 `json:"lead_seconds,omitempty"`
