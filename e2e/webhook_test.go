@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,8 +114,9 @@ func (r *hookReceiver) find(typ, tokenID string) []string {
 // one event each (deduplicated by webhook-id), although the receiver
 // refuses the first attempts and the authority is killed -9 while a
 // delivery is in flight: the outbox survives, and the event in flight is
-// sent again with the same webhook-id. An expiry notice fires for a token
-// that expires within the --expiry-notice lead time.
+// sent again with the same webhook-id. A token reported leaked makes a
+// token.leaked event; an expiry notice fires for a token that expires
+// within the --expiry-notice lead time.
 func TestWebhooks(t *testing.T) {
 	wh, err := standardwebhooks.NewWebhook(e2eWebhookSecret)
 	if err != nil {
@@ -146,6 +148,7 @@ func TestWebhooks(t *testing.T) {
 	}
 	a := start()
 
+	var leakedSecret string
 	mint := func(name string, ttl time.Duration) string {
 		t.Helper()
 		resp, err := a.client.CreateToken(a.operator(t), &sigilv1.CreateTokenRequest{
@@ -155,6 +158,9 @@ func TestWebhooks(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatalf("CreateToken(%s): %v", name, err)
+		}
+		if name == "leaked" {
+			leakedSecret = resp.GetToken()
 		}
 		return resp.GetInfo().GetTokenId()
 	}
@@ -172,6 +178,11 @@ func TestWebhooks(t *testing.T) {
 	if _, err := a.client.RevokeToken(a.operator(t), &sigilv1.RevokeTokenRequest{TokenId: gone, Reason: "e2e webhook"}); err != nil {
 		t.Fatalf("RevokeToken: %v", err)
 	}
+	leaked := mint("leaked", 24*time.Hour)
+	rep, err := a.client.ReportLeakedTokens(a.operator(t), &sigilv1.ReportLeakedTokensRequest{Tokens: []string{leakedSecret}, Source: "e2e scanner"})
+	if err != nil || len(rep.GetResults()) != 1 || rep.GetResults()[0].GetOutcome() != sigilv1.LeakOutcome_LEAK_OUTCOME_REVOKED {
+		t.Fatalf("ReportLeakedTokens = %v, %v", rep, err)
+	}
 
 	// Kill the authority while the first accepted delivery is in flight:
 	// the receiver has the event, the authority never got the answer.
@@ -188,6 +199,7 @@ func TestWebhooks(t *testing.T) {
 	wants := []want{
 		{"token.created", expiring}, {"token.created", kept}, {"token.created", gone}, {"token.created", old},
 		{"token.rotated", old}, {"token.revoked", gone}, {"token.expiring", expiring},
+		{"token.created", leaked}, {"token.leaked", leaked},
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for _, w := range wants {
@@ -231,6 +243,10 @@ func TestWebhooks(t *testing.T) {
 		case "token.revoked":
 			if ev.Data.CascadeCount == nil || *ev.Data.CascadeCount != 0 || ev.Data.Reason != "e2e webhook" {
 				t.Errorf("token.revoked %+v", ev.Data)
+			}
+		case "token.leaked":
+			if ev.Data.CascadeCount == nil || *ev.Data.CascadeCount != 0 || !strings.Contains(ev.Data.Reason, "e2e scanner") {
+				t.Errorf("token.leaked %+v", ev.Data)
 			}
 		case "token.expiring":
 			if ev.Data.LeadSeconds == nil || *ev.Data.LeadSeconds != 60 || ev.Data.ExpireTime == "" {

@@ -65,7 +65,7 @@ type OutboxEntry struct {
 	// key signed at or after it are revoked.
 	CutTime time.Time
 	Reason  string
-	Count   int64         // token.revoked: descendants the cascade revoked
+	Count   int64         // token.revoked, token.leaked: descendants the cascade revoked
 	Lead    time.Duration // token.expiring: the notice's lead time
 
 	// Delivery state, written by RetryOutbox.
@@ -103,6 +103,8 @@ func (w *writer) enqueueAudit(a *AuditRecord) error {
 		return w.enqueueTokenID(WebhookTokenCreated, a)
 	case AuditTokenRevoked:
 		return w.enqueueTokenID(WebhookTokenRevoked, a)
+	case AuditTokenLeaked:
+		return w.enqueueTokenID(WebhookTokenLeaked, a)
 	case AuditTokenRotated:
 		return w.enqueueRotation(a)
 	case AuditKeyRotated:
@@ -133,8 +135,8 @@ func (w *writer) enqueueTokenID(typ string, a *AuditRecord) error {
 // describes.
 func (w *writer) enqueueToken(typ string, a *AuditRecord, t *Token) error {
 	e := tokenEntry(typ, a, t)
-	if typ == WebhookTokenRevoked && a.Action == AuditTokenRevoked {
-		e.Count = a.Count
+	if a.Action == AuditTokenRevoked || a.Action == AuditTokenLeaked {
+		e.Count = a.Count // the descendants the cascade revoked
 	}
 	return w.enqueue(&e)
 }

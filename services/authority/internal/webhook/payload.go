@@ -35,7 +35,8 @@ type Data struct {
 	// it are revoked.
 	RevokedIssuedAfter *time.Time `json:"revoked_issued_after,omitempty"`
 	Reason             string     `json:"reason,omitempty"`
-	// CascadeCount (token.revoked): for RevokeToken, the descendants
+	// CascadeCount (token.revoked, token.leaked): for RevokeToken and a
+	// leak report, the descendants
 	// revoked with the token (each has its own event); zero for the
 	// tokens of a bulk revocation and of the cascade.
 	CascadeCount *int64 `json:"cascade_count,omitempty"`
@@ -52,7 +53,7 @@ func PayloadOf(e *store.OutboxEntry) Payload {
 		RevokedIssuedAfter: optTime(e.CutTime), Reason: e.Reason,
 	}
 	switch e.Type {
-	case store.WebhookTokenRevoked:
+	case store.WebhookTokenRevoked, store.WebhookTokenLeaked:
 		n := e.Count
 		d.CascadeCount = &n
 	case store.WebhookTokenExpiring:

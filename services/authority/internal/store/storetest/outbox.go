@@ -114,9 +114,17 @@ func testOutboxEvents(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 
+	leaked := tok("o3", "leaked", "dave", time.Hour)
+	mustCreate(t, s, leaked)
+	mustCreate(t, s, childOf(leaked, "leaked-child"))
+	if _, _, n, err := s.RevokeToken(ctx, leaked.ID, store.AuditRecord{Time: t0, Actor: "operator", Action: store.AuditTokenLeaked, Reason: "found on github"}); err != nil || n != 1 {
+		t.Fatalf("RevokeToken (leaked) = %d, %v", n, err)
+	}
+
 	es := outboxAll(t, s, false)
 	want := "token.created token.created token.created token.rotated token.revoked token.revoked " +
-		"token.created token.created token.revoked token.revoked key.rotated key.rotated key.revoked key.revoked"
+		"token.created token.created token.revoked token.revoked key.rotated key.rotated key.revoked key.revoked " +
+		"token.created token.created token.revoked token.leaked"
 	if got := outboxTypes(es); got != want {
 		t.Fatalf("events\n%s\nwant\n%s", got, want)
 	}
@@ -161,6 +169,12 @@ func testOutboxEvents(t *testing.T, open Opener) {
 	}
 	if e := es[13]; e.KeyState != "revoked" || e.RevokeTime.IsZero() {
 		t.Errorf("key.revoked %+v", e)
+	}
+	if e := es[16]; e.Reason != store.CascadeReason(leaked.ID, "found on github") {
+		t.Errorf("token.revoked of the leaked token's child %+v", e)
+	}
+	if e := es[17]; e.TokenID != leaked.ID || e.Count != 1 || e.Reason != "found on github" || e.CreatedBy != "dave" {
+		t.Errorf("token.leaked %+v", e)
 	}
 	if p, f, err := s.OutboxCounts(ctx); err != nil || p != len(es) || f != 0 {
 		t.Fatalf("OutboxCounts = %d, %d, %v; want %d, 0", p, f, err, len(es))
