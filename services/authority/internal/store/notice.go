@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -42,8 +41,8 @@ type noticeCandidate struct {
 }
 
 // expiringWithin returns the unrevoked tokens that are live at now and
-// expire within lead, soonest first, at most limit.
-func expiringWithin(ctx context.Context, r kv, now time.Time, lead time.Duration, limit int) ([]noticeCandidate, error) {
+// expire within lead, soonest first.
+func expiringWithin(ctx context.Context, r kv, now time.Time, lead time.Duration) ([]noticeCandidate, error) {
 	var out []noticeCandidate
 	n := 0
 	err := r.scan(bucketUnrevoked, nil, func(k, v []byte) error {
@@ -70,9 +69,6 @@ func expiringWithin(ctx context.Context, r kv, now time.Time, lead time.Duration
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b noticeCandidate) int { return a.exp.Compare(b.exp) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
 	return out, nil
 }
 
@@ -111,15 +107,24 @@ func noticeExpiring(ctx context.Context, read reader, s mutator, now time.Time, 
 	if now.IsZero() {
 		return 0, fmt.Errorf("%w: notice time is zero", ErrInvalid)
 	}
-	if err := pruneNotices(ctx, read, s, now); err != nil {
-		return 0, err
-	}
 	var cands []noticeCandidate
+	var stale []string
 	if err := read(func(r kv) error {
-		var err error
-		cands, err = expiringWithin(ctx, r, now, leads[len(leads)-1], MaxNoticesPerCall)
+		live, err := expiringWithin(ctx, r, now, leads[len(leads)-1])
+		if err != nil {
+			return err
+		}
+		noticed, err := readNotices(r)
+		if err != nil {
+			return err
+		}
+		stale = staleNotices(noticed, live)
+		cands, err = dueNotices(r, live, noticed, now, leads)
 		return err
 	}); err != nil {
+		return 0, err
+	}
+	if err := pruneNotices(ctx, s, stale, now); err != nil {
 		return 0, err
 	}
 	total := 0
@@ -201,37 +206,84 @@ func noticeOne(w *writer, id string, now time.Time, leads []time.Duration) (bool
 	return true, nil
 }
 
-// pruneNotices deletes the notice records of tokens that are no longer
-// live at now (revoked, expired or purged): no notice is due for them
-// again. Maintenance: it takes no revision.
-func pruneNotices(ctx context.Context, read reader, s mutator, now time.Time) error {
-	var ids []string
-	if err := read(func(r kv) error {
-		ids = nil
-		err := r.scan(bucketExpiryNotices, nil, func(k, _ []byte) error {
-			if len(ids) == MaxNoticesPerCall {
-				return errStopScan
-			}
-			ids = append(ids, string(k))
-			return nil
-		})
-		if errors.Is(err, errStopScan) {
-			return nil
+// readNotices reads every notice record: token id → lead noticed.
+func readNotices(r kv) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	err := r.scan(bucketExpiryNotices, nil, func(k, v []byte) error {
+		n, err := decodeUint64("expiry notice", v)
+		if err != nil {
+			return err
 		}
-		return err
-	}); err != nil {
-		return err
+		out[string(k)] = time.Duration(n)
+		return nil
+	})
+	return out, err
+}
+
+// staleNotices returns the noticed tokens (at most MaxNoticesPerCall) not
+// among live, the tokens live and within the longest lead: a token noticed
+// and still live is among them, as its time left only shrinks.
+func staleNotices(noticed map[string]time.Duration, live []noticeCandidate) []string {
+	in := make(map[string]bool, len(live))
+	for _, c := range live {
+		in[c.id] = true
 	}
+	var out []string
+	for id := range noticed {
+		if len(out) == MaxNoticesPerCall {
+			break
+		}
+		if !in[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// dueNotices returns the tokens of live (soonest first) for which a notice
+// is due and not made yet, at most MaxNoticesPerCall: only those are
+// written (and checked again) by noticeOne, so that a run with nothing due
+// writes nothing.
+func dueNotices(r kv, live []noticeCandidate, noticed map[string]time.Duration, now time.Time, leads []time.Duration) ([]noticeCandidate, error) {
+	var out []noticeCandidate
+	for _, c := range live {
+		if len(out) == MaxNoticesPerCall {
+			break
+		}
+		left := c.exp.Sub(now)
+		i, _ := slices.BinarySearch(leads, left) // the shortest lead ≥ left
+		if n, ok := noticed[c.id]; ok && i < len(leads) && n <= leads[i] {
+			continue
+		}
+		t, _, err := getToken(r, c.id)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := dueLead(&t, now, leads); ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// pruneNotices deletes the notice records ids of tokens that are no longer
+// live at now (revoked, expired or purged; checked again in the
+// transaction): no notice is due for them again. Maintenance: it takes no
+// revision.
+func pruneNotices(ctx context.Context, s mutator, ids []string, now time.Time) error {
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), 8*noticeBatch)]
 		ids = ids[len(batch):]
 		if _, err := s.mutate(ctx, func(w *writer) error {
 			for _, id := range batch {
-				t, _, err := getToken(w.kv, id)
-				if err != nil && !isNotFound(err) {
+				live, err := liveAt(w.kv, id, now)
+				if err != nil {
 					return err
 				}
-				if err == nil && t.StateAt(now) == StateActive {
+				if live {
 					continue
 				}
 				if err := w.del(bucketExpiryNotices, []byte(id)); err != nil {
@@ -246,12 +298,24 @@ func pruneNotices(ctx context.Context, read reader, s mutator, now time.Time) er
 	return nil
 }
 
+// liveAt reports whether token id is stored and active at now.
+func liveAt(r kv, id string, now time.Time) (bool, error) {
+	t, _, err := getToken(r, id)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return t.StateAt(now) == StateActive, nil
+}
+
 // reader runs fn on a consistent read of the store.
 type reader func(fn func(r kv) error) error
 
 // NoticeExpiring makes the expiry notices due at now for the lead times
 // leads (each > 0, any order), at most MaxNoticesPerCall, and returns how
-// many it made; first it forgets the notices of tokens no longer live. See
+// many it made; it also forgets the notices of tokens no longer live. See
 // the top of notice.go.
 func (s *Bolt) NoticeExpiring(ctx context.Context, now time.Time, leads []time.Duration) (int, error) {
 	return noticeExpiring(ctx, func(fn func(kv) error) error {

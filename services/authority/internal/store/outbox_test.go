@@ -80,3 +80,49 @@ func TestOpenAddsWebhookBuckets(t *testing.T) {
 		t.Fatalf("NoticeExpiring after the upgrade = %d, %v; want 2", n, err)
 	}
 }
+
+// TestNoticeRunWithNothingDueWritesNothing: a run of NoticeExpiring with no
+// notice due and no stale record starts no write transaction; a stale
+// record (a noticed token since revoked) is deleted once.
+func TestNoticeRunWithNothingDueWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	x := tok("o", "x", "u", 10*time.Hour)
+	mustCreate(t, s, x)
+	for i := range 20 { // live, not due
+		mustCreate(t, s, tok("o", "far"+string(rune('a'+i)), "u", 100*time.Hour))
+	}
+	leads := []time.Duration{time.Hour}
+	now := x.ExpireTime.Add(-30 * time.Minute)
+	if n, err := s.NoticeExpiring(ctx, now, leads); err != nil || n != 1 {
+		t.Fatalf("first run = %d, %v", n, err)
+	}
+	runs := s.txRuns.Load()
+	if n, err := s.NoticeExpiring(ctx, now.Add(time.Minute), leads); err != nil || n != 0 {
+		t.Fatalf("second run = %d, %v", n, err)
+	}
+	if got := s.txRuns.Load(); got != runs {
+		t.Fatalf("a run with nothing due ran %d write transactions", got-runs)
+	}
+	if _, _, _, err := s.RevokeToken(ctx, x.ID, auditFor(AuditTokenRevoked, now)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NoticeExpiring(ctx, now.Add(2*time.Minute), leads); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.view(ctx, func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketExpiryNotices).Stats().KeyN; n != 0 {
+			t.Errorf("%d notice records left after the token's revocation", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runs = s.txRuns.Load()
+	if _, err := s.NoticeExpiring(ctx, now.Add(3*time.Minute), leads); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.txRuns.Load(); got != runs {
+		t.Fatalf("a run after the pruning ran %d write transactions", got-runs)
+	}
+}

@@ -273,7 +273,7 @@ type Store interface {
 	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
 	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)
 	// EventsAfter returns up to limit streamed events with revision > after
-	// (token creations are skipped). ErrCompacted when events after `after`
+	// (token creations and expiry notices are skipped). ErrCompacted when events after `after`
 	// are gone.
 	EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error)
 	// Compact drops events no follower needs: revocations of tokens expired
