@@ -44,6 +44,9 @@ const (
 	// A token was revoked because it was reported found in public
 	// (ReportLeakedTokens); the reason names the source and the URL.
 	AuditAction_AUDIT_ACTION_TOKEN_LEAKED AuditAction = 7
+	// An expiry notice was sent for a token (--expiry-notice); the reason
+	// says the lead time and the expiry.
+	AuditAction_AUDIT_ACTION_TOKEN_EXPIRING AuditAction = 8
 )
 
 // Enum value maps for AuditAction.
@@ -57,6 +60,7 @@ var (
 		5: "AUDIT_ACTION_SIGNING_KEY_ROTATED",
 		6: "AUDIT_ACTION_SIGNING_KEY_REVOKED",
 		7: "AUDIT_ACTION_TOKEN_LEAKED",
+		8: "AUDIT_ACTION_TOKEN_EXPIRING",
 	}
 	AuditAction_value = map[string]int32{
 		"AUDIT_ACTION_UNSPECIFIED":         0,
@@ -67,6 +71,7 @@ var (
 		"AUDIT_ACTION_SIGNING_KEY_ROTATED": 5,
 		"AUDIT_ACTION_SIGNING_KEY_REVOKED": 6,
 		"AUDIT_ACTION_TOKEN_LEAKED":        7,
+		"AUDIT_ACTION_TOKEN_EXPIRING":      8,
 	}
 )
 
@@ -1230,7 +1235,8 @@ type AuditEvent struct {
 	// and reason `cascade from <token_id>` (then `: <reason given>`), naming
 	// the token whose revocation was asked for.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
-	// For bulk revocation, how many tokens were revoked.
+	// For bulk revocation, how many tokens were revoked; for the revocation
+	// of one token, how many descendants the cascade revoked with it.
 	Count int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
 	// Signing key concerned, for key actions.
 	KeyId         string `protobuf:"bytes,11,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
@@ -3065,7 +3071,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x15ReportTokenUseRequest\x12&\n" +
 	"\x04uses\x18\x01 \x03(\v2\x12.sigil.v1.TokenUseR\x04uses\"4\n" +
 	"\x16ReportTokenUseResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\x05R\brecorded*\x97\x02\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded*\xb8\x02\n" +
 	"\vAuditAction\x12\x1c\n" +
 	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aAUDIT_ACTION_TOKEN_CREATED\x10\x01\x12\x1e\n" +
@@ -3074,7 +3080,8 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x1bAUDIT_ACTION_TOKENS_REVOKED\x10\x04\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_ROTATED\x10\x05\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06\x12\x1d\n" +
-	"\x19AUDIT_ACTION_TOKEN_LEAKED\x10\a*\x9f\x01\n" +
+	"\x19AUDIT_ACTION_TOKEN_LEAKED\x10\a\x12\x1f\n" +
+	"\x1bAUDIT_ACTION_TOKEN_EXPIRING\x10\b*\x9f\x01\n" +
 	"\vLeakOutcome\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_NOT_A_TOKEN\x10\x01\x12\x18\n" +

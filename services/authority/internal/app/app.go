@@ -94,6 +94,10 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	if err != nil {
 		return err
 	}
+	hooks, err := newWebhooks(cfg, logger)
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -145,6 +149,9 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		"check_took", checkTook(st))
 
 	reg := prometheus.NewRegistry()
+	if err := hooks.attach(st, reg); err != nil {
+		return err
+	}
 	rewinds := newRewindCounter()
 	reg.MustRegister(rewinds)
 	markPath := filepath.Join(cfg.DataDir, HighWaterFile)
@@ -229,7 +236,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	closers = append(closers, func() { stopBG(); wg.Wait() })
-	runBackground(bg, &wg, st, srv, km, faults, reg, logger, cfg.EtcdLeaderTTL)
+	runBackground(bg, &wg, st, srv, km, faults, reg, logger, cfg.EtcdLeaderTTL, hooks.jobs()...)
 
 	if cfg.WriteProbeInterval > 0 {
 		wp := newWriteProbe(st.ProbeWrite, cfg.WriteProbeInterval, cfg.WriteProbeTimeout, logger, faults.stall, reg)

@@ -57,7 +57,7 @@ func newLeaderMetrics(reg prometheus.Registerer, jobs []leaderJob) *leaderMetric
 	m := &leaderMetrics{
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sigil_authority_leader",
-			Help: "1 while this authority leads the replicas sharing its store and runs the cluster-wide background work (compaction, key activation), 0 otherwise. Always 1 with bbolt.",
+			Help: "1 while this authority leads the replicas sharing its store and runs the cluster-wide background work (compaction, key activation, webhook delivery, expiry notices), 0 otherwise. Always 1 with bbolt.",
 		}),
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authority_leader_job_starts_total",
@@ -189,9 +189,9 @@ func followKeys(ctx context.Context, st store.Store, km *keys.Manager, logger *s
 // until ctx ends: the cluster-wide jobs, run while this replica leads, and
 // the reload of signing keys other replicas change.
 func runBackground(ctx context.Context, wg *sync.WaitGroup, st store.Store, srv *server.Server, km *keys.Manager,
-	faults *faultReporter, reg prometheus.Registerer, logger *slog.Logger, ttl time.Duration,
+	faults *faultReporter, reg prometheus.Registerer, logger *slog.Logger, ttl time.Duration, extra ...leaderJob,
 ) {
-	jobs := leaderJobs(srv, km, faults)
+	jobs := append(leaderJobs(srv, km, faults), extra...)
 	r := &leaderRunner{
 		elector: store.NewElector(st, store.ElectorOptions{TTL: ttl}),
 		jobs:    jobs, logger: logger, metrics: newLeaderMetrics(reg, jobs), retry: time.Second,

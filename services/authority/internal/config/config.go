@@ -66,6 +66,10 @@ type Config struct {
 	WriteProbeInterval time.Duration // how often a write is probed (0: never)
 	WriteProbeTimeout  time.Duration // a probe slower than this makes health NOT_SERVING
 	EtcdLeaderTTL      time.Duration // lease of the replica that runs the cluster-wide background work
+
+	WebhookURL        string // webhook endpoint (http or https); empty disables webhooks
+	WebhookSecretFile string // file holding the whsec_ signing secret
+	ExpiryNotice      string // lead times of expiry notices, comma-separated; empty disables them
 }
 
 // Store backends (--store).
@@ -127,6 +131,9 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.DurationVar(&c.WriteProbeInterval, "write-probe-interval", 5*time.Second, "how often an empty write is committed to check the store takes writes (0 disables)")
 	fs.DurationVar(&c.WriteProbeTimeout, "write-probe-timeout", 10*time.Second, "a write probe that has not committed after this long (a hung or frozen disk, etcd without quorum), or that fails, makes health NOT_SERVING until one commits")
 	fs.DurationVar(&c.EtcdLeaderTTL, "etcd-leader-ttl", store.DefaultLeaderTTL, "lease of the replica leading the cluster-wide background work (compaction, key activation): another takes over this long after it dies (whole seconds, 1s to 1h)")
+	fs.StringVar(&c.WebhookURL, "webhook-url", "", "endpoint (http:// or https://) receiving webhook events, signed as Standard Webhooks; empty disables webhooks")
+	fs.StringVar(&c.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (whsec_ then base64 of 24 to 64 bytes); required with --webhook-url")
+	fs.StringVar(&c.ExpiryNotice, "expiry-notice", DefaultExpiryNotice, "lead times before a token's expiry at which a token.expiring notice is made (audit log and webhook), comma-separated; empty disables")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -209,6 +216,7 @@ func (c Config) Validate() error {
 		}
 	}
 	c.validateStore(&p)
+	c.validateWebhook(&p)
 	_, err := logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()

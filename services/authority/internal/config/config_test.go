@@ -28,6 +28,7 @@ func TestParseDefaults(t *testing.T) {
 		Store: "bbolt", EtcdPrefix: "/sigil/", EtcdDialTimeout: 5 * time.Second,
 		WriteProbeInterval: 5 * time.Second, WriteProbeTimeout: 10 * time.Second,
 		EtcdLeaderTTL: 10 * time.Second,
+		ExpiryNotice:  "168h,24h",
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)

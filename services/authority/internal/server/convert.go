@@ -111,6 +111,8 @@ func auditActionToProto(a store.AuditAction) sigilv1.AuditAction {
 		return sigilv1.AuditAction_AUDIT_ACTION_SIGNING_KEY_REVOKED
 	case store.AuditTokenLeaked:
 		return sigilv1.AuditAction_AUDIT_ACTION_TOKEN_LEAKED
+	case store.AuditTokenExpiring:
+		return sigilv1.AuditAction_AUDIT_ACTION_TOKEN_EXPIRING
 	}
 	return sigilv1.AuditAction_AUDIT_ACTION_UNSPECIFIED
 }

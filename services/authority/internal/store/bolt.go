@@ -50,6 +50,7 @@ type Bolt struct {
 
 	rev    atomic.Uint64 // last committed revision
 	txRuns atomic.Uint64 // runs of mutation functions, retries included (for tests)
+	outbox atomic.Bool   // mutations enqueue webhook events (SetOutbox)
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at each commit
@@ -186,6 +187,12 @@ func initFile(tx *bolt.Tx) (epoch string, rev uint64, err error) {
 			}
 			continue
 		}
+		if tx.Bucket(name) == nil && isLaterBucket(name) {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return "", 0, err
+			}
+			continue
+		}
 		if tx.Bucket(name) == nil {
 			return "", 0, fmt.Errorf("%w: bucket %q missing", ErrCorrupt, name)
 		}
@@ -298,6 +305,11 @@ type writer struct {
 	// deferred is set when the transaction recorded a chunked revocation
 	// for the backend to carry out after the commit.
 	deferred *bulkIntent
+	// outbox is set when mutations enqueue webhook events (SetOutbox);
+	// outboxRev and outboxN number the entries of a revision (outbox.go).
+	outbox    bool
+	outboxRev uint64
+	outboxN   int
 }
 
 // next returns the next revision.
@@ -336,8 +348,17 @@ func (w *writer) event(ev Event) (uint64, error) {
 }
 
 // audit writes an audit record at the transaction's last revision (each
-// mutation writes one, after its events).
+// mutation writes one, after its events), and the webhook event it makes,
+// if any (outbox.go).
 func (w *writer) audit(a AuditRecord) error {
+	if err := w.writeAudit(a); err != nil {
+		return err
+	}
+	return w.enqueueAudit(&a)
+}
+
+// writeAudit writes an audit record at the transaction's last revision.
+func (w *writer) writeAudit(a AuditRecord) error {
 	if w.rev == w.start {
 		return errors.New("store: audit record without an event")
 	}
@@ -393,7 +414,7 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, 
 		if err != nil {
 			return err
 		}
-		w := &writer{kv: boltKV{tx}, start: start, rev: start}
+		w := &writer{kv: boltKV{tx}, start: start, rev: start, outbox: s.outbox.Load()}
 		if err := fn(w); err != nil {
 			var r rejection
 			if errors.As(err, &r) && !w.dirty {

@@ -63,7 +63,8 @@ type Etcd struct {
 	maxBytes int
 	timeout  time.Duration
 
-	rev atomic.Uint64 // last revision seen committed (own commits and the watch)
+	rev    atomic.Uint64 // last revision seen committed (own commits and the watch)
+	outbox atomic.Bool   // mutations enqueue webhook events (SetOutbox)
 
 	// wmu serializes this process's mutations: they would otherwise only
 	// make each other's guarded transactions fail and retry. Other
@@ -460,9 +461,9 @@ func (e *etcdKV) full() bool {
 }
 
 // perRevocationOps bounds the keys one revocation writes: event, digest,
-// token record, unrevoked index, revoked entry, name index, audit record
-// and its index.
-const perRevocationOps = 8
+// token record, unrevoked index, revoked entry, name index, audit record,
+// its index and its webhook event (outbox).
+const perRevocationOps = 9
 
 // revocationLimit is how many revocations fit in one transaction beside a
 // token's creation (a rotation) and the audit record.
@@ -530,7 +531,7 @@ func (s *Etcd) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 			continue
 		}
 		e := &etcdKV{s: s, ctx: ctx, rev: h.etcdRev, writes: map[string][]byte{}}
-		w := &writer{kv: e, start: h.rev, rev: h.rev, limit: s.revocationLimit()}
+		w := &writer{kv: e, start: h.rev, rev: h.rev, limit: s.revocationLimit(), outbox: s.outbox.Load()}
 		if err := fn(w); err != nil {
 			if errors.Is(err, errConflict) {
 				continue
@@ -613,7 +614,7 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		e := &etcdKV{s: s, ctx: ctx, rev: h.etcdRev, writes: map[string][]byte{}}
-		w := &writer{kv: e, start: h.rev, rev: h.rev}
+		w := &writer{kv: e, start: h.rev, rev: h.rev, outbox: s.outbox.Load()}
 		err = applyIntentChunk(w, in, e.full)
 		if err == nil {
 			err = s.commit(ctx, e, h, w.rev)
@@ -899,7 +900,7 @@ func (s *Etcd) eventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 		if err != nil {
 			return err
 		}
-		if kind == EventTokenCreated {
+		if kind == EventTokenCreated || kind == EventTokenExpiring {
 			return nil
 		}
 		ev, err := decodeEvent(decodeBE(k[strip:]), v)

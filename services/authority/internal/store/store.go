@@ -136,7 +136,10 @@ const (
 	AuditTokensRevoked
 	AuditKeyRotated
 	AuditKeyRevoked
-	AuditTokenLeaked // revoked as found in public (ReportLeakedTokens); the last: the codec rejects actions past it
+	AuditTokenLeaked // revoked as found in public (ReportLeakedTokens)
+	// AuditTokenExpiring is an expiry notice (NoticeExpiring): Reason
+	// says the lead time and the expiry.
+	AuditTokenExpiring // the last: the codec rejects actions past it
 )
 
 // AuditRecord is one append-only audit entry. Revision is set by the store.
@@ -150,7 +153,7 @@ type AuditRecord struct {
 	Name     string
 	Grants   []scope.Grant
 	Reason   string
-	Count    int64
+	Count    int64 // AuditTokensRevoked: tokens selected; AuditTokenRevoked: descendants the cascade revoked
 	KeyID    string
 }
 
@@ -163,6 +166,9 @@ const (
 	EventTokenRevoked
 	EventKeyAdded // also used when a key changes state (pending → active → verify-only)
 	EventKeyRevoked
+	// EventTokenExpiring is an expiry notice (NoticeExpiring): not
+	// streamed, it gives the notice's audit record a revision of its own.
+	EventTokenExpiring
 )
 
 // Event is one entry of the revision-ordered event log.
@@ -277,7 +283,7 @@ type Store interface {
 	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
 	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)
 	// EventsAfter returns up to limit streamed events with revision > after
-	// (token creations are skipped). ErrCompacted when events after `after`
+	// (token creations and expiry notices are skipped). ErrCompacted when events after `after`
 	// are gone.
 	EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error)
 	// Compact drops events no follower needs: revocations of tokens expired
@@ -302,4 +308,22 @@ type Store interface {
 
 	// Close closes the file.
 	Close() error
+
+	// SetOutbox turns the webhook outbox on or off for the mutations that
+	// follow (off when opened): see outbox.go.
+	SetOutbox(on bool)
+	// ListOutbox returns outbox entries in order (OutboxFilter).
+	ListOutbox(ctx context.Context, f OutboxFilter) ([]OutboxEntry, error)
+	// AckOutbox deletes a delivered entry; one already gone is no error.
+	AckOutbox(ctx context.Context, seq uint64) error
+	// RetryOutbox records a failed delivery attempt of a pending entry
+	// (Attempts, NextAttempt, LastError); with failed, the entry moves to
+	// the failed list. ErrNotFound when it is no longer pending.
+	RetryOutbox(ctx context.Context, e OutboxEntry, failed bool) error
+	// OutboxCounts returns the number of pending and failed entries.
+	OutboxCounts(ctx context.Context) (pending, failed int, err error)
+	// NoticeExpiring makes the expiry notices due at now for the lead
+	// times leads, at most MaxNoticesPerCall, and returns how many: see
+	// notice.go.
+	NoticeExpiring(ctx context.Context, now time.Time, leads []time.Duration) (int, error)
 }

@@ -400,6 +400,7 @@ func revokeTokenOp(ctx context.Context, s mutator, id string, a AuditRecord) (To
 			if t.RevokeRev == 0 {
 				rec := a
 				fillAudit(&rec, &t)
+				rec.Count = n
 				final = &rec
 				out.RevokeTime, out.RevokeReason = a.Time, a.Reason
 			}
@@ -426,6 +427,7 @@ func revokeTokenOp(ctx context.Context, s mutator, id string, a AuditRecord) (To
 		rev = out.RevokeRev
 		rec := a
 		fillAudit(&rec, &t)
+		rec.Count = n // the descendants the cascade revoked
 		return w.audit(rec)
 	})
 	if err != nil {
@@ -584,8 +586,13 @@ func revokeAll(w *writer, order []revocation, a *AuditRecord) (int64, error) {
 // revokeOne revokes one token of a revocation order (see revokeAll).
 func revokeOne(w *writer, r revocation, a *AuditRecord) error {
 	if r.requested {
-		_, err := revokeToken(w, r.t, r.createRev, a)
-		return err
+		t, err := revokeToken(w, r.t, r.createRev, a)
+		if err != nil || a.Action != AuditTokensRevoked {
+			return err
+		}
+		// A bulk revocation writes one audit record for all the tokens
+		// it selected, but each gets its own webhook event.
+		return w.enqueueToken(WebhookTokenRevoked, a, &t)
 	}
 	rec := AuditRecord{Time: a.Time, Actor: a.Actor, Action: AuditTokenRevoked, Reason: CascadeReason(r.cause, a.Reason)}
 	fillAudit(&rec, &r.t)
