@@ -72,3 +72,48 @@ func TestHandshakeFailuresLoggedAndCounted(t *testing.T) {
 		t.Errorf("the log line lacks the peer or the reason:\n%s", logs.String())
 	}
 }
+
+// TestCertExpiryMetricAndWarning: a server certificate ten days from its
+// expiry is logged at WARN at start and its expiry is the gauge's value; a
+// certificate a year from expiry is not logged.
+func TestCertExpiryMetricAndWarning(t *testing.T) {
+	dir := t.TempDir()
+	pki := testpki.New(t, dir)
+	now := time.Now()
+	for _, tc := range []struct {
+		name     string
+		notAfter time.Time
+		warn     bool
+	}{
+		{"ten days left", now.Add(10 * 24 * time.Hour), true},
+		{"a year left", now.Add(365 * 24 * time.Hour), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			certFile, keyFile := pki.Issue(t, t.TempDir(), "server", now.Add(-time.Hour), tc.notAfter)
+			serverTLS, err := tlsconfig.Server(certFile, keyFile, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &bytes.Buffer{}
+			reg := prometheus.NewRegistry()
+			New(Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Registerer: reg, TLS: serverTLS})
+			warned := strings.Contains(logs.String(), "TLS certificate expires soon")
+			if warned != tc.warn {
+				t.Errorf("warned = %v, want %v; log:\n%s", warned, tc.warn, logs.String())
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got float64 = -1
+			for _, mf := range mfs {
+				if mf.GetName() == "sigil_tls_certificate_expiry_timestamp_seconds" {
+					got = mf.GetMetric()[0].GetGauge().GetValue()
+				}
+			}
+			if want := float64(tc.notAfter.Unix()); got != want {
+				t.Errorf("sigil_tls_certificate_expiry_timestamp_seconds = %v, want %v", got, want)
+			}
+		})
+	}
+}

@@ -183,6 +183,7 @@ func New(opts Options) *Server {
 	}
 	if opts.TLS != nil {
 		s.creds = newLoggedCreds(credentials.NewTLS(opts.TLS), logger, opts.Registerer)
+		watchCertExpiry(opts.TLS, logger, opts.Registerer, time.Now())
 		serverOpts = append(serverOpts, grpc.Creds(s.creds))
 	}
 	s.grpc = grpc.NewServer(serverOpts...)

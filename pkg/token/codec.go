@@ -308,7 +308,7 @@ func appendChecksum(dst []byte, sum uint32) []byte {
 
 // parseChecksum is the inverse of appendChecksum. It refuses anything
 // appendChecksum cannot produce, so each checksum has one spelling.
-func parseChecksum(s string) (uint32, bool) {
+func parseChecksum[T string | []byte](s T) (uint32, bool) {
 	if len(s) != checksumLen {
 		return 0, false
 	}

@@ -3,6 +3,8 @@
 //
 // Usage: authority [flags]; authority healthcheck [--addr host:port] [TLS
 // flags] probes a running authority (for images without a shell);
+// authority migrate copies a stopped authority's bbolt file into etcd;
+// authority compact rewrites a stopped authority's bbolt file smaller;
 // authority --version prints what the binary was built from.
 package main
 
@@ -14,6 +16,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/command"
 	"github.com/sigil-auth/sigil/services/authority/internal/app"
 	"github.com/sigil-auth/sigil/services/authority/internal/config"
+	"github.com/sigil-auth/sigil/services/authority/internal/offline"
 )
 
 func main() {
@@ -29,5 +32,9 @@ func main() {
 		},
 		LogLevel: func(c config.Config) string { return c.LogLevel },
 		Run:      func(ctx context.Context, c config.Config) error { return app.Run(ctx, c) },
+		Subcommands: map[string]command.Subcommand{
+			"migrate": {Summary: offline.MigrateSummary, Run: offline.Migrate},
+			"compact": {Summary: offline.CompactSummary, Run: offline.Compact},
+		},
 	}, os.Args[1:]))
 }

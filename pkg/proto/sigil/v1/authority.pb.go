@@ -41,6 +41,12 @@ const (
 	AuditAction_AUDIT_ACTION_SIGNING_KEY_ROTATED AuditAction = 5
 	// A signing key was revoked.
 	AuditAction_AUDIT_ACTION_SIGNING_KEY_REVOKED AuditAction = 6
+	// A token was revoked because it was reported found in public
+	// (ReportLeakedTokens); the reason names the source and the URL.
+	AuditAction_AUDIT_ACTION_TOKEN_LEAKED AuditAction = 7
+	// An expiry notice was sent for a token (--expiry-notice); the reason
+	// says the lead time and the expiry.
+	AuditAction_AUDIT_ACTION_TOKEN_EXPIRING AuditAction = 8
 )
 
 // Enum value maps for AuditAction.
@@ -53,6 +59,8 @@ var (
 		4: "AUDIT_ACTION_TOKENS_REVOKED",
 		5: "AUDIT_ACTION_SIGNING_KEY_ROTATED",
 		6: "AUDIT_ACTION_SIGNING_KEY_REVOKED",
+		7: "AUDIT_ACTION_TOKEN_LEAKED",
+		8: "AUDIT_ACTION_TOKEN_EXPIRING",
 	}
 	AuditAction_value = map[string]int32{
 		"AUDIT_ACTION_UNSPECIFIED":         0,
@@ -62,6 +70,8 @@ var (
 		"AUDIT_ACTION_TOKENS_REVOKED":      4,
 		"AUDIT_ACTION_SIGNING_KEY_ROTATED": 5,
 		"AUDIT_ACTION_SIGNING_KEY_REVOKED": 6,
+		"AUDIT_ACTION_TOKEN_LEAKED":        7,
+		"AUDIT_ACTION_TOKEN_EXPIRING":      8,
 	}
 )
 
@@ -1225,7 +1235,8 @@ type AuditEvent struct {
 	// and reason `cascade from <token_id>` (then `: <reason given>`), naming
 	// the token whose revocation was asked for.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
-	// For bulk revocation, how many tokens were revoked.
+	// For bulk revocation, how many tokens were revoked; for the revocation
+	// of one token, how many descendants the cascade revoked with it.
 	Count int64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
 	// Signing key concerned, for key actions.
 	KeyId         string `protobuf:"bytes,11,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
@@ -1543,6 +1554,7 @@ type WatchRevocationsResponse struct {
 	//	*WatchRevocationsResponse_KeyAdded
 	//	*WatchRevocationsResponse_KeyRevoked
 	//	*WatchRevocationsResponse_Checkpoint
+	//	*WatchRevocationsResponse_Catalog
 	Event isWatchRevocationsResponse_Event `protobuf_oneof:"event"`
 	// For a live event (token_revoked, key_added, key_revoked): the revision
 	// this stream vouched for just before it (the previous live event's, the
@@ -1647,6 +1659,15 @@ func (x *WatchRevocationsResponse) GetCheckpoint() *Checkpoint {
 	return nil
 }
 
+func (x *WatchRevocationsResponse) GetCatalog() *PermissionCatalog {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRevocationsResponse_Catalog); ok {
+			return x.Catalog
+		}
+	}
+	return nil
+}
+
 func (x *WatchRevocationsResponse) GetPreviousRevision() uint64 {
 	if x != nil && x.PreviousRevision != nil {
 		return *x.PreviousRevision
@@ -1688,6 +1709,13 @@ type WatchRevocationsResponse_Checkpoint struct {
 	Checkpoint *Checkpoint `protobuf:"bytes,6,opt,name=checkpoint,proto3,oneof"`
 }
 
+type WatchRevocationsResponse_Catalog struct {
+	// The permission catalog, sent first on every stream (before a snapshot
+	// or the first live event): authorizers refuse checks naming a
+	// permission that is not in it.
+	Catalog *PermissionCatalog `protobuf:"bytes,8,opt,name=catalog,proto3,oneof"`
+}
+
 func (*WatchRevocationsResponse_SnapshotChunk) isWatchRevocationsResponse_Event() {}
 
 func (*WatchRevocationsResponse_SnapshotEnd) isWatchRevocationsResponse_Event() {}
@@ -1699,6 +1727,55 @@ func (*WatchRevocationsResponse_KeyAdded) isWatchRevocationsResponse_Event() {}
 func (*WatchRevocationsResponse_KeyRevoked) isWatchRevocationsResponse_Event() {}
 
 func (*WatchRevocationsResponse_Checkpoint) isWatchRevocationsResponse_Event() {}
+
+func (*WatchRevocationsResponse_Catalog) isWatchRevocationsResponse_Event() {}
+
+// PermissionCatalog is the authority's permission catalog, as streamed to
+// authorizers.
+type PermissionCatalog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every permission of the deployment.
+	Permissions   []*Permission `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PermissionCatalog) Reset() {
+	*x = PermissionCatalog{}
+	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PermissionCatalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PermissionCatalog) ProtoMessage() {}
+
+func (x *PermissionCatalog) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PermissionCatalog.ProtoReflect.Descriptor instead.
+func (*PermissionCatalog) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PermissionCatalog) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
 
 // SnapshotChunk is part of a snapshot of revoked tokens and keys.
 type SnapshotChunk struct {
@@ -1717,7 +1794,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	mi := &file_sigil_v1_authority_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1806,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[20]
+	mi := &file_sigil_v1_authority_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1819,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{20}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotChunk) GetEpoch() string {
@@ -1789,7 +1866,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[21]
+	mi := &file_sigil_v1_authority_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1878,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[21]
+	mi := &file_sigil_v1_authority_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1891,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{21}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotEnd) GetEpoch() string {
@@ -1853,7 +1930,7 @@ type TokenRevoked struct {
 
 func (x *TokenRevoked) Reset() {
 	*x = TokenRevoked{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[22]
+	mi := &file_sigil_v1_authority_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1942,7 @@ func (x *TokenRevoked) String() string {
 func (*TokenRevoked) ProtoMessage() {}
 
 func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[22]
+	mi := &file_sigil_v1_authority_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1955,7 @@ func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
 func (*TokenRevoked) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{22}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TokenRevoked) GetRevision() uint64 {
@@ -1915,7 +1992,7 @@ type SigningKeyAdded struct {
 
 func (x *SigningKeyAdded) Reset() {
 	*x = SigningKeyAdded{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[23]
+	mi := &file_sigil_v1_authority_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2004,7 @@ func (x *SigningKeyAdded) String() string {
 func (*SigningKeyAdded) ProtoMessage() {}
 
 func (x *SigningKeyAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[23]
+	mi := &file_sigil_v1_authority_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2017,7 @@ func (x *SigningKeyAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKeyAdded.ProtoReflect.Descriptor instead.
 func (*SigningKeyAdded) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{23}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SigningKeyAdded) GetRevision() uint64 {
@@ -1970,7 +2047,7 @@ type SigningKeyRevoked struct {
 
 func (x *SigningKeyRevoked) Reset() {
 	*x = SigningKeyRevoked{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[24]
+	mi := &file_sigil_v1_authority_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2059,7 @@ func (x *SigningKeyRevoked) String() string {
 func (*SigningKeyRevoked) ProtoMessage() {}
 
 func (x *SigningKeyRevoked) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[24]
+	mi := &file_sigil_v1_authority_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2072,7 @@ func (x *SigningKeyRevoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKeyRevoked.ProtoReflect.Descriptor instead.
 func (*SigningKeyRevoked) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{24}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SigningKeyRevoked) GetRevision() uint64 {
@@ -2028,7 +2105,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[25]
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2117,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[25]
+	mi := &file_sigil_v1_authority_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2130,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{25}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Checkpoint) GetRevision() uint64 {
@@ -2093,7 +2170,7 @@ type ConfirmHistoryRequest struct {
 
 func (x *ConfirmHistoryRequest) Reset() {
 	*x = ConfirmHistoryRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2182,7 @@ func (x *ConfirmHistoryRequest) String() string {
 func (*ConfirmHistoryRequest) ProtoMessage() {}
 
 func (x *ConfirmHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[26]
+	mi := &file_sigil_v1_authority_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2195,7 @@ func (x *ConfirmHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{26}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfirmHistoryRequest) GetEpoch() string {
@@ -2158,7 +2235,7 @@ type ConfirmHistoryResponse struct {
 
 func (x *ConfirmHistoryResponse) Reset() {
 	*x = ConfirmHistoryResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2247,7 @@ func (x *ConfirmHistoryResponse) String() string {
 func (*ConfirmHistoryResponse) ProtoMessage() {}
 
 func (x *ConfirmHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[27]
+	mi := &file_sigil_v1_authority_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2260,7 @@ func (x *ConfirmHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{27}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfirmHistoryResponse) GetInHistory() bool {
@@ -2209,7 +2286,7 @@ type RotateSigningKeyRequest struct {
 
 func (x *RotateSigningKeyRequest) Reset() {
 	*x = RotateSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2298,7 @@ func (x *RotateSigningKeyRequest) String() string {
 func (*RotateSigningKeyRequest) ProtoMessage() {}
 
 func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[28]
+	mi := &file_sigil_v1_authority_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2311,7 @@ func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{28}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
 }
 
 // RotateSigningKeyResponse names the new key.
@@ -2252,7 +2329,7 @@ type RotateSigningKeyResponse struct {
 
 func (x *RotateSigningKeyResponse) Reset() {
 	*x = RotateSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2341,7 @@ func (x *RotateSigningKeyResponse) String() string {
 func (*RotateSigningKeyResponse) ProtoMessage() {}
 
 func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[29]
+	mi := &file_sigil_v1_authority_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2354,7 @@ func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{29}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RotateSigningKeyResponse) GetKeyId() string {
@@ -2318,7 +2395,7 @@ type RevokeSigningKeyRequest struct {
 
 func (x *RevokeSigningKeyRequest) Reset() {
 	*x = RevokeSigningKeyRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2407,7 @@ func (x *RevokeSigningKeyRequest) String() string {
 func (*RevokeSigningKeyRequest) ProtoMessage() {}
 
 func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[30]
+	mi := &file_sigil_v1_authority_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2420,7 @@ func (x *RevokeSigningKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{30}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeSigningKeyRequest) GetKeyId() string {
@@ -2371,7 +2448,7 @@ type RevokeSigningKeyResponse struct {
 
 func (x *RevokeSigningKeyResponse) Reset() {
 	*x = RevokeSigningKeyResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2460,7 @@ func (x *RevokeSigningKeyResponse) String() string {
 func (*RevokeSigningKeyResponse) ProtoMessage() {}
 
 func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[31]
+	mi := &file_sigil_v1_authority_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2473,7 @@ func (x *RevokeSigningKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSigningKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSigningKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{31}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeSigningKeyResponse) GetRevision() uint64 {
@@ -2415,7 +2492,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[32]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2504,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[32]
+	mi := &file_sigil_v1_authority_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2517,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{32}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{33}
 }
 
 // ListSigningKeysResponse lists the signing keys.
@@ -2454,7 +2531,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[33]
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2543,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[33]
+	mi := &file_sigil_v1_authority_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2556,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{33}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -2505,7 +2582,7 @@ type ReportLeakedTokensRequest struct {
 
 func (x *ReportLeakedTokensRequest) Reset() {
 	*x = ReportLeakedTokensRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2517,7 +2594,7 @@ func (x *ReportLeakedTokensRequest) String() string {
 func (*ReportLeakedTokensRequest) ProtoMessage() {}
 
 func (x *ReportLeakedTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[34]
+	mi := &file_sigil_v1_authority_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2530,7 +2607,7 @@ func (x *ReportLeakedTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportLeakedTokensRequest.ProtoReflect.Descriptor instead.
 func (*ReportLeakedTokensRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{34}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReportLeakedTokensRequest) GetTokens() []string {
@@ -2567,7 +2644,7 @@ type LeakResult struct {
 
 func (x *LeakResult) Reset() {
 	*x = LeakResult{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2656,7 @@ func (x *LeakResult) String() string {
 func (*LeakResult) ProtoMessage() {}
 
 func (x *LeakResult) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[35]
+	mi := &file_sigil_v1_authority_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2669,7 @@ func (x *LeakResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeakResult.ProtoReflect.Descriptor instead.
 func (*LeakResult) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{35}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeakResult) GetOutcome() LeakOutcome {
@@ -2624,7 +2701,7 @@ type ReportLeakedTokensResponse struct {
 
 func (x *ReportLeakedTokensResponse) Reset() {
 	*x = ReportLeakedTokensResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2713,7 @@ func (x *ReportLeakedTokensResponse) String() string {
 func (*ReportLeakedTokensResponse) ProtoMessage() {}
 
 func (x *ReportLeakedTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[36]
+	mi := &file_sigil_v1_authority_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2726,7 @@ func (x *ReportLeakedTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportLeakedTokensResponse.ProtoReflect.Descriptor instead.
 func (*ReportLeakedTokensResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{36}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportLeakedTokensResponse) GetResults() []*LeakResult {
@@ -2679,7 +2756,7 @@ type TokenUse struct {
 
 func (x *TokenUse) Reset() {
 	*x = TokenUse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +2768,7 @@ func (x *TokenUse) String() string {
 func (*TokenUse) ProtoMessage() {}
 
 func (x *TokenUse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[37]
+	mi := &file_sigil_v1_authority_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +2781,7 @@ func (x *TokenUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenUse.ProtoReflect.Descriptor instead.
 func (*TokenUse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{37}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TokenUse) GetTokenId() string {
@@ -2732,7 +2809,7 @@ type ReportTokenUseRequest struct {
 
 func (x *ReportTokenUseRequest) Reset() {
 	*x = ReportTokenUseRequest{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2821,7 @@ func (x *ReportTokenUseRequest) String() string {
 func (*ReportTokenUseRequest) ProtoMessage() {}
 
 func (x *ReportTokenUseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[38]
+	mi := &file_sigil_v1_authority_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2834,7 @@ func (x *ReportTokenUseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTokenUseRequest.ProtoReflect.Descriptor instead.
 func (*ReportTokenUseRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{38}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReportTokenUseRequest) GetUses() []*TokenUse {
@@ -2779,7 +2856,7 @@ type ReportTokenUseResponse struct {
 
 func (x *ReportTokenUseResponse) Reset() {
 	*x = ReportTokenUseResponse{}
-	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	mi := &file_sigil_v1_authority_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +2868,7 @@ func (x *ReportTokenUseResponse) String() string {
 func (*ReportTokenUseResponse) ProtoMessage() {}
 
 func (x *ReportTokenUseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_authority_proto_msgTypes[39]
+	mi := &file_sigil_v1_authority_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +2881,7 @@ func (x *ReportTokenUseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportTokenUseResponse.ProtoReflect.Descriptor instead.
 func (*ReportTokenUseResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{39}
+	return file_sigil_v1_authority_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportTokenUseResponse) GetRecorded() int32 {
@@ -2914,7 +2991,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x17WatchRevocationsRequest\x12%\n" +
 	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12!\n" +
-	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\xda\x03\n" +
+	"\fafter_digest\x18\x03 \x01(\fR\vafterDigest\"\x93\x04\n" +
 	"\x18WatchRevocationsResponse\x12@\n" +
 	"\x0esnapshot_chunk\x18\x01 \x01(\v2\x17.sigil.v1.SnapshotChunkH\x00R\rsnapshotChunk\x12:\n" +
 	"\fsnapshot_end\x18\x02 \x01(\v2\x15.sigil.v1.SnapshotEndH\x00R\vsnapshotEnd\x12=\n" +
@@ -2924,10 +3001,13 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"keyRevoked\x126\n" +
 	"\n" +
 	"checkpoint\x18\x06 \x01(\v2\x14.sigil.v1.CheckpointH\x00R\n" +
-	"checkpoint\x120\n" +
+	"checkpoint\x127\n" +
+	"\acatalog\x18\b \x01(\v2\x1b.sigil.v1.PermissionCatalogH\x00R\acatalog\x120\n" +
 	"\x11previous_revision\x18\a \x01(\x04H\x01R\x10previousRevision\x88\x01\x01B\a\n" +
 	"\x05eventB\x14\n" +
-	"\x12_previous_revision\"\xaa\x01\n" +
+	"\x12_previous_revision\"K\n" +
+	"\x11PermissionCatalog\x126\n" +
+	"\vpermissions\x18\x01 \x03(\v2\x14.sigil.v1.PermissionR\vpermissions\"\xaa\x01\n" +
 	"\rSnapshotChunk\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12=\n" +
@@ -2991,7 +3071,7 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x15ReportTokenUseRequest\x12&\n" +
 	"\x04uses\x18\x01 \x03(\v2\x12.sigil.v1.TokenUseR\x04uses\"4\n" +
 	"\x16ReportTokenUseResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\x05R\brecorded*\xf8\x01\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded*\xb8\x02\n" +
 	"\vAuditAction\x12\x1c\n" +
 	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aAUDIT_ACTION_TOKEN_CREATED\x10\x01\x12\x1e\n" +
@@ -2999,7 +3079,9 @@ const file_sigil_v1_authority_proto_rawDesc = "" +
 	"\x1aAUDIT_ACTION_TOKEN_ROTATED\x10\x03\x12\x1f\n" +
 	"\x1bAUDIT_ACTION_TOKENS_REVOKED\x10\x04\x12$\n" +
 	" AUDIT_ACTION_SIGNING_KEY_ROTATED\x10\x05\x12$\n" +
-	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06*\x9f\x01\n" +
+	" AUDIT_ACTION_SIGNING_KEY_REVOKED\x10\x06\x12\x1d\n" +
+	"\x19AUDIT_ACTION_TOKEN_LEAKED\x10\a\x12\x1f\n" +
+	"\x1bAUDIT_ACTION_TOKEN_EXPIRING\x10\b*\x9f\x01\n" +
 	"\vLeakOutcome\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LEAK_OUTCOME_NOT_A_TOKEN\x10\x01\x12\x18\n" +
@@ -3037,7 +3119,7 @@ func file_sigil_v1_authority_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_sigil_v1_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_sigil_v1_authority_proto_goTypes = []any{
 	(AuditAction)(0),                   // 0: sigil.v1.AuditAction
 	(LeakOutcome)(0),                   // 1: sigil.v1.LeakOutcome
@@ -3061,105 +3143,108 @@ var file_sigil_v1_authority_proto_goTypes = []any{
 	(*ListAuditEventsResponse)(nil),    // 19: sigil.v1.ListAuditEventsResponse
 	(*WatchRevocationsRequest)(nil),    // 20: sigil.v1.WatchRevocationsRequest
 	(*WatchRevocationsResponse)(nil),   // 21: sigil.v1.WatchRevocationsResponse
-	(*SnapshotChunk)(nil),              // 22: sigil.v1.SnapshotChunk
-	(*SnapshotEnd)(nil),                // 23: sigil.v1.SnapshotEnd
-	(*TokenRevoked)(nil),               // 24: sigil.v1.TokenRevoked
-	(*SigningKeyAdded)(nil),            // 25: sigil.v1.SigningKeyAdded
-	(*SigningKeyRevoked)(nil),          // 26: sigil.v1.SigningKeyRevoked
-	(*Checkpoint)(nil),                 // 27: sigil.v1.Checkpoint
-	(*ConfirmHistoryRequest)(nil),      // 28: sigil.v1.ConfirmHistoryRequest
-	(*ConfirmHistoryResponse)(nil),     // 29: sigil.v1.ConfirmHistoryResponse
-	(*RotateSigningKeyRequest)(nil),    // 30: sigil.v1.RotateSigningKeyRequest
-	(*RotateSigningKeyResponse)(nil),   // 31: sigil.v1.RotateSigningKeyResponse
-	(*RevokeSigningKeyRequest)(nil),    // 32: sigil.v1.RevokeSigningKeyRequest
-	(*RevokeSigningKeyResponse)(nil),   // 33: sigil.v1.RevokeSigningKeyResponse
-	(*ListSigningKeysRequest)(nil),     // 34: sigil.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 35: sigil.v1.ListSigningKeysResponse
-	(*ReportLeakedTokensRequest)(nil),  // 36: sigil.v1.ReportLeakedTokensRequest
-	(*LeakResult)(nil),                 // 37: sigil.v1.LeakResult
-	(*ReportLeakedTokensResponse)(nil), // 38: sigil.v1.ReportLeakedTokensResponse
-	(*TokenUse)(nil),                   // 39: sigil.v1.TokenUse
-	(*ReportTokenUseRequest)(nil),      // 40: sigil.v1.ReportTokenUseRequest
-	(*ReportTokenUseResponse)(nil),     // 41: sigil.v1.ReportTokenUseResponse
-	(*Grant)(nil),                      // 42: sigil.v1.Grant
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
-	(*TokenInfo)(nil),                  // 45: sigil.v1.TokenInfo
-	(TokenState)(0),                    // 46: sigil.v1.TokenState
-	(*SigningKey)(nil),                 // 47: sigil.v1.SigningKey
+	(*PermissionCatalog)(nil),          // 22: sigil.v1.PermissionCatalog
+	(*SnapshotChunk)(nil),              // 23: sigil.v1.SnapshotChunk
+	(*SnapshotEnd)(nil),                // 24: sigil.v1.SnapshotEnd
+	(*TokenRevoked)(nil),               // 25: sigil.v1.TokenRevoked
+	(*SigningKeyAdded)(nil),            // 26: sigil.v1.SigningKeyAdded
+	(*SigningKeyRevoked)(nil),          // 27: sigil.v1.SigningKeyRevoked
+	(*Checkpoint)(nil),                 // 28: sigil.v1.Checkpoint
+	(*ConfirmHistoryRequest)(nil),      // 29: sigil.v1.ConfirmHistoryRequest
+	(*ConfirmHistoryResponse)(nil),     // 30: sigil.v1.ConfirmHistoryResponse
+	(*RotateSigningKeyRequest)(nil),    // 31: sigil.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),   // 32: sigil.v1.RotateSigningKeyResponse
+	(*RevokeSigningKeyRequest)(nil),    // 33: sigil.v1.RevokeSigningKeyRequest
+	(*RevokeSigningKeyResponse)(nil),   // 34: sigil.v1.RevokeSigningKeyResponse
+	(*ListSigningKeysRequest)(nil),     // 35: sigil.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 36: sigil.v1.ListSigningKeysResponse
+	(*ReportLeakedTokensRequest)(nil),  // 37: sigil.v1.ReportLeakedTokensRequest
+	(*LeakResult)(nil),                 // 38: sigil.v1.LeakResult
+	(*ReportLeakedTokensResponse)(nil), // 39: sigil.v1.ReportLeakedTokensResponse
+	(*TokenUse)(nil),                   // 40: sigil.v1.TokenUse
+	(*ReportTokenUseRequest)(nil),      // 41: sigil.v1.ReportTokenUseRequest
+	(*ReportTokenUseResponse)(nil),     // 42: sigil.v1.ReportTokenUseResponse
+	(*Grant)(nil),                      // 43: sigil.v1.Grant
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 45: google.protobuf.Duration
+	(*TokenInfo)(nil),                  // 46: sigil.v1.TokenInfo
+	(TokenState)(0),                    // 47: sigil.v1.TokenState
+	(*SigningKey)(nil),                 // 48: sigil.v1.SigningKey
 }
 var file_sigil_v1_authority_proto_depIdxs = []int32{
-	42, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
-	43, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	45, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	46, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
-	43, // 6: sigil.v1.ListTokensRequest.unused_since:type_name -> google.protobuf.Timestamp
-	43, // 7: sigil.v1.ListTokensRequest.expire_before:type_name -> google.protobuf.Timestamp
-	45, // 8: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
-	45, // 9: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
-	43, // 10: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 11: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 12: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	43, // 0: sigil.v1.CreateTokenRequest.grants:type_name -> sigil.v1.Grant
+	44, // 1: sigil.v1.CreateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 2: sigil.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 3: sigil.v1.CreateTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	46, // 4: sigil.v1.GetTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	47, // 5: sigil.v1.ListTokensRequest.state:type_name -> sigil.v1.TokenState
+	44, // 6: sigil.v1.ListTokensRequest.unused_since:type_name -> google.protobuf.Timestamp
+	44, // 7: sigil.v1.ListTokensRequest.expire_before:type_name -> google.protobuf.Timestamp
+	46, // 8: sigil.v1.ListTokensResponse.tokens:type_name -> sigil.v1.TokenInfo
+	46, // 9: sigil.v1.RevokeTokenResponse.info:type_name -> sigil.v1.TokenInfo
+	44, // 10: sigil.v1.RotateTokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 11: sigil.v1.RotateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 12: sigil.v1.RotateTokenResponse.info:type_name -> sigil.v1.TokenInfo
 	15, // 13: sigil.v1.ListPermissionsResponse.permissions:type_name -> sigil.v1.Permission
-	43, // 14: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 14: sigil.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 15: sigil.v1.AuditEvent.action:type_name -> sigil.v1.AuditAction
-	42, // 16: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
+	43, // 16: sigil.v1.AuditEvent.grants:type_name -> sigil.v1.Grant
 	17, // 17: sigil.v1.ListAuditEventsResponse.events:type_name -> sigil.v1.AuditEvent
-	22, // 18: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
-	23, // 19: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
-	24, // 20: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
-	25, // 21: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
-	26, // 22: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
-	27, // 23: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
-	24, // 24: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
-	47, // 25: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
-	43, // 26: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 27: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
-	43, // 28: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
-	43, // 29: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
-	43, // 30: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
-	47, // 31: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
-	1,  // 32: sigil.v1.LeakResult.outcome:type_name -> sigil.v1.LeakOutcome
-	37, // 33: sigil.v1.ReportLeakedTokensResponse.results:type_name -> sigil.v1.LeakResult
-	43, // 34: sigil.v1.TokenUse.last_use_time:type_name -> google.protobuf.Timestamp
-	39, // 35: sigil.v1.ReportTokenUseRequest.uses:type_name -> sigil.v1.TokenUse
-	2,  // 36: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
-	4,  // 37: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
-	6,  // 38: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
-	8,  // 39: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
-	10, // 40: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
-	12, // 41: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
-	14, // 42: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
-	18, // 43: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
-	20, // 44: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
-	28, // 45: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
-	30, // 46: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
-	32, // 47: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
-	34, // 48: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
-	36, // 49: sigil.v1.TokenAuthorityService.ReportLeakedTokens:input_type -> sigil.v1.ReportLeakedTokensRequest
-	40, // 50: sigil.v1.TokenAuthorityService.ReportTokenUse:input_type -> sigil.v1.ReportTokenUseRequest
-	3,  // 51: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
-	5,  // 52: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
-	7,  // 53: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
-	9,  // 54: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
-	11, // 55: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
-	13, // 56: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
-	16, // 57: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
-	19, // 58: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
-	21, // 59: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
-	29, // 60: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
-	31, // 61: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
-	33, // 62: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
-	35, // 63: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
-	38, // 64: sigil.v1.TokenAuthorityService.ReportLeakedTokens:output_type -> sigil.v1.ReportLeakedTokensResponse
-	41, // 65: sigil.v1.TokenAuthorityService.ReportTokenUse:output_type -> sigil.v1.ReportTokenUseResponse
-	51, // [51:66] is the sub-list for method output_type
-	36, // [36:51] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	23, // 18: sigil.v1.WatchRevocationsResponse.snapshot_chunk:type_name -> sigil.v1.SnapshotChunk
+	24, // 19: sigil.v1.WatchRevocationsResponse.snapshot_end:type_name -> sigil.v1.SnapshotEnd
+	25, // 20: sigil.v1.WatchRevocationsResponse.token_revoked:type_name -> sigil.v1.TokenRevoked
+	26, // 21: sigil.v1.WatchRevocationsResponse.key_added:type_name -> sigil.v1.SigningKeyAdded
+	27, // 22: sigil.v1.WatchRevocationsResponse.key_revoked:type_name -> sigil.v1.SigningKeyRevoked
+	28, // 23: sigil.v1.WatchRevocationsResponse.checkpoint:type_name -> sigil.v1.Checkpoint
+	22, // 24: sigil.v1.WatchRevocationsResponse.catalog:type_name -> sigil.v1.PermissionCatalog
+	15, // 25: sigil.v1.PermissionCatalog.permissions:type_name -> sigil.v1.Permission
+	25, // 26: sigil.v1.SnapshotChunk.revoked_tokens:type_name -> sigil.v1.TokenRevoked
+	48, // 27: sigil.v1.SnapshotChunk.keys:type_name -> sigil.v1.SigningKey
+	44, // 28: sigil.v1.TokenRevoked.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 29: sigil.v1.SigningKeyAdded.key:type_name -> sigil.v1.SigningKey
+	44, // 30: sigil.v1.Checkpoint.authority_time:type_name -> google.protobuf.Timestamp
+	44, // 31: sigil.v1.RotateSigningKeyResponse.activate_time:type_name -> google.protobuf.Timestamp
+	44, // 32: sigil.v1.RevokeSigningKeyRequest.issued_after:type_name -> google.protobuf.Timestamp
+	48, // 33: sigil.v1.ListSigningKeysResponse.keys:type_name -> sigil.v1.SigningKey
+	1,  // 34: sigil.v1.LeakResult.outcome:type_name -> sigil.v1.LeakOutcome
+	38, // 35: sigil.v1.ReportLeakedTokensResponse.results:type_name -> sigil.v1.LeakResult
+	44, // 36: sigil.v1.TokenUse.last_use_time:type_name -> google.protobuf.Timestamp
+	40, // 37: sigil.v1.ReportTokenUseRequest.uses:type_name -> sigil.v1.TokenUse
+	2,  // 38: sigil.v1.TokenAuthorityService.CreateToken:input_type -> sigil.v1.CreateTokenRequest
+	4,  // 39: sigil.v1.TokenAuthorityService.GetToken:input_type -> sigil.v1.GetTokenRequest
+	6,  // 40: sigil.v1.TokenAuthorityService.ListTokens:input_type -> sigil.v1.ListTokensRequest
+	8,  // 41: sigil.v1.TokenAuthorityService.RevokeToken:input_type -> sigil.v1.RevokeTokenRequest
+	10, // 42: sigil.v1.TokenAuthorityService.RevokeTokens:input_type -> sigil.v1.RevokeTokensRequest
+	12, // 43: sigil.v1.TokenAuthorityService.RotateToken:input_type -> sigil.v1.RotateTokenRequest
+	14, // 44: sigil.v1.TokenAuthorityService.ListPermissions:input_type -> sigil.v1.ListPermissionsRequest
+	18, // 45: sigil.v1.TokenAuthorityService.ListAuditEvents:input_type -> sigil.v1.ListAuditEventsRequest
+	20, // 46: sigil.v1.TokenAuthorityService.WatchRevocations:input_type -> sigil.v1.WatchRevocationsRequest
+	29, // 47: sigil.v1.TokenAuthorityService.ConfirmHistory:input_type -> sigil.v1.ConfirmHistoryRequest
+	31, // 48: sigil.v1.TokenAuthorityService.RotateSigningKey:input_type -> sigil.v1.RotateSigningKeyRequest
+	33, // 49: sigil.v1.TokenAuthorityService.RevokeSigningKey:input_type -> sigil.v1.RevokeSigningKeyRequest
+	35, // 50: sigil.v1.TokenAuthorityService.ListSigningKeys:input_type -> sigil.v1.ListSigningKeysRequest
+	37, // 51: sigil.v1.TokenAuthorityService.ReportLeakedTokens:input_type -> sigil.v1.ReportLeakedTokensRequest
+	41, // 52: sigil.v1.TokenAuthorityService.ReportTokenUse:input_type -> sigil.v1.ReportTokenUseRequest
+	3,  // 53: sigil.v1.TokenAuthorityService.CreateToken:output_type -> sigil.v1.CreateTokenResponse
+	5,  // 54: sigil.v1.TokenAuthorityService.GetToken:output_type -> sigil.v1.GetTokenResponse
+	7,  // 55: sigil.v1.TokenAuthorityService.ListTokens:output_type -> sigil.v1.ListTokensResponse
+	9,  // 56: sigil.v1.TokenAuthorityService.RevokeToken:output_type -> sigil.v1.RevokeTokenResponse
+	11, // 57: sigil.v1.TokenAuthorityService.RevokeTokens:output_type -> sigil.v1.RevokeTokensResponse
+	13, // 58: sigil.v1.TokenAuthorityService.RotateToken:output_type -> sigil.v1.RotateTokenResponse
+	16, // 59: sigil.v1.TokenAuthorityService.ListPermissions:output_type -> sigil.v1.ListPermissionsResponse
+	19, // 60: sigil.v1.TokenAuthorityService.ListAuditEvents:output_type -> sigil.v1.ListAuditEventsResponse
+	21, // 61: sigil.v1.TokenAuthorityService.WatchRevocations:output_type -> sigil.v1.WatchRevocationsResponse
+	30, // 62: sigil.v1.TokenAuthorityService.ConfirmHistory:output_type -> sigil.v1.ConfirmHistoryResponse
+	32, // 63: sigil.v1.TokenAuthorityService.RotateSigningKey:output_type -> sigil.v1.RotateSigningKeyResponse
+	34, // 64: sigil.v1.TokenAuthorityService.RevokeSigningKey:output_type -> sigil.v1.RevokeSigningKeyResponse
+	36, // 65: sigil.v1.TokenAuthorityService.ListSigningKeys:output_type -> sigil.v1.ListSigningKeysResponse
+	39, // 66: sigil.v1.TokenAuthorityService.ReportLeakedTokens:output_type -> sigil.v1.ReportLeakedTokensResponse
+	42, // 67: sigil.v1.TokenAuthorityService.ReportTokenUse:output_type -> sigil.v1.ReportTokenUseResponse
+	53, // [53:68] is the sub-list for method output_type
+	38, // [38:53] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_authority_proto_init() }
@@ -3183,6 +3268,7 @@ func file_sigil_v1_authority_proto_init() {
 		(*WatchRevocationsResponse_KeyAdded)(nil),
 		(*WatchRevocationsResponse_KeyRevoked)(nil),
 		(*WatchRevocationsResponse_Checkpoint)(nil),
+		(*WatchRevocationsResponse_Catalog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3190,7 +3276,7 @@ func file_sigil_v1_authority_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_authority_proto_rawDesc), len(file_sigil_v1_authority_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -56,9 +55,11 @@ type Options struct {
 // Run runs the authority with cfg until ctx ends, then stops gracefully.
 // maxRequestSize bounds every request to the authority. The largest
 // legitimate one is a CreateToken whose grants fill a token (token.MaxLen
-// bytes) plus its other fields (about 2 KiB); grants that cannot fit in a
-// token are refused anyway, so 64 KiB leaves ample room.
-const maxRequestSize = 64 << 10
+// bytes) plus its other fields (about 2 KiB), and a ReportLeakedTokens of
+// 100 strings of at most 1 KiB with a source and a URL (about 103 KiB);
+// grants that cannot fit in a token are refused anyway, so 128 KiB leaves
+// ample room.
+const maxRequestSize = 128 << 10
 
 func Run(ctx context.Context, cfg config.Config) error {
 	return RunWithOptions(ctx, cfg, Options{})
@@ -93,6 +94,10 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	if err != nil {
 		return err
 	}
+	hooks, err := newWebhooks(cfg, logger)
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -110,6 +115,15 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		// operator's, each could mint and revoke anything.
 		return fmt.Errorf("the watch credential (%s) equals the operator credential (%s): give the watch credential a value of its own",
 			cfg.WatchTokenFile, cfg.OperatorTokenFile)
+	}
+	reporter, err := secrets.LoadOrCreateCredential(cfg.ReporterTokenFile, secrets.ReporterPrefix, logger)
+	if err != nil {
+		return err
+	}
+	if reporter.Equal(operator) || reporter.Equal(watch) {
+		// The reporter credential sits in a secret scanner's
+		// configuration: equal to another, it would carry that one's rights.
+		return fmt.Errorf("the reporter credential (%s) equals the operator or the watch credential: give it a value of its own", cfg.ReporterTokenFile)
 	}
 
 	// From here on, what is opened is closed in reverse order, also when
@@ -135,6 +149,9 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		"check_took", checkTook(st))
 
 	reg := prometheus.NewRegistry()
+	if err := hooks.attach(st, reg); err != nil {
+		return err
+	}
 	rewinds := newRewindCounter()
 	reg.MustRegister(rewinds)
 	markPath := filepath.Join(cfg.DataDir, HighWaterFile)
@@ -164,7 +181,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		return err
 	}
 
-	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger})
+	km, err := keys.New(ctx, st, sealer, keys.Options{ActivationDelay: cfg.KeyActivationDelay, Logger: logger, ExternalSchedule: true})
 	if err != nil {
 		return err
 	}
@@ -176,7 +193,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 
 	srv, err := server.New(server.Options{
 		Options: manage.Options{
-			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch,
+			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch, Reporter: reporter,
 			Dev: cfg.Dev, Logger: logger,
 		},
 		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Metrics: metrics,
@@ -219,22 +236,13 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	closers = append(closers, func() { stopBG(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// Compaction reads every page of the event log: damage found
-		// there is reported (NOT_SERVING, one ERROR), never a crash. A
-		// damaged page can point bbolt outside the file: a fault, which
-		// only panic-on-fault makes recoverable.
-		debug.SetPanicOnFault(true)
-		defer func() {
-			if p := recover(); p != nil {
-				faults.report(fmt.Errorf("compaction: %v", p))
-			}
-		}()
-		srv.RunCompaction(bg, compactInterval)
-	}()
-	startRetention(bg, &wg, st, cfg, reg, logger, faults.report)
+	runBackground(bg, &wg, st, srv, km, faults, reg, logger, cfg.EtcdLeaderTTL, append(hooks.jobs(), retentionJobs(st, cfg, reg, logger, faults.report)...)...)
+
+	if cfg.WriteProbeInterval > 0 {
+		wp := newWriteProbe(st.ProbeWrite, cfg.WriteProbeInterval, cfg.WriteProbeTimeout, logger, faults.stall, reg)
+		wg.Add(1)
+		go func() { defer wg.Done(); wp.run(bg) }()
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()

@@ -51,6 +51,13 @@ func TestRunRefusesBadInputBeforeListening(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, want: "writable by group or others"},
+		{name: "reporter credential equals the operator's", mutate: func(t *testing.T, c *config.Config) {
+			for _, f := range []string{c.OperatorTokenFile, c.ReporterTokenFile} {
+				if err := os.WriteFile(f, []byte("sigil_op_0123456789abcdefghij\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, want: "reporter credential"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +124,9 @@ func TestRunServesAndStops(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s", want)
 		}
+	}
+	if fi, err := os.Stat(cfg.ReporterTokenFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("reporter credential file: %v, %v; want created with mode 0600", fi, err)
 	}
 	op, _ := os.ReadFile(cfg.OperatorTokenFile)
 	if strings.Contains(out, strings.TrimSpace(string(op))) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,18 +28,15 @@ type retentionJob struct {
 	onFault  func(error)
 }
 
-// startRetention starts the retention job on bg (wg waits for it), unless
-// both retentions keep everything.
-func startRetention(bg context.Context, wg *sync.WaitGroup, st store.Store, cfg config.Config, reg prometheus.Registerer, logger *slog.Logger, onFault func(error)) {
+// retentionJobs is the retention job as cluster-wide work (leaderJob: with
+// replicas, the leader runs it; it is idempotent if two ever do), or none
+// when both retentions keep everything.
+func retentionJobs(st store.Store, cfg config.Config, reg prometheus.Registerer, logger *slog.Logger, onFault func(error)) []leaderJob {
 	j := newRetentionJob(st, cfg, reg, logger, onFault)
 	if j == nil {
-		return
+		return nil
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		j.loop(bg)
-	}()
+	return []leaderJob{{name: "retention", run: j.loop}}
 }
 
 // newRetentionJob makes the job, or returns nil when there is nothing to

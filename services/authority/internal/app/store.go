@@ -67,7 +67,19 @@ type faultReporter struct {
 
 	mu         sync.Mutex
 	err        error
+	stalled    bool // the write probe finds writes not committing (temporary)
 	setServing func(bool)
+}
+
+// stall turns health NOT_SERVING while writes do not commit (true), and
+// back on when they do again (false), unless damage was reported.
+func (f *faultReporter) stall(stalled bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stalled = stalled
+	if f.setServing != nil {
+		f.setServing(f.err == nil && !f.stalled)
+	}
 }
 
 // report records the first fault.
@@ -90,5 +102,5 @@ func (f *faultReporter) serving(set func(bool)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.setServing = set
-	set(f.err == nil)
+	set(f.err == nil && !f.stalled)
 }

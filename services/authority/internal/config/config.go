@@ -34,6 +34,7 @@ type Config struct {
 	DataDir            string        // holds the bbolt file and, by default, the credential files
 	OperatorTokenFile  string        // operator credential file
 	WatchTokenFile     string        // watch (stream) credential file
+	ReporterTokenFile  string        // reporter credential file (ReportLeakedTokens only)
 	KEKFile            string        // key-encryption key file, when SIGIL_AUTHORITY_KEK is not set
 	MinTTL             time.Duration // shortest token lifetime
 	MaxTTL             time.Duration // longest token lifetime
@@ -62,8 +63,15 @@ type Config struct {
 	EtcdKey         string        // client private key for etcd (PEM)
 	EtcdDialTimeout time.Duration // bound of connecting to etcd
 
-	Retention      time.Duration // how long dead (revoked or expired) tokens are kept; 0 keeps them
-	AuditRetention time.Duration // how long audit records are kept; 0 keeps them
+	WriteProbeInterval time.Duration // how often a write is probed (0: never)
+	WriteProbeTimeout  time.Duration // a probe slower than this makes health NOT_SERVING
+	EtcdLeaderTTL      time.Duration // lease of the replica that runs the cluster-wide background work
+
+	WebhookURL        string        // webhook endpoint (http or https); empty disables webhooks
+	WebhookSecretFile string        // file holding the whsec_ signing secret
+	ExpiryNotice      string        // lead times of expiry notices, comma-separated; empty disables them
+	Retention         time.Duration // how long dead (revoked or expired) tokens are kept; 0 keeps them
+	AuditRetention    time.Duration // how long audit records are kept; 0 keeps them
 }
 
 // DefaultRetention is --retention's default: 90 days.
@@ -98,6 +106,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory holding the bbolt file")
 	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "operator credential file, created with mode 0600 if missing (default <data-dir>/operator.token)")
 	fs.StringVar(&c.WatchTokenFile, "watch-token-file", "", "credential file authorizers use for the revocation stream, created if missing (default <data-dir>/watch.token)")
+	fs.StringVar(&c.ReporterTokenFile, "reporter-token-file", "", "credential file secret scanners use to report leaked tokens (ReportLeakedTokens only), created with mode 0600 if missing (default <data-dir>/reporter.token)")
 	fs.StringVar(&c.KEKFile, "kek-file", "", "key-encryption key file, created if missing; "+EnvPrefix+"_KEK (base64) takes precedence (default <data-dir>/kek)")
 	fs.DurationVar(&c.MinTTL, "min-ttl", 168*time.Hour, "shortest token lifetime")
 	fs.DurationVar(&c.MaxTTL, "max-ttl", 8760*time.Hour, "longest token lifetime")
@@ -124,6 +133,12 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate (PEM) presented to etcd; with --etcd-key")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client private key (PEM) for --etcd-cert")
 	fs.DurationVar(&c.EtcdDialTimeout, "etcd-dial-timeout", store.DefaultEtcdDialTimeout, "bound of connecting to etcd at start-up")
+	fs.DurationVar(&c.WriteProbeInterval, "write-probe-interval", 5*time.Second, "how often an empty write is committed to check the store takes writes (0 disables)")
+	fs.DurationVar(&c.WriteProbeTimeout, "write-probe-timeout", 10*time.Second, "a write probe that has not committed after this long (a hung or frozen disk, etcd without quorum), or that fails, makes health NOT_SERVING until one commits")
+	fs.DurationVar(&c.EtcdLeaderTTL, "etcd-leader-ttl", store.DefaultLeaderTTL, "lease of the replica leading the cluster-wide background work (compaction, key activation): another takes over this long after it dies (whole seconds, 1s to 1h)")
+	fs.StringVar(&c.WebhookURL, "webhook-url", "", "endpoint (http:// or https://) receiving webhook events, signed as Standard Webhooks; empty disables webhooks")
+	fs.StringVar(&c.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (whsec_ then base64 of 24 to 64 bytes); required with --webhook-url")
+	fs.StringVar(&c.ExpiryNotice, "expiry-notice", DefaultExpiryNotice, "lead times before a token's expiry at which a token.expiring notice is made (audit log and webhook), comma-separated; empty disables")
 	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "how long a revoked or expired token's record is kept before it is purged (its audit records stay); 0 keeps them forever")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", 0, "how long audit records are kept; 0 keeps them forever")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
@@ -141,6 +156,9 @@ func (c *Config) fillDefaults() {
 	if c.WatchTokenFile == "" {
 		c.WatchTokenFile = filepath.Join(c.DataDir, "watch.token")
 	}
+	if c.ReporterTokenFile == "" {
+		c.ReporterTokenFile = filepath.Join(c.DataDir, "reporter.token")
+	}
 	if c.KEKFile == "" {
 		c.KEKFile = filepath.Join(c.DataDir, "kek")
 	}
@@ -157,13 +175,16 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		p.Add("data-dir", "must not be empty")
 	}
-	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile} {
+	for name, v := range map[string]string{"operator-token-file": c.OperatorTokenFile, "watch-token-file": c.WatchTokenFile, "kek-file": c.KEKFile, "reporter-token-file": c.ReporterTokenFile} {
 		if v == "" {
 			p.Add(name, "must not be empty")
 		}
 	}
 	if c.OperatorTokenFile != "" && c.OperatorTokenFile == c.WatchTokenFile {
 		p.Add("watch-token-file", "must differ from --operator-token-file")
+	}
+	if c.ReporterTokenFile != "" && (c.ReporterTokenFile == c.OperatorTokenFile || c.ReporterTokenFile == c.WatchTokenFile) {
+		p.Add("reporter-token-file", "must differ from --operator-token-file and --watch-token-file")
 	}
 	p.Positive("min-ttl", c.MinTTL)
 	p.Positive("max-ttl", c.MaxTTL)
@@ -176,6 +197,12 @@ func (c Config) Validate() error {
 		p.Add("key-activation-delay", "%s must exceed the %s checkpoint interval", c.KeyActivationDelay, CheckpointInterval)
 	}
 	p.Positive("shutdown-timeout", c.ShutdownTimeout)
+	if c.WriteProbeInterval < 0 {
+		p.Add("write-probe-interval", "must not be negative, got %s", c.WriteProbeInterval)
+	}
+	if c.WriteProbeInterval > 0 {
+		p.Positive("write-probe-timeout", c.WriteProbeTimeout)
+	}
 	for _, b := range []struct {
 		flag string
 		v    int
@@ -196,6 +223,7 @@ func (c Config) Validate() error {
 		}
 	}
 	c.validateStore(&p)
+	c.validateWebhook(&p)
 	for _, r := range []struct {
 		flag string
 		d    time.Duration
@@ -227,6 +255,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 			{"etcd-cert", c.EtcdCert != ""},
 			{"etcd-key", c.EtcdKey != ""},
 			{"etcd-dial-timeout", c.EtcdDialTimeout != store.DefaultEtcdDialTimeout},
+			{"etcd-leader-ttl", c.EtcdLeaderTTL != store.DefaultLeaderTTL},
 		} {
 			if f.set {
 				p.Add(f.flag, "is only used with --store etcd")
@@ -265,4 +294,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 		p.Add("etcd-prefix", "must be non-empty and end with /")
 	}
 	p.Positive("etcd-dial-timeout", c.EtcdDialTimeout)
+	if c.EtcdLeaderTTL < time.Second || c.EtcdLeaderTTL > time.Hour || c.EtcdLeaderTTL%time.Second != 0 {
+		p.Add("etcd-leader-ttl", "must be whole seconds between 1s and 1h, got %s", c.EtcdLeaderTTL)
+	}
 }

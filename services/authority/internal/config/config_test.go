@@ -20,12 +20,16 @@ func TestParseDefaults(t *testing.T) {
 	want := Config{
 		Listen: "127.0.0.1:7001", MetricsListen: "127.0.0.1:9101", DataDir: "./data",
 		OperatorTokenFile: filepath.Join("data", "operator.token"), WatchTokenFile: filepath.Join("data", "watch.token"),
-		KEKFile: filepath.Join("data", "kek"), MinTTL: 168 * time.Hour, MaxTTL: 8760 * time.Hour,
+		ReporterTokenFile: filepath.Join("data", "reporter.token"),
+		KEKFile:           filepath.Join("data", "kek"), MinTTL: 168 * time.Hour, MaxTTL: 8760 * time.Hour,
 		TokenPrefix: "sigil_pat_", KeyActivationDelay: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
 		LogLevel: "info", LockTimeout: 3 * time.Second,
 		MaxConnections: 1024, MaxStreams: 100, MaxWatchStreams: 256,
 		Store: "bbolt", EtcdPrefix: "/sigil/", EtcdDialTimeout: 5 * time.Second,
-		Retention: 2160 * time.Hour,
+		WriteProbeInterval: 5 * time.Second, WriteProbeTimeout: 10 * time.Second,
+		EtcdLeaderTTL: 10 * time.Second,
+		ExpiryNotice:  "168h,24h",
+		Retention:     2160 * time.Hour,
 	}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
@@ -130,6 +134,8 @@ func TestValidate(t *testing.T) {
 		{name: "zero shutdown timeout", mutate: func(c *Config) { c.ShutdownTimeout = 0 }, err: "--shutdown-timeout"},
 		{name: "zero lock timeout", mutate: func(c *Config) { c.LockTimeout = 0 }, err: "--lock-timeout"},
 		{name: "same credential files", mutate: func(c *Config) { c.WatchTokenFile = c.OperatorTokenFile }, err: "--watch-token-file"},
+		{name: "reporter file is the operator's", mutate: func(c *Config) { c.ReporterTokenFile = c.OperatorTokenFile }, err: "--reporter-token-file"},
+		{name: "reporter file is the watch one", mutate: func(c *Config) { c.ReporterTokenFile = c.WatchTokenFile }, err: "--reporter-token-file"},
 		{name: "empty data dir", mutate: func(c *Config) { c.DataDir = "" }, err: "--data-dir"},
 		{name: "unknown store", mutate: func(c *Config) { c.Store = "sqlite" }, err: "--store: must be bbolt or etcd"},
 		{name: "etcd valid", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://10.0.0.1:2379, http://10.0.0.2:2379" }},
@@ -145,6 +151,12 @@ func TestValidate(t *testing.T) {
 		{name: "etcd cert without key", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCert = "etcd", "https://e:2379", "c" }, err: "--etcd-cert and --etcd-key go together"},
 		{name: "etcd prefix without slash", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdPrefix = "etcd", "http://e:2379", "/sigil" }, err: "--etcd-prefix"},
 		{name: "etcd dial timeout zero", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdDialTimeout = "etcd", "http://e:2379", 0 }, err: "--etcd-dial-timeout"},
+		{name: "etcd leader ttl zero", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 0 }, err: "--etcd-leader-ttl"},
+		{name: "etcd leader ttl fraction", mutate: func(c *Config) {
+			c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 1500*time.Millisecond
+		}, err: "--etcd-leader-ttl: must be whole seconds"},
+		{name: "etcd leader ttl valid", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdLeaderTTL = "etcd", "http://e:2379", 3*time.Second }},
+		{name: "etcd leader ttl with bbolt", mutate: func(c *Config) { c.EtcdLeaderTTL = 3 * time.Second }, err: "--etcd-leader-ttl: is only used with --store etcd"},
 		{name: "etcd flag with bbolt", mutate: func(c *Config) { c.EtcdEndpoints = "http://e:2379" }, err: "--etcd-endpoints: is only used with --store etcd"},
 		{name: "etcd prefix with bbolt", mutate: func(c *Config) { c.EtcdPrefix = "/x/" }, err: "--etcd-prefix: is only used with --store etcd"},
 		{

@@ -42,6 +42,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// ExternalSchedule, when set, starts no activation goroutine: the
+	// caller runs RunSchedule (the authority runs it on the one replica
+	// that leads the cluster-wide background work).
+	ExternalSchedule bool
 }
 
 // Manager owns the signing keys. It is safe for concurrent use.
@@ -95,6 +99,10 @@ func New(ctx context.Context, st Store, sealer *secrets.Sealer, opts Options) (*
 	if err := m.activateDue(ctx); err != nil {
 		return nil, err
 	}
+	if opts.ExternalSchedule {
+		close(m.stopped)
+		return m, nil
+	}
 	go m.loop()
 	return m, nil
 }
@@ -105,9 +113,9 @@ func (m *Manager) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("keys: list: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.keys, m.order, m.active = map[string]*entry{}, nil, ""
+	// Built aside and swapped in whole: a key that cannot be opened leaves
+	// the manager as it was.
+	keys, order, active := map[string]*entry{}, []string(nil), ""
 	for _, k := range ks {
 		e := &entry{key: k}
 		if k.State != store.KeyRevoked {
@@ -120,15 +128,19 @@ func (m *Manager) load(ctx context.Context) error {
 			}
 			e.priv = ed25519.PrivateKey(raw)
 		}
-		m.keys[k.ID] = e
-		m.order = append(m.order, k.ID)
+		keys[k.ID] = e
+		order = append(order, k.ID)
 		if k.State == store.KeyActive {
 			// Several active keys can only come from a crash between
-			// activating one and demoting the other: the newest wins and
+			// activating one and demoting the other (or from two replicas
+			// creating a first key at once): the newest wins and
 			// activateDue demotes the rest.
-			m.active = k.ID
+			active = k.ID
 		}
 	}
+	m.mu.Lock()
+	m.keys, m.order, m.active = keys, order, active
+	m.mu.Unlock()
 	return nil
 }
 
@@ -334,37 +346,90 @@ func (m *Manager) poke() {
 	}
 }
 
-// loop activates pending keys when their time comes.
+// loop activates pending keys when their time comes, until Close.
 func (m *Manager) loop() {
 	defer close(m.stopped)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-m.stop
+		cancel()
+	}()
+	m.schedule(ctx, false)
+	cancel()
+}
+
+// RunSchedule activates pending keys when their time comes, until ctx ends
+// (for a manager made with ExternalSchedule). Each round reads the keys
+// from the store first, so that what another replica changed (a rotation,
+// an activation, a revocation) is what the round works from: two replicas
+// that ever run it at once compute the same activations from the same
+// keys, and the store changes nothing for a key already in its state.
+func (m *Manager) RunSchedule(ctx context.Context) {
+	m.schedule(ctx, true)
+}
+
+// schedule is the activation loop; reload makes each round read the keys
+// from the store first.
+func (m *Manager) schedule(ctx context.Context, reload bool) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for {
-		next, ok := m.nextActivation()
-		wait := time.Hour
-		if ok {
-			wait = max(next.Sub(m.now()), 0)
+	for first := reload; ; first = false {
+		if !first {
+			next, ok := m.nextActivation()
+			wait := time.Hour
+			if ok {
+				wait = max(next.Sub(m.now()), 0)
+			}
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.wake:
+				if !reload {
+					continue
+				}
+				// A key changed (here or on another replica): a round
+				// on what the store holds now.
+			case <-timer.C:
+			}
 		}
-		timer.Reset(wait)
-		select {
-		case <-m.stop:
-			return
-		case <-m.wake:
-			continue
-		case <-timer.C:
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var err error
+		if reload {
+			err = m.reload(rctx)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := m.activateDue(ctx); err != nil {
+		if err == nil {
+			err = m.activateDue(rctx)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			m.logger.Error("signing key activation failed; retrying", "error", err)
 			select {
-			case <-m.stop:
-				cancel()
+			case <-ctx.Done():
 				return
 			case <-time.After(time.Second):
 			}
 		}
-		cancel()
 	}
+}
+
+// Reload reads the keys from the store again, for a manager whose store
+// other replicas change too: their rotations, activations and revocations
+// become this replica's (signing key, verification, key list). The
+// schedule, when this manager runs it, is woken to see new pending keys.
+func (m *Manager) Reload(ctx context.Context) error {
+	err := m.reload(ctx)
+	if err == nil {
+		m.poke()
+	}
+	return err
+}
+
+// reload is load between key changes of this process.
+func (m *Manager) reload(ctx context.Context) error {
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	return m.load(ctx)
 }
 
 func (m *Manager) nextActivation() (time.Time, bool) {

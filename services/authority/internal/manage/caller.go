@@ -19,6 +19,7 @@ const (
 	Operator              // the operator credential
 	Watch                 // the watch credential
 	PAT                   // a personal access token
+	Reporter              // the reporter credential: ReportLeakedTokens only
 )
 
 // Caller is an authenticated caller.
@@ -27,10 +28,13 @@ type Caller struct {
 	Token store.Token // PAT: the stored row of the presenting token
 }
 
-// Actor is the audit actor: "operator" or "token:<id>".
+// Actor is the audit actor: "operator", "reporter" or "token:<id>".
 func (c *Caller) Actor() string {
-	if c.Kind == PAT {
+	switch c.Kind {
+	case PAT:
 		return "token:" + c.Token.ID
+	case Reporter:
+		return "reporter"
 	}
 	return "operator"
 }
@@ -42,13 +46,15 @@ func (m *Manager) Authenticate(ctx context.Context, cred string) (*Caller, error
 	if cred == "" {
 		return &Caller{Kind: Anonymous}, nil
 	}
-	// Both comparisons always run, in constant time each.
-	isOp, isWatch := m.operator.Matches(cred), m.watch.Matches(cred)
+	// Every comparison always runs, in constant time each.
+	isOp, isWatch, isReporter := m.operator.Matches(cred), m.watch.Matches(cred), m.reporter.Matches(cred)
 	switch {
 	case isOp:
 		return &Caller{Kind: Operator}, nil
 	case isWatch:
 		return &Caller{Kind: Watch}, nil
+	case isReporter:
+		return &Caller{Kind: Reporter}, nil
 	}
 	if len(cred) > token.MaxLen {
 		return nil, unauthenticated("unknown credential")
@@ -96,12 +102,24 @@ const (
 	// AccessWatch admits the watch credential and the operator, and
 	// anonymous callers in dev mode: WatchRevocations and ConfirmHistory.
 	AccessWatch
+	// AccessReport admits the reporter credential and the operator:
+	// ReportLeakedTokens.
+	AccessReport
 )
 
 // Admit checks the caller's kind against the access an RPC needs: an
 // anonymous caller is ErrUnauthenticated (unless admitted), any other
 // mismatch ErrPermissionDenied.
 func (m *Manager) Admit(c *Caller, a Access) error {
+	if a == AccessReport {
+		switch c.Kind {
+		case Reporter, Operator:
+			return nil
+		case Anonymous:
+			return unauthenticated("missing authorization: bearer credential")
+		}
+		return denied("ReportLeakedTokens needs the reporter credential or the operator's")
+	}
 	if a == AccessWatch {
 		switch c.Kind {
 		case Watch, Operator:
@@ -119,6 +137,8 @@ func (m *Manager) Admit(c *Caller, a Access) error {
 		return unauthenticated("missing authorization: bearer credential")
 	case c.Kind == Watch:
 		return denied("the watch credential may only call WatchRevocations and ConfirmHistory")
+	case c.Kind == Reporter:
+		return denied(reporterOnly)
 	case a == AccessOperator && c.Kind != Operator:
 		return denied("only the operator manages signing keys")
 	}
@@ -141,6 +161,8 @@ func (c *Caller) CanManage(org string) error {
 		return nil
 	case Watch:
 		return denied("the watch credential may only call WatchRevocations and ConfirmHistory")
+	case Reporter:
+		return denied(reporterOnly)
 	}
 	return unauthenticated("missing authorization: bearer credential")
 }
@@ -199,3 +221,7 @@ func (m *Manager) target(ctx context.Context, c *Caller, ref Ref) (store.Token, 
 	}
 	return t, nil
 }
+
+// reporterOnly is the refusal of any RPC but ReportLeakedTokens to the
+// reporter credential.
+const reporterOnly = "the reporter credential may only call ReportLeakedTokens"

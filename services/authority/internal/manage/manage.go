@@ -66,6 +66,9 @@ type Options struct {
 	Operator secrets.Credential
 	// Watch is the credential authorizers present to watch revocations.
 	Watch secrets.Credential
+	// Reporter is the credential secret scanners present to report leaked
+	// tokens (ReportLeakedTokens only); the zero Credential admits none.
+	Reporter secrets.Credential
 	// Dev admits anonymous watchers.
 	Dev bool
 	// Logger receives compaction failures; discarded when nil.
@@ -82,6 +85,7 @@ type Manager struct {
 	catalog  *scope.Catalog
 	operator secrets.Credential
 	watch    secrets.Credential
+	reporter secrets.Credential
 	dev      bool
 	logger   *slog.Logger
 	now      func() time.Time
@@ -94,7 +98,7 @@ func New(o Options) (*Manager, error) {
 	}
 	m := &Manager{
 		store: o.Store, keys: o.Keys, codec: o.Codec, catalog: o.Catalog,
-		operator: o.Operator, watch: o.Watch, dev: o.Dev, logger: o.Logger, now: o.Now,
+		operator: o.Operator, watch: o.Watch, reporter: o.Reporter, dev: o.Dev, logger: o.Logger, now: o.Now,
 	}
 	if m.logger == nil {
 		m.logger = slog.New(slog.DiscardHandler)

@@ -19,11 +19,13 @@ import (
 const (
 	opCred    = "sigil_op_test-operator-credential-0123456789"
 	watchCred = "sigil_watch_test-watch-credential-0123456789"
-	day       = 24 * time.Hour
+	// reporterCred is the reporter credential (ReportLeakedTokens only).
+	reporterCred = "sigil_reporter_test-reporter-credential-0123456789"
+	day          = 24 * time.Hour
 )
 
 // newTestManager returns a Manager on a real bbolt store in t.TempDir().
-func newTestManager(t *testing.T) *Manager {
+func newTestManager(t testing.TB) *Manager {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "sigil.db"), store.Options{})
 	if err != nil {
@@ -44,7 +46,8 @@ func newTestManager(t *testing.T) *Manager {
 		t.Fatal(err)
 	}
 	m, err := New(Options{Store: st, Keys: km, Codec: codec, Catalog: scope.Builtin(),
-		Operator: secrets.NewCredential(opCred), Watch: secrets.NewCredential(watchCred)})
+		Operator: secrets.NewCredential(opCred), Watch: secrets.NewCredential(watchCred),
+		Reporter: secrets.NewCredential(reporterCred)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +83,12 @@ const (
 	manager  // PAT holding organization:tokens
 	plain    // PAT without organization:tokens
 	watcher  // the watch credential
+	reporter // the reporter credential
 	anon     // no credential
 	nCallers
 )
 
-var callerNames = [nCallers]string{"operator", "org manager PAT", "plain PAT", "watch credential", "anonymous"}
+var callerNames = [nCallers]string{"operator", "org manager PAT", "plain PAT", "watch credential", "reporter credential", "anonymous"}
 
 // TestPermissionMatrix calls every rule as every kind of caller, on a
 // target in the caller's own organization and in another one, against a
@@ -109,7 +113,7 @@ func TestPermissionMatrix(t *testing.T) {
 	mgrSecret, _ := mint("own", TokensPermission, "domain:view")
 	plainSecret, _ := mint("own", "domain:view")
 	var callers [nCallers]*Caller
-	for i, cred := range [nCallers]string{opCred, mgrSecret, plainSecret, watchCred, ""} {
+	for i, cred := range [nCallers]string{opCred, mgrSecret, plainSecret, watchCred, reporterCred, ""} {
 		if callers[i], err = m.Authenticate(ctx, cred); err != nil {
 			t.Fatal(err)
 		}
@@ -163,41 +167,57 @@ func TestPermissionMatrix(t *testing.T) {
 			return err
 		},
 		"ListSigningKeys": func(c *Caller, _ string) error { _, err := m.ListSigningKeys(c); return err },
+		"ReportLeakedTokens": func(c *Caller, org string) error {
+			secret, _ := mint(org, "domain:view")
+			_, _, err := m.ReportLeaked(ctx, c, []string{secret}, "scanner", "")
+			return err
+		},
+		"ReportTokenUse": func(c *Caller, org string) error {
+			_, tok := mint(org, "domain:view")
+			_, err := m.ReportTokenUse(ctx, c, []store.TokenUse{{TokenID: tok.ID, Time: m.now().Truncate(time.Minute)}})
+			return err
+		},
 	}
-	// want: operator, org manager PAT, plain PAT, watch credential, anonymous.
+	// want: operator, org manager PAT, plain PAT, watch credential,
+	// reporter credential, anonymous.
 	type w = [nCallers]outcome
 	tests := []struct {
 		rpc  string
 		own  bool // the target (organization or token) is the PATs' own organization's
 		want w
 	}{
-		{"CreateToken", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"CreateToken", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"GetToken", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"GetToken", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"ListTokens", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"ListTokens", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RevokeToken", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"RevokeToken", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RevokeTokens", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"RevokeTokens", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RotateToken", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"RotateToken", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"ListAuditEvents", true, w{allowed, allowed, denied_, denied_, unauth}},
-		{"ListAuditEvents", false, w{allowed, denied_, denied_, denied_, unauth}},
+		{"CreateToken", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"CreateToken", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"GetToken", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"GetToken", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"ListTokens", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"ListTokens", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RevokeToken", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"RevokeToken", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RevokeTokens", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"RevokeTokens", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RotateToken", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"RotateToken", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"ListAuditEvents", true, w{allowed, allowed, denied_, denied_, denied_, unauth}},
+		{"ListAuditEvents", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
 		// Not scoped to an organization: the same either way.
-		{"ListPermissions", true, w{allowed, allowed, allowed, denied_, unauth}},
-		{"ListPermissions", false, w{allowed, allowed, allowed, denied_, unauth}},
-		{"WatchRevocations", true, w{allowed, denied_, denied_, allowed, unauth}},
-		{"WatchRevocations", false, w{allowed, denied_, denied_, allowed, unauth}},
-		{"ConfirmHistory", true, w{allowed, denied_, denied_, allowed, unauth}},
-		{"ConfirmHistory", false, w{allowed, denied_, denied_, allowed, unauth}},
-		{"RotateSigningKey", true, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RotateSigningKey", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RevokeSigningKey", true, w{allowed, denied_, denied_, denied_, unauth}},
-		{"RevokeSigningKey", false, w{allowed, denied_, denied_, denied_, unauth}},
-		{"ListSigningKeys", true, w{allowed, denied_, denied_, denied_, unauth}},
-		{"ListSigningKeys", false, w{allowed, denied_, denied_, denied_, unauth}},
+		{"ListPermissions", true, w{allowed, allowed, allowed, denied_, denied_, unauth}},
+		{"ListPermissions", false, w{allowed, allowed, allowed, denied_, denied_, unauth}},
+		{"WatchRevocations", true, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"WatchRevocations", false, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"ConfirmHistory", true, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"ConfirmHistory", false, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"RotateSigningKey", true, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RotateSigningKey", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RevokeSigningKey", true, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"RevokeSigningKey", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"ListSigningKeys", true, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		{"ListSigningKeys", false, w{allowed, denied_, denied_, denied_, denied_, unauth}},
+		// Not scoped to an organization: a leak is revoked whoever holds it.
+		{"ReportLeakedTokens", true, w{allowed, denied_, denied_, denied_, allowed, unauth}},
+		{"ReportLeakedTokens", false, w{allowed, denied_, denied_, denied_, allowed, unauth}},
+		{"ReportTokenUse", true, w{allowed, denied_, denied_, allowed, denied_, unauth}},
+		{"ReportTokenUse", false, w{allowed, denied_, denied_, allowed, denied_, unauth}},
 	}
 	if len(tests) != 2*len(calls) {
 		t.Fatalf("%d rows for %d rules", len(tests), len(calls))

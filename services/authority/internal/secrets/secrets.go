@@ -22,6 +22,8 @@ import (
 const (
 	OperatorPrefix = "sigil_op_"
 	WatchPrefix    = "sigil_watch_"
+	// ReporterPrefix starts the reporter credential (ReportLeakedTokens).
+	ReporterPrefix = "sigil_reporter_"
 )
 
 // KEKSize is the size of the key-encryption key: AES-256.

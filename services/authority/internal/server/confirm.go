@@ -37,7 +37,13 @@ func (s *Server) ConfirmHistory(ctx context.Context, req *sigilv1.ConfirmHistory
 	if err := s.mgr.ConfirmHistory(c); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	rev := s.store.Revision()
+	// Read, not the watch-fed Revision: with replicas, a revocation
+	// acknowledged through another one may not have reached this one's
+	// watch yet.
+	rev, err := store.CurrentRevision(ctx, s.store)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	in, err := canResume(ctx, s.store, &sigilv1.WatchRevocationsRequest{
 		AfterRevision: req.GetRevision(), Epoch: req.GetEpoch(), AfterDigest: req.GetDigest(),
 	})

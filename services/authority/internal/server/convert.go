@@ -64,6 +64,7 @@ func tokenInfo(t store.Token, now time.Time) *sigilv1.TokenInfo {
 		RevokeTime:    ts(t.RevokeTime),
 		RevokeReason:  t.RevokeReason,
 		State:         tokenStateToProto(t.StateAt(now)),
+		LastUseTime:   ts(t.LastUseTime),
 	}
 }
 
@@ -108,6 +109,10 @@ func auditActionToProto(a store.AuditAction) sigilv1.AuditAction {
 		return sigilv1.AuditAction_AUDIT_ACTION_SIGNING_KEY_ROTATED
 	case store.AuditKeyRevoked:
 		return sigilv1.AuditAction_AUDIT_ACTION_SIGNING_KEY_REVOKED
+	case store.AuditTokenLeaked:
+		return sigilv1.AuditAction_AUDIT_ACTION_TOKEN_LEAKED
+	case store.AuditTokenExpiring:
+		return sigilv1.AuditAction_AUDIT_ACTION_TOKEN_EXPIRING
 	}
 	return sigilv1.AuditAction_AUDIT_ACTION_UNSPECIFIED
 }

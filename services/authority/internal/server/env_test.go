@@ -38,7 +38,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const (
 	opToken    = "sigil_op_test-operator-credential-0123456789"
 	watchToken = "sigil_watch_test-watch-credential-0123456789"
-	day        = 24 * time.Hour
+	// reporterToken is the reporter credential (ReportLeakedTokens only).
+	reporterToken = "sigil_reporter_test-reporter-credential-0123456789"
+	day           = 24 * time.Hour
 )
 
 // clock is a settable offset from the real time.
@@ -110,7 +112,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 		Options: manage.Options{
 			Store: st, Keys: e.km, Codec: e.codec, Catalog: scope.Builtin(),
 			Operator: secrets.NewCredential(opToken), Watch: secrets.NewCredential(watchToken),
-			Dev: o.dev, Logger: logger, Now: e.clock.now,
+			Reporter: secrets.NewCredential(reporterToken),
+			Dev:      o.dev, Logger: logger, Now: e.clock.now,
 		},
 		MinTTL: 7 * day, MaxTTL: 365 * day, SendTimeout: o.sendTimeout, CheckpointInterval: o.checkpoint,
 		MaxWatchStreams: o.maxWatch, Limits: o.limits,

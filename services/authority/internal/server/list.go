@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
@@ -22,6 +25,8 @@ func (s *Server) ListTokens(ctx context.Context, req *sigilv1.ListTokensRequest)
 	}
 	size := checkPageSize(&v, req.GetPageSize())
 	checkPageToken(&v, req.GetPageToken())
+	unusedSince := optionalTime(&v, "unused_since", req.GetUnusedSince())
+	expireBefore := optionalTime(&v, "expire_before", req.GetExpireBefore())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -29,6 +34,7 @@ func (s *Server) ListTokens(ctx context.Context, req *sigilv1.ListTokensRequest)
 	toks, next, err := s.mgr.ListTokens(ctx, c, store.ListFilter{
 		OrgID: req.GetOrgId(), CreatedBy: req.GetCreatedBy(), State: tokenStateFromProto(req.GetState()),
 		Now: now, PageSize: size, PageToken: req.GetPageToken(),
+		UnusedSince: unusedSince, ExpireBefore: expireBefore,
 	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -38,4 +44,16 @@ func (s *Server) ListTokens(ctx context.Context, req *sigilv1.ListTokensRequest)
 		resp.Tokens[i] = tokenInfo(t, now)
 	}
 	return resp, nil
+}
+
+// optionalTime returns a filter time: zero when unset.
+func optionalTime(v *violations, field string, t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	if err := t.CheckValid(); err != nil || t.GetSeconds() <= 0 {
+		v.add(field, "not a valid time")
+		return time.Time{}
+	}
+	return t.AsTime()
 }

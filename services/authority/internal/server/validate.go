@@ -76,7 +76,7 @@ func (s *Server) checkNoSecret(v *violations, field, text string) {
 		return
 	}
 	lower := strings.ToLower(text)
-	for _, marker := range [...]string{s.codec.Prefix(), secrets.OperatorPrefix, secrets.WatchPrefix} {
+	for _, marker := range [...]string{s.codec.Prefix(), secrets.OperatorPrefix, secrets.WatchPrefix, secrets.ReporterPrefix} {
 		if marker != "" && strings.Contains(lower, marker) {
 			v.add(field, "looks like it holds a token or credential; never paste a secret here")
 			return

@@ -50,6 +50,7 @@ type Bolt struct {
 
 	rev    atomic.Uint64 // last committed revision
 	txRuns atomic.Uint64 // runs of mutation functions, retries included (for tests)
+	outbox atomic.Bool   // mutations enqueue webhook events (SetOutbox)
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at each commit
@@ -115,7 +116,10 @@ func Open(path string, opts Options) (*Bolt, error) {
 		if s.epoch, rev, err = initFile(tx); err != nil {
 			return err
 		}
-		return initDigests(tx, rev)
+		if err := initDigests(tx, rev); err != nil {
+			return err
+		}
+		return initLastUse(tx)
 	}); err != nil {
 		_ = db.Close()
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
@@ -179,6 +183,12 @@ func initFile(tx *bolt.Tx) (epoch string, rev uint64, err error) {
 		if tx.Bucket(name) == nil && bytes.Equal(name, bucketTokensByParent) {
 			// Files made before the revocation cascade lack only this index.
 			if err := addParentIndex(tx); err != nil {
+				return "", 0, err
+			}
+			continue
+		}
+		if tx.Bucket(name) == nil && isLaterBucket(name) {
+			if _, err := tx.CreateBucket(name); err != nil {
 				return "", 0, err
 			}
 			continue
@@ -295,6 +305,11 @@ type writer struct {
 	// deferred is set when the transaction recorded a chunked revocation
 	// for the backend to carry out after the commit.
 	deferred *bulkIntent
+	// outbox is set when mutations enqueue webhook events (SetOutbox);
+	// outboxRev and outboxN number the entries of a revision (outbox.go).
+	outbox    bool
+	outboxRev uint64
+	outboxN   int
 }
 
 // next returns the next revision.
@@ -333,8 +348,17 @@ func (w *writer) event(ev Event) (uint64, error) {
 }
 
 // audit writes an audit record at the transaction's last revision (each
-// mutation writes one, after its events).
+// mutation writes one, after its events), and the webhook event it makes,
+// if any (outbox.go).
 func (w *writer) audit(a AuditRecord) error {
+	if err := w.writeAudit(a); err != nil {
+		return err
+	}
+	return w.enqueueAudit(&a)
+}
+
+// writeAudit writes an audit record at the transaction's last revision.
+func (w *writer) writeAudit(a AuditRecord) error {
 	if w.rev == w.start {
 		return errors.New("store: audit record without an event")
 	}
@@ -378,11 +402,19 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, 
 	txfn := func(tx *bolt.Tx) error {
 		s.txRuns.Add(1)
 		last, rejected = 0, nil
+		// A mutation queued behind a stalled commit (a hung or frozen
+		// disk) runs only when the disk comes back: if its caller has
+		// given up meanwhile, it writes nothing, so that no token is left
+		// live whose secret nobody received.
+		if err := ctx.Err(); err != nil {
+			rejected = fmt.Errorf("store: the caller gave up before the write could start: %w", err)
+			return nil
+		}
 		start, err := currentRevision(tx)
 		if err != nil {
 			return err
 		}
-		w := &writer{kv: boltKV{tx}, start: start, rev: start}
+		w := &writer{kv: boltKV{tx}, start: start, rev: start, outbox: s.outbox.Load()}
 		if err := fn(w); err != nil {
 			var r rejection
 			if errors.As(err, &r) && !w.dirty {

@@ -48,11 +48,39 @@ var (
 	bucketAuditByOrg = []byte("audit_by_org")
 )
 
+// Webhook buckets (outbox.go, notice.go), added to files made before them
+// as empty buckets (laterBuckets).
+var (
+	// bucketOutbox holds the webhook events waiting for delivery:
+	// be(seq) → outbox entry record.
+	bucketOutbox = []byte("webhook_outbox")
+	// bucketOutboxFailed holds the webhook events given up on, the same way.
+	bucketOutboxFailed = []byte("webhook_failed")
+	// bucketExpiryNotices records the expiry notices sent: token id → the
+	// shortest lead time noticed (be(nanoseconds)).
+	bucketExpiryNotices = []byte("expiry_notices")
+)
+
 // allBuckets lists every bucket, for creation and for the open-time check.
 var allBuckets = [][]byte{
 	bucketMeta, bucketTokens, bucketTokenNames, bucketTokensByOrg,
 	bucketTokensByCreator, bucketUnrevoked, bucketRevoked, bucketKeys,
 	bucketEvents, bucketAudit, bucketAuditByOrg, bucketTokensByParent,
+	bucketOutbox, bucketOutboxFailed, bucketExpiryNotices,
+}
+
+// laterBuckets are buckets a file made before them lacks and gets, empty,
+// when opened.
+var laterBuckets = [][]byte{bucketOutbox, bucketOutboxFailed, bucketExpiryNotices}
+
+// isLaterBucket reports whether name is one of laterBuckets.
+func isLaterBucket(name []byte) bool {
+	for _, b := range laterBuckets {
+		if bytes.Equal(b, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Keys of bucketMeta.

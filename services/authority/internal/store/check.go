@@ -72,6 +72,9 @@ func checkInvariants(tx invKV) error {
 	}); err != nil {
 		return err
 	}
+	if err := checkOutbox(tx, rev); err != nil {
+		return err
+	}
 	// Audit log and its index: one index entry per record.
 	var nAudit int
 	if err := tx.scan(bucketAudit, nil, func(k, v []byte) error {

@@ -362,7 +362,7 @@ func encodeEvent(ev *Event) []byte {
 	e := newEncoder(64)
 	e.b = append(e.b, byte(ev.Kind))
 	switch ev.Kind {
-	case EventTokenCreated, EventTokenRevoked:
+	case EventTokenCreated, EventTokenRevoked, EventTokenExpiring:
 		e.str(ev.TokenID)
 		e.time(ev.ExpiresAt)
 	case EventKeyAdded:
@@ -378,7 +378,7 @@ func encodeEvent(ev *Event) []byte {
 
 // eventKindOf returns the kind of an encoded event.
 func eventKindOf(v []byte) (EventKind, error) {
-	if len(v) < 2 || v[0] != recordV1 || v[1] < byte(EventTokenCreated) || v[1] > byte(EventKeyRevoked) {
+	if len(v) < 2 || v[0] != recordV1 || v[1] < byte(EventTokenCreated) || v[1] > byte(EventTokenExpiring) {
 		return 0, fmt.Errorf("%w: event record: bad header", ErrCorrupt)
 	}
 	return EventKind(v[1]), nil
@@ -393,7 +393,7 @@ func decodeEvent(rev uint64, v []byte) (Event, error) {
 	d.byte() // kind
 	ev := Event{Revision: rev, Kind: kind}
 	switch kind {
-	case EventTokenCreated, EventTokenRevoked:
+	case EventTokenCreated, EventTokenRevoked, EventTokenExpiring:
 		ev.TokenID = d.str()
 		ev.ExpiresAt = d.time()
 	case EventKeyAdded:
@@ -434,7 +434,7 @@ func decodeAudit(rev uint64, v []byte) (AuditRecord, error) {
 	a.Actor = d.str()
 	a.OrgID = d.str()
 	action := d.varint()
-	if action < int64(AuditTokenCreated) || action > int64(AuditKeyRevoked) {
+	if action < int64(AuditTokenCreated) || action > int64(AuditTokenExpiring) {
 		d.fail("unknown audit action %d", action)
 	}
 	a.Action = AuditAction(action)

@@ -101,7 +101,7 @@ func TestCodecIsStrict(t *testing.T) {
 			}
 		})
 	}
-	for _, action := range []AuditAction{0, AuditKeyRevoked + 1, -1} {
+	for _, action := range []AuditAction{0, AuditTokenExpiring + 1, -1} {
 		if _, err := decodeAudit(1, encodeAudit(&AuditRecord{Time: t0, Action: action})); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("unknown audit action %d: %v, want ErrCorrupt", action, err)
 		}

@@ -63,7 +63,8 @@ type Etcd struct {
 	maxBytes int
 	timeout  time.Duration
 
-	rev atomic.Uint64 // last revision seen committed (own commits and the watch)
+	rev    atomic.Uint64 // last revision seen committed (own commits and the watch)
+	outbox atomic.Bool   // mutations enqueue webhook events (SetOutbox)
 
 	// wmu serializes this process's mutations: they would otherwise only
 	// make each other's guarded transactions fail and retry. Other
@@ -77,6 +78,9 @@ type Etcd struct {
 	// afterChunk, when set (tests), runs after each committed chunk of a
 	// chunked revocation; an error stops the work there, as a crash would.
 	afterChunk func() error
+	// pinnedHook, when set (tests), runs before each read at a given etcd
+	// revision, with that revision.
+	pinnedHook func(rev int64)
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -221,6 +225,9 @@ func (s *Etcd) readHead(ctx context.Context) (head, error) {
 	if schema == nil {
 		return head{}, fmt.Errorf("%w: no sigil store under etcd prefix %q", ErrCorrupt, s.prefix)
 	}
+	if string(schema) == EtcdMigrationSchema {
+		return head{}, fmt.Errorf("%w: etcd prefix %q holds an unfinished migration: run `authority migrate` again with --force-restart", ErrCorrupt, s.prefix)
+	}
 	v, err := decodeUint64("schema", schema)
 	if err != nil {
 		return head{}, err
@@ -268,8 +275,9 @@ func (s *Etcd) mapErr(ctx context.Context, err error) error {
 	case errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("%w: etcd: %v", ErrTooLarge, err)
 	case errors.Is(err, rpctypes.ErrCompacted):
-		// A read at a revision etcd has compacted away: retried by mutate.
-		return fmt.Errorf("%w: etcd: %v", errConflict, err)
+		// A read at a revision etcd has compacted away: retried by mutate
+		// (a conflict) and by the reads (pinnedRead).
+		return fmt.Errorf("%w: %w: %v", errConflict, errEtcdCompacted, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: etcd: %v", ErrUnavailable, err)
 	}
@@ -453,9 +461,9 @@ func (e *etcdKV) full() bool {
 }
 
 // perRevocationOps bounds the keys one revocation writes: event, digest,
-// token record, unrevoked index, revoked entry, name index, audit record
-// and its index.
-const perRevocationOps = 8
+// token record, unrevoked index, revoked entry, name index, audit record,
+// its index and its webhook event (outbox).
+const perRevocationOps = 9
 
 // revocationLimit is how many revocations fit in one transaction beside a
 // token's creation (a rotation) and the audit record.
@@ -468,6 +476,7 @@ func (s *Etcd) revocationLimit() int {
 func (s *Etcd) rangeAll(ctx context.Context, from, end string, rev int64, fn func(k, v []byte) error) error {
 	const page = 2000
 	for {
+		s.beforePinned(rev)
 		resp, err := s.get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithLimit(page))
 		if err != nil {
 			return err
@@ -522,7 +531,7 @@ func (s *Etcd) mutate(ctx context.Context, fn func(w *writer) error) (uint64, er
 			continue
 		}
 		e := &etcdKV{s: s, ctx: ctx, rev: h.etcdRev, writes: map[string][]byte{}}
-		w := &writer{kv: e, start: h.rev, rev: h.rev, limit: s.revocationLimit()}
+		w := &writer{kv: e, start: h.rev, rev: h.rev, limit: s.revocationLimit(), outbox: s.outbox.Load()}
 		if err := fn(w); err != nil {
 			if errors.Is(err, errConflict) {
 				continue
@@ -605,7 +614,7 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		e := &etcdKV{s: s, ctx: ctx, rev: h.etcdRev, writes: map[string][]byte{}}
-		w := &writer{kv: e, start: h.rev, rev: h.rev}
+		w := &writer{kv: e, start: h.rev, rev: h.rev, outbox: s.outbox.Load()}
 		err = applyIntentChunk(w, in, e.full)
 		if err == nil {
 			err = s.commit(ctx, e, h, w.rev)
@@ -630,14 +639,15 @@ func (s *Etcd) finishIntent(ctx context.Context) (uint64, error) {
 
 // GetToken returns one token, ErrNotFound when unknown.
 func (s *Etcd) GetToken(ctx context.Context, id string) (Token, error) {
-	resp, err := s.get(ctx, s.key(bucketTokens, []byte(id)))
+	vals, err := s.getMany(ctx, []string{s.key(bucketTokens, []byte(id)), s.key(bucketLastUse, []byte(id))}, 0)
 	if err != nil {
 		return Token{}, err
 	}
-	if len(resp.Kvs) == 0 {
+	if vals[0] == nil {
 		return Token{}, fmt.Errorf("token %s: %w", id, ErrNotFound)
 	}
-	t, _, err := decodeToken(resp.Kvs[0].Value)
+	t, _, err := decodeToken(vals[0])
+	t.LastUseTime = lastUseOf(vals[1])
 	return t, err
 }
 
@@ -651,6 +661,7 @@ func (s *Etcd) getMany(ctx context.Context, keys []string, rev int64) ([][]byte,
 		for i, k := range keys[:n] {
 			ops[i] = clientv3.OpGet(k, clientv3.WithRev(rev))
 		}
+		s.beforePinned(rev)
 		if err := s.usable(ctx); err != nil {
 			return nil, err
 		}
@@ -675,7 +686,15 @@ func (s *Etcd) getMany(ctx context.Context, keys []string, rev int64) ([][]byte,
 
 // ListTokens returns one page of an organization's tokens, newest first,
 // exactly as Bolt.ListTokens does (same page tokens, same scan budget).
-func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
+func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) (out []Token, next string, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, next, err = s.listTokens(ctx, f)
+		return err
+	})
+	return out, next, err
+}
+
+func (s *Etcd) listTokens(ctx context.Context, f ListFilter) ([]Token, string, error) {
 	if f.OrgID == "" {
 		return nil, "", fmt.Errorf("%w: organization is empty", ErrInvalid)
 	}
@@ -715,13 +734,15 @@ func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 			return nil, "", err
 		}
 		rev = resp.Header.Revision
-		keys := make([]string, len(resp.Kvs))
+		// Each token's record, then its last use.
+		keys := make([]string, 2*len(resp.Kvs))
 		for i, kv := range resp.Kvs {
 			k := kv.Key[strip:]
 			if len(k) < len(prefix)+8+1 {
 				return nil, "", fmt.Errorf("%w: short listing key", ErrCorrupt)
 			}
-			keys[i] = s.key(bucketTokens, k[len(prefix)+8:])
+			keys[2*i] = s.key(bucketTokens, k[len(prefix)+8:])
+			keys[2*i+1] = s.key(bucketLastUse, k[len(prefix)+8:])
 		}
 		vals, err := s.getMany(ctx, keys, rev)
 		if err != nil {
@@ -733,15 +754,16 @@ func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 			}
 			scanned++
 			k := kv.Key[strip:]
-			if vals[i] == nil {
+			if vals[2*i] == nil {
 				return nil, "", fmt.Errorf("%w: listing names token %s that is not stored", ErrCorrupt, k[len(prefix)+8:])
 			}
-			t, _, err := decodeToken(vals[i])
+			t, _, err := decodeToken(vals[2*i])
 			if err != nil {
 				return nil, "", err
 			}
+			t.LastUseTime = lastUseOf(vals[2*i+1])
 			lastSn = k
-			if f.State != StateAny && t.StateAt(f.Now) != f.State {
+			if f.State != StateAny && t.StateAt(f.Now) != f.State || !f.matchesUse(&t) {
 				continue
 			}
 			if len(out) == size {
@@ -762,7 +784,15 @@ func (s *Etcd) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 
 // ListAudit returns one page of an organization's audit records, oldest
 // first, as Bolt.ListAudit does.
-func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error) {
+func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) (out []AuditRecord, next string, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, next, err = s.listAudit(ctx, f)
+		return err
+	})
+	return out, next, err
+}
+
+func (s *Etcd) listAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error) {
 	size := pageSize(f.PageSize)
 	prefix := orgPrefix(f.OrgID)
 	after, err := decodeAuditPage(prefix, f.PageToken)
@@ -814,8 +844,12 @@ func (s *Etcd) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, str
 
 // ListKeys returns every key, in the order they were added, with their
 // sealed private halves.
-func (s *Etcd) ListKeys(ctx context.Context) ([]Key, error) {
-	return s.allKeys(ctx, 0, true)
+func (s *Etcd) ListKeys(ctx context.Context) (out []Key, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, err = s.allKeys(ctx, 0, true)
+		return err
+	})
+	return out, err
 }
 
 func (s *Etcd) allKeys(ctx context.Context, rev int64, withPrivate bool) ([]Key, error) {
@@ -828,7 +862,15 @@ func (s *Etcd) allKeys(ctx context.Context, rev int64, withPrivate bool) ([]Key,
 // EventsAfter returns up to limit streamed events after revision after,
 // as Bolt.EventsAfter does. The head and the events are read at one etcd
 // revision, so a commit racing with the read is either wholly seen or not.
-func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error) {
+func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) (out []Event, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		out, err = s.eventsAfter(ctx, after, limit)
+		return err
+	})
+	return out, err
+}
+
+func (s *Etcd) eventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error) {
 	switch {
 	case limit <= 0:
 		limit = DefaultEventLimit
@@ -858,7 +900,7 @@ func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 		if err != nil {
 			return err
 		}
-		if kind == EventTokenCreated {
+		if kind == EventTokenCreated || kind == EventTokenExpiring {
 			return nil
 		}
 		ev, err := decodeEvent(decodeBE(k[strip:]), v)
@@ -875,18 +917,23 @@ func (s *Etcd) EventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 }
 
 // DigestAt returns the history digest at rev, as Bolt.DigestAt does.
-func (s *Etcd) DigestAt(ctx context.Context, rev uint64) ([]byte, error) {
-	h, err := s.readHead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.digestAt(ctx, h, rev)
+func (s *Etcd) DigestAt(ctx context.Context, rev uint64) (d []byte, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		h, err := s.readHead(ctx)
+		if err != nil {
+			return err
+		}
+		d, err = s.digestAt(ctx, h, rev)
+		return err
+	})
+	return d, err
 }
 
 func (s *Etcd) digestAt(ctx context.Context, h head, rev uint64) ([]byte, error) {
 	if rev < h.floor || rev > h.rev {
 		return nil, fmt.Errorf("%w: no history digest at revision %d (held: %d to %d)", ErrCompacted, rev, h.floor, h.rev)
 	}
+	s.beforePinned(h.etcdRev)
 	resp, err := s.get(ctx, s.key(bucketDigests, be(rev)), clientv3.WithRev(h.etcdRev))
 	if err != nil {
 		return nil, err
@@ -903,7 +950,15 @@ func (s *Etcd) digestAt(ctx context.Context, h head, rev uint64) ([]byte, error)
 // Snapshot returns, at one etcd revision, the revision, its digest, every
 // revoked token whose expiry is after now and every key without its
 // private half.
-func (s *Etcd) Snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
+func (s *Etcd) Snapshot(ctx context.Context, now time.Time) (snap Snapshot, err error) {
+	err = s.pinnedRead(ctx, func() error {
+		snap, err = s.snapshot(ctx, now)
+		return err
+	})
+	return snap, err
+}
+
+func (s *Etcd) snapshot(ctx context.Context, now time.Time) (Snapshot, error) {
 	h, err := s.readHead(ctx)
 	if err != nil {
 		return Snapshot{}, err

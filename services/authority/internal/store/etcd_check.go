@@ -18,7 +18,7 @@ import (
 // against a live cluster (it is a consistent read, not a lock).
 func (s *Etcd) Check(ctx context.Context) error {
 	m := memKV{buckets: map[string][]memEntry{}}
-	known := map[string]bool{string(bucketDigests): true}
+	known := map[string]bool{string(bucketDigests): true, string(bucketLastUse): true}
 	for _, b := range allBuckets {
 		known[string(b)] = true
 	}
@@ -26,6 +26,9 @@ func (s *Etcd) Check(ctx context.Context) error {
 	err := s.rangeAll(ctx, s.prefix, prefixEndString(s.prefix), 0, func(k, v []byte) error {
 		rest := string(k[len(s.prefix):])
 		b, key, ok := strings.Cut(rest, "/")
+		if ok && b == leaderBucket {
+			return nil // the election's keys: not the store's data
+		}
 		if !ok || !known[b] {
 			unknown = fmt.Errorf("key outside the store's buckets under %q", s.prefix)
 			return nil

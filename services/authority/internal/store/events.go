@@ -28,7 +28,8 @@ func compactedRevision(tx *bolt.Tx) (uint64, error) {
 }
 
 // EventsAfter returns up to limit events with revision > after, in
-// revision order, skipping EventTokenCreated (not streamed). limit <= 0
+// revision order, skipping EventTokenCreated and EventTokenExpiring (not
+// streamed). limit <= 0
 // means DefaultEventLimit; it is capped at MaxEventLimit.
 //
 // It returns an error wrapping ErrCompacted when after is below the
@@ -74,7 +75,7 @@ func (s *Bolt) EventsAfter(ctx context.Context, after uint64, limit int) ([]Even
 			if err != nil {
 				return err
 			}
-			if kind == EventTokenCreated {
+			if kind == EventTokenCreated || kind == EventTokenExpiring {
 				continue
 			}
 			ev, err := decodeEvent(binary.BigEndian.Uint64(k), v)

@@ -57,8 +57,9 @@ const maxAuditPerRun = 100_000
 
 // tokenSideBuckets lists buckets keyed by token id whose entry goes with
 // the token's record when it is purged (per-token state of the lifecycle
-// features). Every one of them must exist in every file.
-var tokenSideBuckets [][]byte
+// features: last use, expiry notices sent). Every one of them exists in
+// every file opened for writing (Open adds them to older files).
+var tokenSideBuckets = [][]byte{bucketLastUse, bucketExpiryNotices}
 
 // retainer is what applyRetention needs of a backend: its mutations and a
 // consistent read of the whole store.
@@ -455,9 +456,6 @@ func retireKeys(ctx context.Context, s retainer, p purgePlan, cutoff time.Time) 
 	}
 	return out, nil
 }
-
-// errStopScan ends a scan early; it never leaves this file.
-var errStopScan = errors.New("store: stop scan")
 
 // auditEntry locates one audit record and its index entry.
 type auditEntry struct {

@@ -68,6 +68,11 @@ type Token struct {
 	RevokeTime   time.Time // zero while not revoked
 	RevokeReason string
 	RevokeRev    uint64 // revision of the revocation; 0 while not revoked
+	// LastUseTime is the minute of the last use an authorizer reported
+	// (RecordTokenUse); zero when never used. It is kept beside the
+	// record, not in it: the store fills it in on reads and ignores it on
+	// writes.
+	LastUseTime time.Time
 }
 
 // State values of a token at a given time.
@@ -130,7 +135,11 @@ const (
 	AuditTokenRotated
 	AuditTokensRevoked
 	AuditKeyRotated
-	AuditKeyRevoked // the last: the codec rejects actions past it
+	AuditKeyRevoked
+	AuditTokenLeaked // revoked as found in public (ReportLeakedTokens)
+	// AuditTokenExpiring is an expiry notice (NoticeExpiring): Reason
+	// says the lead time and the expiry.
+	AuditTokenExpiring // the last: the codec rejects actions past it
 )
 
 // AuditRecord is one append-only audit entry. Revision is set by the store.
@@ -144,7 +153,7 @@ type AuditRecord struct {
 	Name     string
 	Grants   []scope.Grant
 	Reason   string
-	Count    int64
+	Count    int64 // AuditTokensRevoked: tokens selected; AuditTokenRevoked: descendants the cascade revoked
 	KeyID    string
 }
 
@@ -157,6 +166,9 @@ const (
 	EventTokenRevoked
 	EventKeyAdded // also used when a key changes state (pending → active → verify-only)
 	EventKeyRevoked
+	// EventTokenExpiring is an expiry notice (NoticeExpiring): not
+	// streamed, it gives the notice's audit record a revision of its own.
+	EventTokenExpiring
 )
 
 // Event is one entry of the revision-ordered event log.
@@ -193,6 +205,11 @@ type ListFilter struct {
 	Now       time.Time
 	PageSize  int
 	PageToken string
+	// UnusedSince, when set, keeps the tokens never used or last used
+	// before it.
+	UnusedSince time.Time
+	// ExpireBefore, when set, keeps the tokens that expire before it.
+	ExpireBefore time.Time
 }
 
 // AuditFilter selects an organization's audit records (the empty
@@ -266,7 +283,7 @@ type Store interface {
 	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
 	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)
 	// EventsAfter returns up to limit streamed events with revision > after
-	// (token creations are skipped). ErrCompacted when events after `after`
+	// (token creations and expiry notices are skipped). ErrCompacted when events after `after`
 	// are gone.
 	EventsAfter(ctx context.Context, after uint64, limit int) ([]Event, error)
 	// Compact drops events no follower needs: revocations of tokens expired
@@ -278,6 +295,35 @@ type Store interface {
 	// compaction floor or the start of the chain, or ahead of the store).
 	DigestAt(ctx context.Context, rev uint64) ([]byte, error)
 
+	// ProbeWrite commits a transaction that changes nothing, through the
+	// commit path every mutation takes: it hangs or fails when writes do.
+	ProbeWrite(ctx context.Context) error
+
+	// RecordTokenUse records when tokens were last used (at most
+	// MaxTokenUses, minute precision): each use only when its token is
+	// stored and the use is later than the recorded one, in one
+	// transaction that takes no revision (a use is not an event). It
+	// returns how many were recorded; unknown tokens are skipped.
+	RecordTokenUse(ctx context.Context, uses []TokenUse) (int, error)
+
 	// Close closes the file.
 	Close() error
+
+	// SetOutbox turns the webhook outbox on or off for the mutations that
+	// follow (off when opened): see outbox.go.
+	SetOutbox(on bool)
+	// ListOutbox returns outbox entries in order (OutboxFilter).
+	ListOutbox(ctx context.Context, f OutboxFilter) ([]OutboxEntry, error)
+	// AckOutbox deletes a delivered entry; one already gone is no error.
+	AckOutbox(ctx context.Context, seq uint64) error
+	// RetryOutbox records a failed delivery attempt of a pending entry
+	// (Attempts, NextAttempt, LastError); with failed, the entry moves to
+	// the failed list. ErrNotFound when it is no longer pending.
+	RetryOutbox(ctx context.Context, e OutboxEntry, failed bool) error
+	// OutboxCounts returns the number of pending and failed entries.
+	OutboxCounts(ctx context.Context) (pending, failed int, err error)
+	// NoticeExpiring makes the expiry notices due at now for the lead
+	// times leads, at most MaxNoticesPerCall, and returns how many: see
+	// notice.go.
+	NoticeExpiring(ctx context.Context, now time.Time, leads []time.Duration) (int, error)
 }

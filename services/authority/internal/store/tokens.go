@@ -239,8 +239,10 @@ func (s *Bolt) GetToken(ctx context.Context, id string) (Token, error) {
 	var t Token
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		t, _, err = getToken(boltKV{tx}, id)
-		return err
+		if t, _, err = getToken(boltKV{tx}, id); err != nil {
+			return err
+		}
+		return withLastUse(boltKV{tx}, &t)
 	})
 	return t, err
 }
@@ -321,7 +323,9 @@ func (s *Bolt) ListTokens(ctx context.Context, f ListFilter) ([]Token, string, e
 				return err
 			}
 			lastSeen = k
-			if f.State != StateAny && t.StateAt(f.Now) != f.State {
+			lu, _ := boltKV{tx}.get(bucketLastUse, id) // nil in a file opened read-only before the bucket existed
+			t.LastUseTime = lastUseOf(lu)
+			if f.State != StateAny && t.StateAt(f.Now) != f.State || !f.matchesUse(&t) {
 				continue
 			}
 			if len(out) == size {
@@ -396,6 +400,7 @@ func revokeTokenOp(ctx context.Context, s mutator, id string, a AuditRecord) (To
 			if t.RevokeRev == 0 {
 				rec := a
 				fillAudit(&rec, &t)
+				rec.Count = n
 				final = &rec
 				out.RevokeTime, out.RevokeReason = a.Time, a.Reason
 			}
@@ -422,6 +427,7 @@ func revokeTokenOp(ctx context.Context, s mutator, id string, a AuditRecord) (To
 		rev = out.RevokeRev
 		rec := a
 		fillAudit(&rec, &t)
+		rec.Count = n // the descendants the cascade revoked
 		return w.audit(rec)
 	})
 	if err != nil {
@@ -580,8 +586,13 @@ func revokeAll(w *writer, order []revocation, a *AuditRecord) (int64, error) {
 // revokeOne revokes one token of a revocation order (see revokeAll).
 func revokeOne(w *writer, r revocation, a *AuditRecord) error {
 	if r.requested {
-		_, err := revokeToken(w, r.t, r.createRev, a)
-		return err
+		t, err := revokeToken(w, r.t, r.createRev, a)
+		if err != nil || a.Action != AuditTokensRevoked {
+			return err
+		}
+		// A bulk revocation writes one audit record for all the tokens
+		// it selected, but each gets its own webhook event.
+		return w.enqueueToken(WebhookTokenRevoked, a, &t)
 	}
 	rec := AuditRecord{Time: a.Time, Actor: a.Actor, Action: AuditTokenRevoked, Reason: CascadeReason(r.cause, a.Reason)}
 	fillAudit(&rec, &r.t)

@@ -3,6 +3,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -37,6 +39,7 @@ import (
 	"github.com/sigil-auth/sigil/services/authorizer/internal/forwardauth"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/server"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/usage"
 )
 
 // healthInterval is how often freshness is turned into the health status.
@@ -106,12 +109,13 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	var policy *routes.Policy
+	var policy *routes.Live
 	if cfg.Routes != "" {
-		if policy, err = routes.Load(cfg.Routes); err != nil {
+		if policy, err = routes.LoadLive(cfg.Routes); err != nil {
 			return fmt.Errorf("--routes: %w", err)
 		}
-		logger.Info("ext_authz enabled", "routes_file", cfg.Routes, "routes", len(policy.Routes), "default_allow", policy.Default == routes.DefaultAllow)
+		p := policy.Policy()
+		logger.Info("ext_authz enabled", "routes_file", cfg.Routes, "routes", len(p.Routes), "default_allow", p.Default == routes.DefaultAllow)
 	}
 	codec, err := token.NewCodec(cfg.TokenPrefix)
 	if err != nil {
@@ -129,25 +133,31 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		logger.Warn("no --authority-token-file: the revocation stream is requested anonymously, which only a --dev authority accepts")
 	}
 
-	creds := insecure.NewCredentials()
-	if authorityTLS != nil {
-		creds = credentials.NewTLS(authorityTLS)
-	}
-	conn, err := grpc.NewClient(cfg.Authority,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
-		grpc.WithConnectParams(reconnectBackoff),
-	)
+	authority, _ := config.ParseAuthority(cfg.Authority) // validated with the config
+	conns, err := dialAuthority(authority, authorityTLS)
 	if err != nil {
-		return fmt.Errorf("authority %s: %w", cfg.Authority, err)
+		return err
 	}
 	connOpen := true
+	closeConns := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 	defer func() {
 		if connOpen {
-			conn.Close()
+			closeConns()
 		}
 	}()
+	replicas := make([]follower.Replica, len(conns))
+	for i, c := range conns {
+		replicas[i] = follower.Replica{Addr: authority.Targets()[i], Client: sigilv1.NewTokenAuthorityServiceClient(c)}
+	}
+	if authority.DNS != "" {
+		// One balancing client: the follower names the replica it reached
+		// by the peer's address.
+		replicas[0].Addr, replicas[0].Balanced = "", true
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -159,13 +169,23 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 			lis.Close()
 		}
 	}()
-	self := isSelf(cfg.Authority, lis.Addr())
+	self := false
+	for _, a := range authority.Addrs {
+		self = self || isSelf(a, lis.Addr())
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	failoverSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sigil_authorizer_failover_seconds",
+		Help:    "Time from a revocation stream breaking to its resumption on another authority replica (first message received there).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	reg.MustRegister(failoverSeconds)
 	fol := follower.New(follower.Options{
-		Client:       sigilv1.NewTokenAuthorityServiceClient(conn),
+		Replicas:     replicas,
+		OnFailover:   func(ev follower.Failover) { failoverSeconds.Observe(ev.Outage.Seconds()) },
 		Credential:   credential,
 		Logger:       logger.With("component", "follower"),
 		MaxStaleness: cfg.MaxStaleness,
@@ -178,7 +198,14 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		// by the follower's error line.
 		AuthorityIsSelf: self,
 	})
-	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now})
+	var uses decision.Recorder // nil: use is not reported
+	var reporter *usage.Reporter
+	if cfg.UsageInterval > 0 {
+		reporter = usage.New(usage.Options{Client: newReplicasClient(conns), Credential: credential,
+			Interval: cfg.UsageInterval, Logger: logger.With("component", "usage"), Registerer: reg})
+		uses = reporter
+	}
+	dec, err := decision.New(decision.Options{Codec: codec, State: fol, Leeway: cfg.ClockLeeway, CacheSize: cfg.CacheSize, Now: now, Usage: uses})
 	if err != nil {
 		return err
 	}
@@ -202,14 +229,15 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		Parking: check.NewParking(cfg.MaxParkedWaits, limits),
 	}))
 	if policy != nil {
+		reloadRoutesOnHangup(ctx, policy, logger, reg)
 		srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(extauthz.Options{
-			Policy: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
+			Live: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
 			Logger: logger.With("component", "extauthz"),
 		}))
 	}
 	var fa *forwardauth.Server
 	if cfg.HTTPListen != "" { // HTTP forward-auth, on the same decision path (Validate: needs --routes)
-		fa, err = forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Policy: policy, Decider: dec, Follower: fol,
+		fa, err = forwardauth.Listen(cfg.HTTPListen, extauthz.NewEngine(extauthz.Options{Live: policy, Decider: dec, Follower: fol,
 			Metrics: decisionMetrics, Registerer: reg, Logger: logger.With("component", "forwardauth")}, "forwardauth"), logger)
 		if err != nil {
 			return fmt.Errorf("http listen %s: %w", cfg.HTTPListen, err)
@@ -237,7 +265,15 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = fol.Run(bg) })
+	if len(conns) > 1 {
+		for _, c := range conns {
+			wg.Go(func() { keepConnected(bg, c) })
+		}
+	}
 	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
+	if reporter != nil {
+		wg.Go(func() { _ = reporter.Run(bg) })
+	}
 
 	serveErr := make(chan error, 1)
 	lisOpen = false // Serve owns it
@@ -274,7 +310,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		if metricsStop != nil {
 			_ = metricsStop.Close(stopCtx)
 		}
-		conn.Close()
+		closeConns()
 		if opts.stopHook != nil {
 			opts.stopHook()
 		}
@@ -300,6 +336,55 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	logger.Info("stopped", "took", time.Since(start).String())
 	return nil
+}
+
+// dialAuthority returns one client connection per target of --authority
+// (TLS, when set, applies to each): a listed replica each, or one for a
+// dns:/// target, balanced round-robin over every address the name
+// resolves to (gRPC's resolver re-resolves when a connection fails), so
+// that a stream or probe goes to a replica that is up.
+func dialAuthority(a config.Authority, tlsCfg *tls.Config) ([]*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
+		grpc.WithConnectParams(reconnectBackoff),
+	}
+	if a.DNS != "" {
+		dialOpts = append(dialOpts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	}
+	var conns []*grpc.ClientConn
+	for _, target := range a.Targets() {
+		conn, err := grpc.NewClient(target, dialOpts...)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("authority %s: %w", target, err)
+		}
+		conns = append(conns, conn)
+	}
+	return conns, nil
+}
+
+// keepConnected keeps conn connected (reconnecting at its capped backoff)
+// until ctx ends: a replica the stream is not on is otherwise dialled
+// only when the stream fails over to it, or left idle after it restarted,
+// and the failover would wait for a TCP and TLS handshake.
+func keepConnected(ctx context.Context, conn *grpc.ClientConn) {
+	for {
+		s := conn.GetState()
+		if s == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
 }
 
 // isSelf reports whether addr (--authority) names the listener's own
@@ -381,6 +466,8 @@ func registerStateMetrics(reg prometheus.Registerer, fol *follower.Follower, dec
 			func() float64 { return float64(fol.Stats().WrongServer) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_authorizer_clock_skew_exceeded", Help: "1 while the clock is not known to be within --max-clock-skew of the authority's (checks fail closed)."},
 			func() float64 { return b2f(fol.ClockSkewExceeded()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_failovers_total", Help: "Revocation streams resumed on another authority replica than the previous stream's."},
+			func() float64 { return float64(fol.Stats().Failovers) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_stream_gaps_total", Help: "Live events that did not follow the applied revision (a lost message); each drops the stream."},
 			func() float64 { return float64(fol.Stats().Gaps) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_authorizer_cache_hits_total", Help: "Checks whose token was found in the verified-claims cache."},

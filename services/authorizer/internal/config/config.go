@@ -21,7 +21,7 @@ const EnvPrefix = "SIGIL_AUTHORIZER"
 type Config struct {
 	Listen             string        // gRPC address
 	MetricsListen      string        // Prometheus /metrics address; empty disables
-	Authority          string        // address of the authority's gRPC server
+	Authority          string        // address(es) of the authority's gRPC server: host:port, a comma-separated list of replicas, or dns:///host:port (ParseAuthority)
 	AuthorityTokenFile string        // watch credential presented on the revocation stream
 	MaxStaleness       time.Duration // silence from the authority after which checks fail closed
 	ClockLeeway        time.Duration // tolerance on token issue and expiry times
@@ -42,6 +42,7 @@ type Config struct {
 	MaxConnections     int           // open gRPC connections accepted at once
 	MaxStreams         int           // concurrent calls per connection
 	MaxParkedWaits     int           // min_revision waits parked at once
+	UsageInterval      time.Duration // how often token use is reported to the authority; 0 disables
 }
 
 // AuthorityExpiryMargin is how long after a token's expiry, by its own
@@ -80,7 +81,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.SetOutput(out)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7002", "gRPC listen address (host:port; port 0 picks a free port)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9102", "Prometheus /metrics listen address (empty disables)")
-	fs.StringVar(&c.Authority, "authority", "127.0.0.1:7001", "address of the authority (host:port)")
+	fs.StringVar(&c.Authority, "authority", "127.0.0.1:7001", "address of the authority (host:port); several replicas of one authority as host:port,host:port,... (a broken stream resumes on the next at once), or dns:///host:port for every address a name resolves to")
 	fs.StringVar(&c.AuthorityTokenFile, "authority-token-file", "", "file holding the watch credential for the authority's revocation stream (empty: anonymous, accepted only by a --dev authority)")
 	fs.DurationVar(&c.MaxStaleness, "max-staleness", 30*time.Second, "answer UNAVAILABLE unless the authority confirmed, within this long, that the authorizer holds its history (a probe round trip, every second or less)")
 	fs.DurationVar(&c.ClockLeeway, "clock-leeway", 30*time.Second, "tolerance on token issue and expiry times")
@@ -101,6 +102,7 @@ func Parse(args []string, lookup func(string) (string, bool), out io.Writer) (Co
 	fs.IntVar(&c.MaxConnections, "max-connections", grpcserver.DefaultMaxConnections, "open gRPC connections accepted at once; beyond it a connection is closed at once")
 	fs.IntVar(&c.MaxStreams, "max-streams-per-connection", grpcserver.DefaultMaxStreamsPerConnection, "concurrent calls per gRPC connection")
 	fs.IntVar(&c.MaxParkedWaits, "max-parked-waits", check.DefaultMaxParkedWaits, "min_revision waits parked at once; beyond it a call needing a wait is RESOURCE_EXHAUSTED at once")
+	fs.DurationVar(&c.UsageInterval, "usage-interval", time.Minute, "how often the last use of tokens (allowed checks, per token and minute) is reported to the authority with the watch credential; 0 disables")
 	if err := flagenv.Parse(fs, args, EnvPrefix, lookup); err != nil {
 		return Config{}, err
 	}
@@ -115,7 +117,8 @@ func (c Config) Validate() error {
 	if c.MetricsListen != "" {
 		p.Check("metrics-listen", flagcheck.Addr(c.MetricsListen))
 	}
-	p.Check("authority", flagcheck.Addr(c.Authority))
+	_, err := ParseAuthority(c.Authority)
+	p.Check("authority", err)
 	p.Positive("max-staleness", c.MaxStaleness)
 	if c.ClockLeeway < 0 || c.ClockLeeway > 5*time.Minute {
 		p.Add("clock-leeway", "must be between 0 and 5m, got %s", c.ClockLeeway)
@@ -150,7 +153,10 @@ func (c Config) Validate() error {
 			p.Add("http-listen", "needs --routes")
 		}
 	}
-	_, err := logging.ParseLevel(c.LogLevel)
+	if c.UsageInterval != 0 && (c.UsageInterval < time.Second || c.UsageInterval > time.Hour) {
+		p.Add("usage-interval", "must be 0 (disabled) or between 1s and 1h, got %s", c.UsageInterval)
+	}
+	_, err = logging.ParseLevel(c.LogLevel)
 	p.Check("log-level", err)
 	return p.Err()
 }

@@ -21,6 +21,7 @@ func TestParseDefaults(t *testing.T) {
 		MaxStaleness: 30 * time.Second, ClockLeeway: 30 * time.Second, MaxWait: 5 * time.Second,
 		TokenPrefix: "sigil_pat_", CacheSize: 100000, ShutdownTimeout: 10 * time.Second, LogLevel: "info",
 		MaxConnections: 1024, MaxStreams: 100, MaxParkedWaits: 1000,
+		UsageInterval: time.Minute,
 	}
 	if c != want {
 		t.Fatalf("defaults = %+v\nwant %+v", c, want)
@@ -47,6 +48,7 @@ func TestParseFlagsAndEnv(t *testing.T) {
 				return c.TLSCert == "c" && c.TLSKey == "k" && c.TLSClientCA == "ca" && c.AuthorityCA == "aca" && c.AuthorityCert == "ac" && c.AuthorityKey == "ak"
 			}},
 		{"cache size", []string{"--cache-size", "10"}, nil, func(c Config) bool { return c.CacheSize == 10 }},
+		{"usage interval from env", nil, map[string]string{"SIGIL_AUTHORIZER_USAGE_INTERVAL": "0s"}, func(c Config) bool { return c.UsageInterval == 0 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,6 +114,11 @@ func TestValidate(t *testing.T) {
 		{"zero cache", func(c *Config) { c.CacheSize = 0 }, "--cache-size"},
 		{"zero shutdown", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{"bad level", func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
+		{"usage reporting off", func(c *Config) { c.UsageInterval = 0 }, ""},
+		{"usage interval 1s", func(c *Config) { c.UsageInterval = time.Second }, ""},
+		{"usage interval too short", func(c *Config) { c.UsageInterval = time.Millisecond }, "--usage-interval"},
+		{"usage interval negative", func(c *Config) { c.UsageInterval = -time.Minute }, "--usage-interval"},
+		{"usage interval too long", func(c *Config) { c.UsageInterval = 2 * time.Hour }, "--usage-interval"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -128,6 +129,19 @@ type Options struct {
 	CacheSize int
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Usage, when set, hears of every allowed decision (package usage
+	// reports them to the authority as the token's last use). Denials,
+	// forged tokens among them, are never recorded.
+	Usage Recorder
+}
+
+// Recorder records token uses. Record is called on the check path with
+// the time of an allowed decision (the decider's clock, read once per
+// check), at most once a minute per token while its claims stay cached:
+// it must not block, and reports whether it took the use (false: call
+// again at the next use).
+type Recorder interface {
+	Record(id token.ID, at time.Time) bool
 }
 
 // cached is a verified token: its claims and the public key its signature
@@ -136,6 +150,19 @@ type Options struct {
 type cached struct {
 	claims *token.Claims
 	pub    ed25519.PublicKey
+	// recorded is the unix minute of the token's last use handed to the
+	// Recorder (when there is one): a token checked many times a minute is
+	// recorded once, with one atomic load on every other check.
+	recorded *atomic.Int64
+}
+
+// verifiedClaims holds a token's claims and the minute its last use was
+// recorded in one allocation: the minute sits on the cache line of the
+// claims' last fields, which every check reads, so looking it up costs no
+// extra memory access.
+type verifiedClaims struct {
+	claims   token.Claims
+	recorded atomic.Int64
 }
 
 // Decider decides checks. It is safe for concurrent use.
@@ -146,6 +173,7 @@ type Decider struct {
 	leeway time.Duration
 	now    func() time.Time
 	cache  *lru.Cache[string, cached]
+	usage  Recorder // nil: uses are not recorded
 
 	hits, misses counter
 }
@@ -167,7 +195,7 @@ func New(opts Options) (*Decider, error) {
 		now = time.Now
 	}
 	cuts, _ := opts.State.(CutState)
-	return &Decider{codec: opts.Codec, state: opts.State, cuts: cuts, leeway: opts.Leeway, now: now, cache: c}, nil
+	return &Decider{codec: opts.Codec, state: opts.State, cuts: cuts, leeway: opts.Leeway, now: now, cache: c, usage: opts.Usage}, nil
 }
 
 // inspect reads the key, its cut and the token's revocation at one point.
@@ -187,6 +215,9 @@ type Verdict struct {
 	ok       bool   // every token-level check passed
 	claims   *token.Claims
 	revision uint64
+	usage    Recorder      // set when ok and uses are recorded
+	at       time.Time     // the decision's time, with usage
+	recorded *atomic.Int64 // the cache entry's last recorded minute, with usage
 }
 
 // Claims returns the token's claims once its signature verified, else nil.
@@ -256,6 +287,10 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 			return Verdict{reason: verifyReason(err), revision: d.state.Revision()}
 		}
 		c = cached{claims: claims, pub: used}
+		if d.usage != nil {
+			vc := &verifiedClaims{claims: *claims}
+			c.claims, c.recorded = &vc.claims, &vc.recorded
+		}
 		pub, known, keyRevoked, cut, tokRevoked, rev = d.inspect(claims.KeyID, claims.ID)
 		if !known || !bytes.Equal(pub, c.pub) {
 			// The key changed between verification and now: deny, and do
@@ -273,7 +308,8 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		v.reason = KeyRevoked
 		return v
 	}
-	if err := c.claims.CheckTime(d.now(), d.leeway); err != nil {
+	now := d.now()
+	if err := c.claims.CheckTime(now, d.leeway); err != nil {
 		v.reason = timeReason(err)
 		return v
 	}
@@ -284,6 +320,9 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		v.reason = OrgMismatch
 	default:
 		v.ok = true
+		if d.usage != nil {
+			v.usage, v.at, v.recorded = d.usage, now, c.recorded
+		}
 	}
 	return v
 }
@@ -300,12 +339,28 @@ func (v Verdict) Check(permission, resource string) Decision {
 	switch scope.Match(v.claims.Grants, permission, resource) {
 	case scope.Allowed:
 		d.Reason = Allow // the only place a decision becomes an allow
+		if v.usage != nil {
+			v.recordUse()
+		}
 	case scope.ResourceNotGranted:
 		d.Reason = ResourceNotGranted
 	default:
 		d.Reason = PermissionNotGranted
 	}
 	return d
+}
+
+// recordUse hands the token's use to the Recorder, unless it was handed
+// one already in this minute. A use the Recorder could not take (its
+// buffer full) is offered again at the next allowed check.
+func (v Verdict) recordUse() {
+	m := v.at.Unix() / 60
+	if v.recorded.Load() == m {
+		return
+	}
+	if v.usage.Record(v.claims.ID, v.at) {
+		v.recorded.Store(m)
+	}
 }
 
 // verifyReason maps a Verify error onto a reason; anything unexpected is

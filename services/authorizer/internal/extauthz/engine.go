@@ -18,7 +18,7 @@ import (
 // route policy, the bearer token, the org header and the decision, with
 // per-API metrics. Each API only translates a Verdict into its wire format.
 type Engine struct {
-	policy   *routes.Policy
+	policy   *routes.Live
 	decider  *decision.Decider
 	follower check.Follower
 	metrics  *check.Metrics
@@ -63,7 +63,11 @@ func Body(errName, reason string) string {
 // sigil_authorizer_<api>_checks_total and
 // sigil_authorizer_<api>_check_duration_seconds.
 func NewEngine(opts Options, api string) *Engine {
-	e := &Engine{policy: opts.Policy, decider: opts.Decider, follower: opts.Follower, metrics: opts.Metrics, logger: opts.Logger, logName: api + " decision"}
+	policy := opts.Live
+	if policy == nil {
+		policy = routes.Static(opts.Policy)
+	}
+	e := &Engine{policy: policy, decider: opts.Decider, follower: opts.Follower, metrics: opts.Metrics, logger: opts.Logger, logName: api + " decision"}
 	if api == "extauthz" {
 		e.logName = "ext_authz decision"
 	}
@@ -91,7 +95,8 @@ func NewEngine(opts Options, api string) *Engine {
 // caller must deny, as CheckPermission fails closed.
 func (e *Engine) Decide(ctx context.Context, method, path string, header func(name string) string) (Verdict, error) {
 	start := time.Now()
-	m := e.policy.Match(method, path)
+	policy := e.policy.Policy() // one policy for the whole request, even across a reload
+	m := policy.Match(method, path)
 	v := Verdict{Route: unmatchedRoute}
 	if m.Route != nil {
 		v.Route = m.Route.Name
@@ -109,7 +114,7 @@ func (e *Engine) Decide(ctx context.Context, method, path string, header func(na
 	case routes.Invalid:
 		return e.deny(ctx, v, 400, codes.InvalidArgument, "invalid_request", outcomeInvalidPath, outcomeInvalidPath, ""), nil
 	case routes.NoRoute:
-		if e.policy.Default == routes.DefaultAllow {
+		if policy.Default == routes.DefaultAllow {
 			v.PassThrough, v.HTTPStatus, v.Code, v.Outcome = true, 200, codes.OK, outcomeDefaultAllow
 			e.record(ctx, v.Route, v.Outcome, 200)
 			return v, nil

@@ -49,8 +49,11 @@ const unmatchedRoute = "-"
 
 // Options configures the service.
 type Options struct {
-	// Policy maps requests to permissions. Required.
+	// Policy maps requests to permissions. Required unless Live is set.
 	Policy *routes.Policy
+	// Live, when set, is used instead of Policy: a policy reloaded on
+	// SIGHUP.
+	Live *routes.Live
 	// Decider decides, as for CheckPermission. Required.
 	Decider *decision.Decider
 	// Follower tells whether the state is usable. Required.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -31,10 +32,58 @@ import (
 // and reconnects.
 var errProtocol = errors.New("follower: protocol violation")
 
+// Replica is one replica of the authority: several serve one store
+// (etcd), with one history and global revisions, so a stream broken on one
+// resumes on another from the applied revision, without a snapshot.
+type Replica struct {
+	// Addr names the replica in logs and failover events (the --authority
+	// element).
+	Addr string
+	// Client is the replica's client.
+	Client sigilv1.TokenAuthorityServiceClient
+	// Balanced says that Client balances over several replicas itself
+	// (a dns:/// target): a stream that broke after delivering is reopened
+	// at once, on whichever replica the client picks.
+	Balanced bool
+}
+
+// FailoverMessage is the "msg" of the log record of a failover, whose
+// fields are replica, previous_replica, after_revision, outage (a Go
+// duration) and outage_seconds.
+const FailoverMessage = "revocation stream resumed on another authority replica"
+
+// Failover is a stream resumed on another replica than the one the
+// previous stream was on, reported when the new stream delivers its first
+// message.
+type Failover struct {
+	// From and To are the replicas (Replica.Addr, or the peer's address
+	// when the client balances over several, as a dns:/// target does).
+	From, To string
+	// Revision is the revision the stream resumed from (after_revision;
+	// 0 for a snapshot request).
+	Revision uint64
+	// Broken and Resumed are when the previous stream broke and when the
+	// new one delivered its first message (time.Now: wall clock with its
+	// monotonic reading, comparable with the caller's own time.Now).
+	Broken, Resumed time.Time
+	// Outage is Resumed minus Broken on the monotonic clock.
+	Outage time.Duration
+}
+
 // Options configures a Follower.
 type Options struct {
-	// Client is the authority's client. Required.
+	// Client is the authority's client, when there is one replica (or one
+	// client balancing over several). Client or Replicas is required.
 	Client sigilv1.TokenAuthorityServiceClient
+	// Replicas, when set, are the authority's replicas, in the order they
+	// are tried; Client is then ignored. A stream that breaks resumes on
+	// the next replica at once; only when every replica failed in a row
+	// does the follower wait (the capped backoff). Probes go to the
+	// stream's replica first, then to the others.
+	Replicas []Replica
+	// OnFailover, when set, is called from Run's goroutine at every
+	// failover (it must not block): the measurement hook of failover time.
+	OnFailover func(Failover)
 	// Credential returns the watch credential sent as a bearer token on
 	// every connection; it is called before each (re)connection so that a
 	// rotated credential file is picked up. Nil means anonymous.
@@ -104,6 +153,9 @@ type Stats struct {
 	// at the authority's address does not serve sigil.v1.TokenAuthorityService
 	// (another gRPC server, or this authorizer itself).
 	WrongServer uint64
+	// Failovers counts streams that resumed on another replica than the
+	// previous stream's.
+	Failovers uint64
 }
 
 type keyEntry struct {
@@ -191,9 +243,25 @@ type Follower struct {
 	skew         atomic.Int64  // our clock minus the authority's, in nanoseconds, at the last checkpoint
 	skewKnown    atomic.Bool
 	skewBad      atomic.Bool // |skew| > MaxClockSkew at the last checkpoint
-	wrongServer  bool        // the last stream attempt was UNIMPLEMENTED; touched only by the Run goroutine
+	wrongServer  []bool      // per replica: its last stream attempt was UNIMPLEMENTED; touched only by the Run goroutine
+	// opening says the current stream's request is not answered yet, and
+	// openSent is when it was sent (Elapsed); touched only by the Run
+	// goroutine (under mu when answered).
+	opening  bool
+	openSent time.Duration
 
-	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps, wrongServers atomic.Uint64
+	replicas []Replica
+	cur      atomic.Int32 // index of the replica the stream is on (or goes to next)
+	// moveTo, when not -1, is the replica the next stream goes to: one
+	// that answered a probe the stream's replica did not.
+	moveTo atomic.Int32
+	// lastPeer is where the last stream that delivered anything was, and
+	// brokenAt/brokenWall when it broke; touched only by the Run goroutine.
+	lastPeer   string
+	brokenAt   time.Duration
+	brokenWall time.Time
+
+	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps, wrongServers, failovers atomic.Uint64
 }
 
 // New returns a follower; call Run to start following.
@@ -225,17 +293,25 @@ func New(opts Options) *Follower {
 			opts.ProbeInterval = time.Second
 		}
 	}
-	return &Follower{
-		opts:     opts,
-		logger:   opts.Logger,
-		now:      opts.Now,
-		advanced: make(chan struct{}),
-		probeNow: make(chan struct{}, 1),
+	replicas := opts.Replicas
+	if len(replicas) == 0 {
+		replicas = []Replica{{Client: opts.Client}}
+	}
+	f := &Follower{
+		replicas:    replicas,
+		wrongServer: make([]bool, len(replicas)),
+		opts:        opts,
+		logger:      opts.Logger,
+		now:         opts.Now,
+		advanced:    make(chan struct{}),
+		probeNow:    make(chan struct{}, 1),
 		st: state{
 			keys:    map[string]keyEntry{},
 			revoked: map[token.ID]int64{},
 		},
 	}
+	f.moveTo.Store(-1)
+	return f
 }
 
 // Run follows the stream until ctx is done, reconnecting with jittered
@@ -249,40 +325,73 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { f.probeLoop(ctx) })
 	attempt := 0
+	failed := 0 // streams in a row that delivered nothing
+	n := len(f.replicas)
 	for first := true; ; first = false {
 		if !first {
 			f.reconnects.Add(1)
 		}
-		received, err := f.follow(ctx)
+		r := int(f.cur.Load())
+		received, err := f.follow(ctx, r)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		f.brokenAt, f.brokenWall = f.opts.Elapsed(), time.Now()
 		if received {
-			attempt = 0
-			f.wrongServer = false
+			attempt, failed = 0, 0
+			f.wrongServer[r] = false
+		} else {
+			failed++
 		}
 		delay := f.backoff(attempt)
-		attempt++
+		if n > 1 {
+			// Another replica serves the same history: resume there at
+			// once, unless every replica failed in a row (then the capped
+			// backoff paces the rounds) or this one broke the protocol
+			// (a short pause, as with one replica, so that a replica
+			// that keeps failing that way cannot make a tight loop).
+			f.cur.Store(int32((r + 1) % n))
+			if failed < n && !errors.Is(err, errProtocol) {
+				delay = 0
+			} else if failed >= n {
+				attempt++
+			}
+		} else {
+			attempt++
+			if f.replicas[r].Balanced && received && !errors.Is(err, errProtocol) {
+				delay = 0
+			}
+		}
+		if to := f.moveTo.Swap(-1); to >= 0 && n > 1 {
+			// A probe found this replica silent and another answering.
+			f.cur.Store(to)
+			delay = 0
+		}
 		if f.urgent.Swap(false) {
 			// A probe found the state of another history: every moment
 			// on it is a moment of not being fresh.
 			delay = 0
 		}
+		addr := f.replicas[r].Addr
 		if status.Code(err) == codes.Unimplemented {
 			// Not an authority: one ERROR line when it starts, then quiet
 			// retries at the capped backoff (it may be replaced by one).
 			f.wrongServers.Add(1)
-			if !f.wrongServer {
-				f.wrongServer = true
+			if !f.wrongServer[r] {
+				f.wrongServer[r] = true
 				msg := "the server at --authority does not serve sigil.v1.TokenAuthorityService: it is not a Sigil authority; not serving until it is"
+				if n > 1 {
+					msg = "a server of --authority does not serve sigil.v1.TokenAuthorityService: it is not a Sigil authority; the other replicas are tried"
+				}
 				if f.opts.AuthorityIsSelf {
 					msg = "--authority is this authorizer's own listen address: it does not serve sigil.v1.TokenAuthorityService; not serving until --authority names the authority"
 				}
-				f.logger.Error(msg, "error", err)
+				f.logger.Error(msg, "error", err, "replica", addr)
 			}
-			f.logger.Debug("revocation stream refused, retrying", "retry_in", delay)
+			f.logger.Debug("revocation stream refused, retrying", "retry_in", delay, "replica", addr)
 		} else {
-			f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay)
+			f.logger.Warn("revocation stream broken, reconnecting", "error", err, "retry_in", delay, "replica", addr,
+				"next_replica", f.replicas[f.cur.Load()].Addr)
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -308,7 +417,7 @@ func (f *Follower) backoff(attempt int) time.Duration {
 
 // follow runs one stream until it fails. received reports whether any
 // message arrived (a healthy connection resets the backoff).
-func (f *Follower) follow(parent context.Context) (received bool, err error) {
+func (f *Follower) follow(parent context.Context, r int) (received bool, err error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	f.streamMu.Lock()
@@ -341,17 +450,25 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 	// resumed one and then a checkpoint at (at least) its current
 	// revision, so the first snapshot end or checkpoint confirms every
 	// revocation acknowledged before now.
-	sent := f.opts.Elapsed()
-	opened := false
-	// WaitForReady: while the authority is unreachable the call waits for
-	// the connection (whose own backoff is capped at ours) instead of
-	// failing at once; the idle timer bounds the wait. So a stream opens
-	// as soon as the authority is back, not a backoff later.
-	stream, err := f.opts.Client.WatchRevocations(ctx, req, grpc.WaitForReady(true))
+	f.openSent, f.opening = f.opts.Elapsed(), true
+	// WaitForReady, with one replica: while the authority is unreachable
+	// the call waits for the connection (whose own backoff is capped at
+	// ours) instead of failing at once; the idle timer bounds the wait. So
+	// a stream opens as soon as the authority is back, not a backoff
+	// later. With several, a replica that cannot be reached fails at once
+	// and the next one is tried.
+	rep := f.replicas[r]
+	stream, err := rep.Client.WatchRevocations(ctx, req, grpc.WaitForReady(len(f.replicas) == 1))
 	if err != nil {
 		return false, err
 	}
-	f.logger.Info("revocation stream opened", "after_revision", req.AfterRevision, "epoch", req.Epoch)
+	where := rep.Addr
+	if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil && (where == "" || len(f.replicas) == 1) {
+		// The peer says which replica a balancing client (dns:///)
+		// reached; a listed replica is named as it was given.
+		where = p.Addr.String()
+	}
+	f.logger.Info("revocation stream opened", "after_revision", req.AfterRevision, "epoch", req.Epoch, "replica", where)
 	var snap *pending
 	for {
 		msg, err := stream.Recv()
@@ -361,25 +478,55 @@ func (f *Follower) follow(parent context.Context) (received bool, err error) {
 			}
 			return received, err
 		}
+		if !received {
+			f.resumed(where, req.GetAfterRevision())
+		}
 		received = true
 		idle.Reset(f.opts.IdleTimeout)
-		if snap, err = f.handle(snap, msg); err != nil {
-			return received, err
-		}
 		// Arrival does not make the state fresh (a link that delays every
 		// byte would keep it "fresh" while revocations arrive late): only
 		// answered probes do. The stream's request is one, answered by its
-		// first snapshot end or checkpoint.
-		if !opened {
-			switch m := msg.GetEvent().(type) {
-			case *sigilv1.WatchRevocationsResponse_SnapshotEnd:
-				opened = true
-				f.answered(sent, m.SnapshotEnd.GetRevision(), 0, false)
-			case *sigilv1.WatchRevocationsResponse_Checkpoint:
-				opened = true
-				f.answered(sent, m.Checkpoint.GetRevision(), 0, false)
-			}
+		// first snapshot end or checkpoint (handle records it, with the
+		// state it confirms, under one lock).
+		if snap, err = f.handle(snap, msg); err != nil {
+			return received, err
 		}
+	}
+}
+
+// openAnsweredLocked records the stream's own request as a probe answered
+// at rev, at the stream's first snapshot end or checkpoint; f.mu is held
+// for writing. Recorded with the state change, a waiter woken by it sees
+// the confirmation too.
+func (f *Follower) openAnsweredLocked(rev uint64) {
+	if !f.opening {
+		return
+	}
+	f.opening = false
+	if len(f.st.answers) == maxAnswers {
+		f.st.answers = f.st.answers[1:]
+	}
+	f.st.answers = append(f.st.answers, answer{sent: f.openSent, rev: rev, gen: f.st.gen})
+	f.promoteLocked()
+}
+
+// resumed notes that a stream delivered its first message at where, having
+// asked for the events after rev; a stream on another replica than the
+// last one that delivered is a failover: logged, counted and reported.
+func (f *Follower) resumed(where string, rev uint64) {
+	prev := f.lastPeer
+	f.lastPeer = where
+	if prev == "" || prev == where {
+		return
+	}
+	f.failovers.Add(1)
+	outage := f.opts.Elapsed() - f.brokenAt
+	// A fixed message, so that tools find the record; the fields say
+	// where, from which revision and after how long.
+	f.logger.Info(FailoverMessage,
+		"replica", where, "previous_replica", prev, "after_revision", rev, "outage", outage.String(), "outage_seconds", outage.Seconds())
+	if f.opts.OnFailover != nil {
+		f.opts.OnFailover(Failover{From: prev, To: where, Revision: rev, Broken: f.brokenWall, Resumed: time.Now(), Outage: outage})
 	}
 }
 
@@ -420,6 +567,7 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 			// its own (its stream's request, answered by this end).
 			gen: old.gen + 1,
 		}
+		f.openAnsweredLocked(snap.revision)
 		f.notifyLocked()
 		f.mu.Unlock()
 		f.snapshots.Add(1)
@@ -446,6 +594,9 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		// The skew is recorded before the revision is published, so that a
 		// waiter woken by this checkpoint sees the skew it carried.
 		f.noteSkew(ev.Checkpoint.GetAuthorityTime())
+		// Pruned before the revision is published, so that a waiter woken
+		// by this checkpoint sees the pruned set.
+		f.prune()
 		f.mu.Lock()
 		r := ev.Checkpoint.GetRevision()
 		if r >= f.st.applied {
@@ -455,12 +606,12 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 			f.st.digest, f.st.digestRev = validDigest(ev.Checkpoint.GetDigest()), r
 			f.promoteLocked()
 		}
+		f.openAnsweredLocked(r)
 		if r > f.st.applied {
 			f.st.applied = r
 			f.notifyLocked()
 		}
 		f.mu.Unlock()
-		f.prune()
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
 		return nil, f.applyLive(msg, ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
 	case *sigilv1.WatchRevocationsResponse_KeyAdded:
@@ -886,6 +1037,7 @@ func (f *Follower) Stats() Stats {
 		Diverged:    f.diverged.Load(),
 		Gaps:        f.gaps.Load(),
 		WrongServer: f.wrongServers.Load(),
+		Failovers:   f.failovers.Load(),
 	}
 }
 
@@ -921,9 +1073,7 @@ func (f *Follower) probe(ctx context.Context) {
 		}
 		return
 	}
-	// An answer later than MaxStaleness could not make anything fresh.
-	pctx, cancel := context.WithTimeout(ctx, f.opts.MaxStaleness)
-	defer cancel()
+	pctx := ctx
 	if f.opts.Credential != nil {
 		cred, err := f.opts.Credential()
 		if err != nil {
@@ -935,8 +1085,7 @@ func (f *Follower) probe(ctx context.Context) {
 		}
 	}
 	sent := f.opts.Elapsed()
-	f.probes.Add(1)
-	resp, err := f.opts.Client.ConfirmHistory(pctx, req)
+	resp, err := f.confirm(pctx, req)
 	switch {
 	case status.Code(err) == codes.Unimplemented:
 		// An authority older than ConfirmHistory: reopening the stream
@@ -965,6 +1114,72 @@ func (f *Follower) probe(ctx context.Context) {
 	default:
 		f.answered(sent, resp.GetRevision(), gen, true)
 	}
+}
+
+// confirm sends the probe to the stream's replica, then, while the answer
+// is an error, to the others in turn: every replica serves the one
+// history, so any may answer (and any answer "in history" at revision R
+// confirms the state only once the stream has brought it to R). The
+// attempts share MaxStaleness, beyond which no answer could make anything
+// fresh. The error returned is UNIMPLEMENTED only when every replica said
+// so.
+func (f *Follower) confirm(ctx context.Context, req *sigilv1.ConfirmHistoryRequest) (*sigilv1.ConfirmHistoryResponse, error) {
+	n := len(f.replicas)
+	first := int(f.cur.Load())
+	// A replica that does not answer within a quarter of the bound leaves
+	// time for the others; the last attempt gets what is left.
+	per := f.opts.MaxStaleness
+	if n > 1 {
+		per = f.opts.MaxStaleness / 4
+	}
+	deadline := f.opts.Elapsed() + f.opts.MaxStaleness
+	var errs []error
+	var unimplemented []error
+	for i := range n {
+		j := (first + i) % n
+		rep := f.replicas[j]
+		left := deadline - f.opts.Elapsed()
+		if left <= 0 {
+			break
+		}
+		timeout := min(per, left)
+		if i == n-1 {
+			timeout = left
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		f.probes.Add(1)
+		resp, err := rep.Client.ConfirmHistory(actx, req)
+		cancel()
+		if err == nil {
+			if i > 0 && int(f.cur.Load()) == first {
+				// The stream's replica did not answer and this one did:
+				// the stream is likely as stuck as the probe was. It
+				// moves here now rather than at its idle timeout.
+				f.logger.Warn("the stream's authority replica did not answer a history probe and another did: moving the stream",
+					"replica", f.replicas[first].Addr, "next_replica", rep.Addr, "error", errs[len(errs)-1])
+				f.moveTo.Store(int32(j))
+				f.restartStream()
+			}
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if status.Code(err) == codes.Unimplemented {
+			unimplemented = append(unimplemented, err)
+		}
+		if n == 1 {
+			return nil, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", rep.Addr, err))
+	}
+	if len(unimplemented) == n {
+		return nil, unimplemented[0]
+	}
+	if len(errs) == 0 {
+		return nil, status.Error(codes.DeadlineExceeded, "follower: history probe: no time left for another replica")
+	}
+	return nil, errors.Join(errs...)
 }
 
 // answered records a probe sent at sent (Elapsed), answered "in history"

@@ -27,6 +27,7 @@ func init() {
 		{"AuditRetention", wrap(testAuditRetention)},
 		{"KeyRetirement", wrap(testKeyRetirement)},
 		{"RetentionRacesMinting", wrap(testRetentionRacesMinting)},
+		{"RetentionPurgesLastUse", wrap(testRetentionPurgesLastUse)},
 	}...)
 }
 
@@ -484,5 +485,32 @@ func testRetentionRacesMinting(t *testing.T, open Opener) {
 	}
 	if got := listIDs(t, s, "o", ""); len(got) != 2*len(children) {
 		t.Errorf("%d tokens left for %d children and their parents", len(got), len(children))
+	}
+}
+
+// testRetentionPurgesLastUse: a purged token's per-token state (its last
+// use) goes with its record: a record stored again under the same id (as
+// only a test does) has no last use.
+func testRetentionPurgesLastUse(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := openTest(t, open)
+	x := tok("o", "used", "u", day)
+	mustCreate(t, s, x)
+	if n, err := s.RecordTokenUse(ctx, []store.TokenUse{{TokenID: x.ID, Time: t0.Add(time.Hour)}}); err != nil || n != 1 {
+		t.Fatalf("RecordTokenUse: %d, %v", n, err)
+	}
+	if got := get(t, s, x.ID); got.LastUseTime.IsZero() {
+		t.Fatal("no last use recorded")
+	}
+	if res := retain(t, s, t0.Add(3*day), store.Retention{Tokens: day}); res.Tokens != 1 {
+		t.Fatalf("purged %d, want 1", res.Tokens)
+	}
+	again := x
+	again.CreateTime, again.ExpireTime = t0.Add(3*day), t0.Add(4*day)
+	if _, err := s.CreateToken(ctx, again, auditFor(store.AuditTokenCreated, again.CreateTime)); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, x.ID); !got.LastUseTime.IsZero() {
+		t.Errorf("last use %s survived the purge", got.LastUseTime)
 	}
 }

@@ -70,6 +70,8 @@ var Tests = []struct {
 	{"RevisionsStrictlyIncrease", wrap(testRevisionsStrictlyIncrease)},
 	{"CancelledContext", wrap(testCancelledContext)},
 	{"ConcurrentWriters", wrap(testConcurrentWriters)},
+	{"RecordTokenUse", testRecordTokenUse},
+	{"ListTokensUseFilters", wrap(testListTokensUseFilters)},
 }
 
 func wrap(fn func(t *testing.T, open Opener)) func(t *testing.T, cfg Config) {
