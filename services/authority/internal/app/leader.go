@@ -57,7 +57,7 @@ func newLeaderMetrics(reg prometheus.Registerer, jobs []leaderJob) *leaderMetric
 	m := &leaderMetrics{
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sigil_authority_leader",
-			Help: "1 while this authority leads the replicas sharing its store and runs the cluster-wide background work (compaction, key activation, webhook delivery, expiry notices), 0 otherwise. Always 1 with bbolt.",
+			Help: "1 while this authority leads the replicas sharing its store and runs the cluster-wide background work (compaction, key activation, webhook delivery, expiry notices, retention), 0 otherwise. Always 1 with bbolt.",
 		}),
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authority_leader_job_starts_total",
