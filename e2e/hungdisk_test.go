@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,4 +167,85 @@ func healthOf(t *testing.T, conn *grpc.ClientConn) healthpb.HealthCheckResponse_
 		t.Fatalf("health: %v", err)
 	}
 	return resp.GetStatus()
+}
+
+// TestFullDisk fills the file system under a running authority: mints
+// then fail UNAVAILABLE with a message saying the disk is full (never
+// INTERNAL), nothing half-written remains, and once space is freed the
+// same names mint. It needs root to mount a small tmpfs and skips, saying
+// why, without it.
+func TestFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: mounting a small file system to fill needs root")
+	}
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("skipped: cannot mount a tmpfs here (%v: %s)", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	data := filepath.Join(dir, "data")
+	_, _, conn := grpcProc(t, "authority", bin(t, "authority"), "--listen", "127.0.0.1:0", "--metrics-listen", "",
+		"--data-dir", data, "--shutdown-timeout", "5s", "--write-probe-interval", "0")
+	client := sigilv1.NewTokenAuthorityServiceClient(conn)
+	opTok, err := os.ReadFile(filepath.Join(data, "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(name string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(opTok)))
+		_, err := client.CreateToken(ctx, &sigilv1.CreateTokenRequest{
+			OrgId: "org-full", Name: name, CreatedBy: "alice", Description: strings.Repeat("d", 1000),
+			Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
+			Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(7 * 24 * time.Hour)},
+		})
+		return err
+	}
+	if err := mint("first"); err != nil {
+		t.Fatalf("mint before filling the disk: %v", err)
+	}
+	// Fill what is left, then mint until the store needs a page it cannot get.
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	var failed error
+	var minted []string
+	for i := range 2000 {
+		name := fmt.Sprintf("fill-%d", i)
+		if err := mint(name); err != nil {
+			failed = err
+			break
+		}
+		minted = append(minted, name)
+	}
+	if failed == nil {
+		t.Fatal("2000 mints on a full disk all succeeded")
+	}
+	if status.Code(failed) != codes.Unavailable || !strings.Contains(status.Convert(failed).Message(), "disk is full") {
+		t.Fatalf("mint on a full disk: %v, want UNAVAILABLE saying the disk is full", failed)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	// The refused mint left nothing behind: its name mints now.
+	if err := mint(fmt.Sprintf("fill-%d", len(minted))); err != nil {
+		t.Fatalf("minting the refused name once space is freed: %v", err)
+	}
 }

@@ -56,6 +56,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.Unavailable, "no active signing key yet (a new key is being announced); retry shortly")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrLocked):
 		return status.Error(codes.Unavailable, "authority is shutting down")
+	case errors.Is(err, store.ErrDiskFull):
+		s.logger.ErrorContext(ctx, "store write refused: the disk is full", "error", err)
+		return status.Error(codes.Unavailable, "token store unavailable: its disk is full; nothing was written; retry once the operator has freed space")
+	case errors.Is(err, store.ErrReadOnly):
+		s.logger.ErrorContext(ctx, "store write refused: the disk is read-only", "error", err)
+		return status.Error(codes.Unavailable, "token store unavailable: its disk is read-only; nothing was written; retry once the operator has fixed the disk")
 	case errors.Is(err, store.ErrUnavailable):
 		// The storage cluster has no quorum or cannot be reached: the
 		// write may or may not have been committed, so say how to find out.

@@ -23,6 +23,8 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 		{fmt.Errorf("revoke: %w", store.ErrUnavailable), codes.Unavailable},
 		{fmt.Errorf("revoke tokens: %w", store.ErrTooLarge), codes.FailedPrecondition},
 		{store.ErrClosed, codes.Unavailable},
+		{fmt.Errorf("create: %w: %w", store.ErrUnavailable, store.ErrDiskFull), codes.Unavailable},
+		{fmt.Errorf("create: %w: %w", store.ErrUnavailable, store.ErrReadOnly), codes.Unavailable},
 		{fmt.Errorf("boom"), codes.Internal},
 	} {
 		if got := status.Code(s.toStatus(context.Background(), tc.err)); got != tc.want {

@@ -443,7 +443,7 @@ func (s *Bolt) mutate(ctx context.Context, fn func(w *writer) error) (_ uint64, 
 		if errors.Is(err, ErrDamaged) {
 			s.faults.report(err)
 		}
-		return 0, mapErr(err)
+		return 0, mapWriteErr(mapErr(err))
 	}
 	if rejected != nil {
 		return 0, rejected

@@ -43,6 +43,14 @@ var (
 	// so a retry can meet its effect (ErrTokenExists, an already revoked
 	// token).
 	ErrUnavailable = errors.New("store: unavailable")
+	// ErrDiskFull (with ErrUnavailable) is returned when the disk under
+	// the bbolt file has no space left: the transaction was rolled back,
+	// nothing was written.
+	ErrDiskFull = errors.New("store: no space left on the disk")
+	// ErrReadOnly (with ErrUnavailable) is returned when the file system
+	// under the bbolt file is read-only (often remounted so after an I/O
+	// error): the transaction was rolled back, nothing was written.
+	ErrReadOnly = errors.New("store: the disk is read-only")
 	// ErrTooLarge is returned when a mutation does not fit the backend's
 	// limits even in chunks (etcd: the intent record of a chunked
 	// revocation exceeds the request size limit).
