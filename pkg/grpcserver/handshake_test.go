@@ -108,7 +108,11 @@ func TestCertExpiryMetricAndWarning(t *testing.T) {
 			var got float64 = -1
 			for _, mf := range mfs {
 				if mf.GetName() == "sigil_tls_certificate_expiry_timestamp_seconds" {
-					got = mf.GetMetric()[0].GetGauge().GetValue()
+					m := mf.GetMetric()[0]
+					if len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != CertServer {
+						t.Errorf("labels %v, want cert=%q", m.GetLabel(), CertServer)
+					}
+					got = m.GetGauge().GetValue()
 				}
 			}
 			if want := float64(tc.notAfter.Unix()); got != want {

@@ -86,6 +86,7 @@ type Server struct {
 
 	initMetrics sync.Once
 	creds       *loggedCreds // nil without TLS
+	tls         *tls.Config  // nil without TLS; its certificate's expiry is watched while serving
 
 	unaryInFlight atomic.Int64 // unary calls running (countUnary)
 }
@@ -183,7 +184,8 @@ func New(opts Options) *Server {
 	}
 	if opts.TLS != nil {
 		s.creds = newLoggedCreds(credentials.NewTLS(opts.TLS), logger, opts.Registerer)
-		watchCertExpiry(opts.TLS, logger, opts.Registerer, time.Now())
+		watchCertExpiry(opts.TLS, CertServer, logger, opts.Registerer, time.Now())
+		s.tls = opts.TLS
 		serverOpts = append(serverOpts, grpc.Creds(s.creds))
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
@@ -245,6 +247,24 @@ func (s *Server) Serve(lis net.Listener) error {
 	s.lisMu.Lock()
 	s.lis = ll
 	s.lisMu.Unlock()
+	if s.tls != nil {
+		// A long-running server warns again as its certificate nears
+		// expiry (the alert on the gauge is the main signal).
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(time.Hour)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case now := <-t.C:
+					warnCertExpiry(s.tls, CertServer, s.logger, now)
+				}
+			}
+		}()
+	}
 	err := s.grpc.Serve(ll)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

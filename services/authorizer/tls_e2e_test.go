@@ -3,6 +3,12 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sigil-auth/sigil/internal/testpki"
+	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
 
@@ -39,6 +46,41 @@ func TestE2EFollowsAuthorityOverMutualTLS(t *testing.T) {
 	wantDecision(t, z, tok, 0, allowed)
 	rev := a.revoke(t, id)
 	wantDecision(t, z, tok, rev, sigilv1.DenyReason_DENY_REASON_REVOKED)
+
+	// Both sides export their certificate's expiry: the authority its
+	// server certificate, the authorizer its client certificate.
+	leaf, err := x509.ParseCertificate(p.Client.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct {
+		proc *testproc.Proc
+		msg  string // the log record naming the metrics address
+		cert string
+	}{{proc.Proc, "metrics listening", "server"}, {z.Proc, "listening", "authority_client"}} {
+		var rec struct {
+			Addr        string
+			MetricsAddr string `json:"metrics_addr"`
+		}
+		if err := m.proc.WaitRecord(5*time.Second, m.msg, &rec); err != nil {
+			t.Fatal(err)
+		}
+		addr := rec.Addr
+		if m.msg == "listening" {
+			addr = rec.MetricsAddr
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf(`sigil_tls_certificate_expiry_timestamp_seconds{cert=%q} %s`, m.cert,
+			strconv.FormatFloat(float64(leaf.NotAfter.Unix()), 'g', -1, 64))
+		if !strings.Contains(string(body), want) {
+			t.Errorf("%s metrics lack %q", m.proc.Name, want)
+		}
+	}
 
 	for _, tc := range []struct {
 		name string

@@ -176,6 +176,9 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.AuthorityCert != "" {
+		grpcserver.WatchCertExpiry(authorityTLS, grpcserver.CertAuthorityClient, logger, reg, time.Now())
+	}
 
 	failoverSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sigil_authorizer_failover_seconds",
