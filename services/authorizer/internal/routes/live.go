@@ -46,6 +46,9 @@ func (l *Live) Path() string { return l.path }
 // here (UnknownPermissions tells which routes are out).
 func (l *Live) SetCatalog(c *scope.Catalog) { l.catalog.Store(c) }
 
+// Catalog returns the catalog given to SetCatalog, or nil.
+func (l *Live) Catalog() *scope.Catalog { return l.catalog.Load() }
+
 // Reload reads the file again and, when it parses and every route's
 // permission is in the catalog given to SetCatalog (if any), makes it the
 // current policy and returns it. On error the current policy stays.
