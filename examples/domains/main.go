@@ -40,6 +40,7 @@ func run(args []string) error {
 	authorizers := fs.String("authorizers", "127.0.0.1:7002", "comma-separated authorizer addresses (host:port), called in turn")
 	orgHeader := fs.String("org-header", "x-organization-id", "metadata key naming the organization a call acts in (empty: the token's)")
 	callTimeout := fs.Duration("call-timeout", authz.DefaultCallTimeout, "bound of one CheckPermission call to one authorizer")
+	verifyTimeout := fs.Duration("verify-timeout", 30*time.Second, "how long start-up waits for an authorizer to verify the annotated permissions against the authority's catalog (a permission outside it stops the start; no answer in time: a warning)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +66,10 @@ func run(args []string) error {
 		Checker:        pool, OrgIDKey: *orgHeader, Logger: logger,
 	})
 	if err != nil {
+		return err
+	}
+
+	if err := verifyCatalog(guard, pool, *verifyTimeout, logger); err != nil {
 		return err
 	}
 
@@ -101,4 +106,26 @@ func run(args []string) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// verifyCatalog checks every annotated permission against the authority's
+// catalog through the authorizers, so that a typo stops the start instead
+// of failing every call. Authorizers that do not answer within timeout (not
+// synced yet, down) only earn a warning: the calls then fail closed anyway.
+func verifyCatalog(guard *authz.Guard, pool *authz.Pool, timeout time.Duration, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := guard.VerifyCatalog(ctx, pool)
+	var unknown *authz.UnknownPermissionsError
+	switch {
+	case err == nil:
+		logger.Info("annotated permissions verified against the authority's catalog")
+		return nil
+	case errors.As(err, &unknown):
+		logger.Error("annotated permissions are not in the authority's catalog", "permissions", unknown.Permissions, "error", err.Error())
+		return err
+	default:
+		logger.Warn("annotated permissions not verified: no authorizer answered", "error", err.Error(), "verify_timeout", timeout.String())
+		return nil
+	}
 }

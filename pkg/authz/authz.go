@@ -26,6 +26,10 @@
 //     google.rpc.ErrorInfo with domain "sigil" and the DenyReason name;
 //   - an authorizer that cannot answer makes the call UNAVAILABLE: an error
 //     is never an allow;
+//   - a permission the authority's catalog does not have (the authorizer
+//     answers INVALID_ARGUMENT naming "permission") makes the call INTERNAL
+//     with reason AUTHORIZATION_MISCONFIGURED, logged at ERROR once per
+//     method; Guard.VerifyCatalog finds such permissions at start-up;
 //   - an allowed call reaches the handler with TokenID(ctx) and OrgID(ctx).
 package authz
 
@@ -117,6 +121,8 @@ type Guard struct {
 	revKey  string
 	logger  *slog.Logger
 	warned  sync.Map // method → struct{}: unannotated methods already logged
+
+	misconfiguredLogged sync.Map // method → struct{}: unknown-permission errors already logged
 }
 
 // New reads and checks the requirements of every method of opts.Services.
@@ -297,6 +303,9 @@ func (g *Guard) authorize(ctx context.Context, method string, req any) (context.
 	}
 	resp, err := g.checker.CheckPermission(ctx, check)
 	if err != nil {
+		if status.Code(err) == codes.InvalidArgument && violationField(err) == "permission" {
+			return nil, g.misconfigured(method, r.Permission, err)
+		}
 		return nil, authorizerError(err)
 	}
 	if resp.GetAllowed() && resp.GetReason() == sigilv1.DenyReason_DENY_REASON_UNSPECIFIED && resp.GetTokenId() != "" {

@@ -115,6 +115,33 @@ func (p *Pool) CheckPermission(ctx context.Context, req *sigilv1.CheckPermission
 	return nil, err
 }
 
+// CheckPermissions asks one authorizer, and on UNAVAILABLE or a per-call
+// timeout asks the next one once, as CheckPermission.
+func (p *Pool) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermissionsRequest) (*sigilv1.CheckPermissionsResponse, error) {
+	n := len(p.clients)
+	first := int(p.next.Add(1)-1) % n
+	var err error
+	for i := range min(2, n) {
+		if ctx.Err() != nil {
+			break
+		}
+		cctx, cancel := context.WithTimeout(ctx, p.timeout)
+		var resp *sigilv1.CheckPermissionsResponse
+		resp, err = p.clients[(first+i)%n].CheckPermissions(cctx, req)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+			return nil, err
+		}
+	}
+	if err == nil {
+		err = status.FromContextError(ctx.Err()).Err()
+	}
+	return nil, err
+}
+
 func (p *Pool) call(ctx context.Context, c sigilv1.AuthorizerServiceClient, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()

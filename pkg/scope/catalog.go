@@ -69,6 +69,30 @@ func Builtin() *Catalog {
 	return c
 }
 
+// NewCatalog returns the catalog of perms, as received from elsewhere (an
+// authorizer builds the authority's streamed catalog with it). It is strict:
+// a malformed name, a permission defined twice, an implication of an unknown
+// permission or a description over 512 bytes is an error naming the
+// permission. Product is taken from Name.
+func NewCatalog(perms []Permission) (*Catalog, error) {
+	for _, p := range perms {
+		if len(p.Description) > maxDescription {
+			return nil, errors.New(describe("permission", p.Name, fmt.Sprintf("description longer than %d bytes", maxDescription)))
+		}
+	}
+	return newCatalog(perms)
+}
+
+// Has reports whether the catalog has the permission name. It allocates
+// nothing, for the check path.
+func (c *Catalog) Has(name string) bool {
+	if c == nil {
+		return false
+	}
+	_, ok := c.perms[name]
+	return ok
+}
+
 // newCatalog checks perms (syntax, duplicates, implications naming known
 // permissions) and computes the transitive closures. Cycles are allowed:
 // permissions on a cycle imply each other.

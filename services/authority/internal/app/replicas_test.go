@@ -183,6 +183,8 @@ type follower struct {
 	// vouched is the revision the stream says the follower stands at
 	// (snapshot end, checkpoint, event): each event must chain to it.
 	vouched uint64
+	// started is set after the stream's first message, the catalog.
+	started bool
 }
 
 func (c *cluster) follow(r *replica, req *sigilv1.WatchRevocationsRequest) *follower {
@@ -199,8 +201,23 @@ func (c *cluster) follow(r *replica, req *sigilv1.WatchRevocationsRequest) *foll
 	return f
 }
 
-// next returns the next message, failing the test after 10 s.
+// next returns the next message after the stream's leading catalog (checked
+// to be there), failing the test after 10 s.
 func (f *follower) next() *sigilv1.WatchRevocationsResponse {
+	f.t.Helper()
+	m := f.recv()
+	if !f.started {
+		f.started = true
+		if m.GetCatalog() == nil {
+			f.t.Fatalf("first stream message %v, want the permission catalog", m)
+		}
+		m = f.recv()
+	}
+	return m
+}
+
+// recv returns the next message, failing the test after 10 s.
+func (f *follower) recv() *sigilv1.WatchRevocationsResponse {
 	f.t.Helper()
 	type res struct {
 		m   *sigilv1.WatchRevocationsResponse

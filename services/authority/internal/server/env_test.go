@@ -79,6 +79,7 @@ type envOpts struct {
 	dir             string // reuse a data dir (restart)
 	maxWatch        int
 	limits          *grpcserver.Limits
+	catalog         *scope.Catalog // nil: the built-in catalog
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -108,9 +109,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.catalog == nil {
+		o.catalog = scope.Builtin()
+	}
 	e.srv, err = New(Options{
 		Options: manage.Options{
-			Store: st, Keys: e.km, Codec: e.codec, Catalog: scope.Builtin(),
+			Store: st, Keys: e.km, Codec: e.codec, Catalog: o.catalog,
 			Operator: secrets.NewCredential(opToken), Watch: secrets.NewCredential(watchToken),
 			Reporter: secrets.NewCredential(reporterToken),
 			Dev:      o.dev, Logger: logger, Now: e.clock.now,

@@ -147,6 +147,7 @@ func TestWatchNoDigestGetsSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(withCred(watchToken))
 	defer cancel()
 	s := e.watch(ctx, e.st.Revision(), e.st.Epoch())
+	e.catalogFirst(s)
 	m, err := s.Recv()
 	if err != nil || m.GetSnapshotChunk() == nil {
 		t.Fatalf("first message %v %v, want a snapshot", m, err)

@@ -78,6 +78,9 @@ type Server struct {
 
 	watchSlots *watchSlots
 	snapshots  snapshotCache
+
+	// catalogMsg is the catalog as every revocation stream sends it first.
+	catalogMsg *sigilv1.WatchRevocationsResponse
 }
 
 // New returns a server. Every dependency in opts is required except Metrics,
@@ -95,6 +98,7 @@ func New(opts Options) (*Server, error) {
 		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
 		shutdown:   make(chan struct{}),
 		watchSlots: newWatchSlots(opts.MaxWatchStreams, opts.Limits),
+		catalogMsg: catalogMessage(opts.Catalog),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

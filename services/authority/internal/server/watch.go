@@ -14,6 +14,7 @@ import (
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/services/authority/internal/manage"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
@@ -21,6 +22,9 @@ import (
 // WatchRevocations streams revocations and keys to an authorizer. The
 // protocol, which the authorizer's follower relies on:
 //
+//  0. First, on every stream: the permission catalog (the one
+//     ListPermissions answers), so that authorizers refuse checks naming a
+//     permission the deployment does not have.
 //  1. Unless the request continues the store's own history: a snapshot.
 //     It does when the epoch is the store's and the store holds
 //     after_revision (not compacted, not ahead) with the very digest the
@@ -199,6 +203,9 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 	if err != nil {
 		return err
 	}
+	if err := w.send(w.s.catalogMsg); err != nil {
+		return err
+	}
 	last := req.GetAfterRevision()
 	if resume {
 		w.digest, w.digestRev = bytes.Clone(req.GetAfterDigest()), last
@@ -319,6 +326,17 @@ func (w *watch) live(last uint64) error {
 			return w.ctx.Err()
 		}
 	}
+}
+
+// catalogMessage is the stream message carrying catalog. It is built once
+// and never changed: every stream sends the same message.
+func catalogMessage(c *scope.Catalog) *sigilv1.WatchRevocationsResponse {
+	ps := c.Permissions()
+	pc := &sigilv1.PermissionCatalog{Permissions: make([]*sigilv1.Permission, len(ps))}
+	for i, p := range ps {
+		pc.Permissions[i] = &sigilv1.Permission{Name: p.Name, Product: p.Product, Description: p.Description, Implies: p.Implies}
+	}
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Catalog{Catalog: pc}}
 }
 
 // eventToProto returns the stream message of an event, or nil for events

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"google.golang.org/protobuf/proto"
+
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
 )
 
 // follower applies a revocation stream the way an authorizer does and
@@ -64,6 +70,12 @@ func (f *follower) apply(m *sigilv1.WatchRevocationsResponse) {
 		}
 	}
 	switch ev := m.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_Catalog:
+		// The first message of every stream; catalogFirst checks its
+		// contents.
+		if f.inSnap {
+			f.t.Fatal("catalog inside a snapshot")
+		}
 	case *sigilv1.WatchRevocationsResponse_SnapshotChunk:
 		c := ev.SnapshotChunk
 		if !f.inSnap {
@@ -115,6 +127,27 @@ func (f *follower) apply(m *sigilv1.WatchRevocationsResponse) {
 }
 
 type watchClient = grpc.ServerStreamingClient[sigilv1.WatchRevocationsResponse]
+
+// catalogFirst reads a stream's first message, which must be the permission
+// catalog, the same as ListPermissions answers.
+func (e *env) catalogFirst(s watchClient) {
+	e.t.Helper()
+	m, err := s.Recv()
+	if err != nil {
+		e.t.Fatalf("first message: %v", err)
+	}
+	c := m.GetCatalog()
+	if c == nil {
+		e.t.Fatalf("first message %v, want the permission catalog", m)
+	}
+	want, err := e.client.ListPermissions(op(), &sigilv1.ListPermissionsRequest{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(want.GetPermissions()) == 0 || !proto.Equal(c, &sigilv1.PermissionCatalog{Permissions: want.GetPermissions()}) {
+		e.t.Fatalf("streamed catalog %v, ListPermissions %v", c, want.GetPermissions())
+	}
+}
 
 func (e *env) watch(ctx context.Context, after uint64, epoch string) watchClient {
 	e.t.Helper()
@@ -175,6 +208,7 @@ func TestWatchSnapshotThenLive(t *testing.T) {
 	defer cancel()
 	s := e.watch(ctx, 0, "")
 	f := newFollower(t)
+	e.catalogFirst(s)
 	first, err := s.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +282,7 @@ func TestWatchResume(t *testing.T) {
 	// events after it come again.
 	f.applied = f.digestRev
 	s2 := e.resume(ctx2, f.digestRev, f.epoch, f.digest)
+	e.catalogFirst(s2)
 	first, err := s2.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -272,6 +307,7 @@ func TestWatchResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := e.resume(ctx, e.st.Revision(), e.st.Epoch(), d)
+		e.catalogFirst(s)
 		m, err := s.Recv()
 		if err != nil || m.GetCheckpoint() == nil || m.GetCheckpoint().GetRevision() != e.st.Revision() {
 			t.Fatalf("first message %v %v", m, err)
@@ -281,6 +317,7 @@ func TestWatchResume(t *testing.T) {
 		ctx, cancel := context.WithCancel(withCred(watchToken))
 		defer cancel()
 		s := e.watch(ctx, f.applied, "some-other-epoch")
+		e.catalogFirst(s)
 		m, err := s.Recv()
 		if err != nil || m.GetSnapshotChunk() == nil {
 			t.Fatalf("first message %v %v, want a snapshot", m, err)
@@ -290,6 +327,7 @@ func TestWatchResume(t *testing.T) {
 		ctx, cancel := context.WithCancel(withCred(watchToken))
 		defer cancel()
 		s := e.watch(ctx, e.st.Revision()+100, e.st.Epoch())
+		e.catalogFirst(s)
 		m, err := s.Recv()
 		if err != nil || m.GetSnapshotChunk() == nil {
 			t.Fatalf("first message %v %v, want a snapshot", m, err)
@@ -321,6 +359,7 @@ func TestWatchSnapshotAfterCompaction(t *testing.T) {
 	defer cancel()
 	s := e.watch(ctx, before, e.st.Epoch())
 	f := newFollower(t)
+	e.catalogFirst(s)
 	m, err := s.Recv()
 	if err != nil || m.GetSnapshotChunk() == nil {
 		t.Fatalf("first message %v %v, want a snapshot after compaction", m, err)
@@ -473,4 +512,48 @@ func TestWatchSlowConsumerCutOff(t *testing.T) {
 	wantCode(t, err, codes.ResourceExhausted, "")
 	// Mints still work after the cut-off.
 	e.mint("org-2", "after", "bob")
+}
+
+// Every stream, snapshot or resume, starts with the server's catalog:
+// built-in and catalog-file permissions, as ListPermissions lists them.
+func TestWatchSendsCatalogFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.yaml")
+	file := "products:\n  - name: dns\n    actions:\n      - name: view\n        description: see zones\n      - name: edit\n        description: change zones\n        implies: [dns:view]\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := scope.LoadCatalogFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOpts{checkpoint: 50 * time.Millisecond, catalog: cat})
+	ctx, cancel := context.WithCancel(withCred(watchToken))
+	defer cancel()
+	s := e.watch(ctx, 0, "")
+	m, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edit *sigilv1.Permission
+	for _, p := range m.GetCatalog().GetPermissions() {
+		if p.GetName() == "dns:edit" {
+			edit = p
+		}
+	}
+	if edit == nil || edit.GetProduct() != "dns" || !slices.Equal(edit.GetImplies(), []string{"dns:view"}) || edit.GetDescription() != "change zones" {
+		t.Fatalf("first message %v: want the catalog with dns:edit implying dns:view", m)
+	}
+	f := newFollower(t)
+	recvUntil(t, s, f, func() bool { return f.epoch != "" })
+	cancel()
+
+	// A resume gets it first too, before its first checkpoint.
+	ctx2, cancel2 := context.WithCancel(withCred(watchToken))
+	defer cancel2()
+	s2 := e.resume(ctx2, f.digestRev, f.epoch, f.digest)
+	e.catalogFirst(s2)
+	m, err = s2.Recv()
+	if err != nil || m.GetCheckpoint() == nil {
+		t.Fatalf("resume: second message %v %v, want a checkpoint", m, err)
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/tlsconfig"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
@@ -186,7 +187,12 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	})
 	reg.MustRegister(failoverSeconds)
+	// A routes file naming a permission outside the authority's catalog
+	// fails the start (the first catalog); a later catalog without it
+	// logs an ERROR per route (the engine then denies those routes).
+	routesFault := make(chan error, 1)
 	fol := follower.New(follower.Options{
+		OnCatalog:    func(c *scope.Catalog) { checkRoutesCatalog(policy, c, logger, routesFault) },
 		Replicas:     replicas,
 		OnFailover:   func(ev follower.Failover) { failoverSeconds.Observe(ev.Outage.Seconds()) },
 		Credential:   credential,
@@ -288,6 +294,8 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	case runErr = <-serveErr:
 		logger.Error("server stopped", "error", runErr)
+	case runErr = <-routesFault:
+		logger.Error("stopping: the routes file names a permission that is not in the authority's catalog", "error", runErr)
 	}
 	// Reverse order of start: stop answering (draining in-flight checks),
 	// then stop following, then close the connection and metrics. The

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 )
 
@@ -292,4 +294,25 @@ func CheckpointDigest(rev uint64, now time.Time, d []byte) *sigilv1.WatchRevocat
 	m := Checkpoint(rev, now)
 	m.GetCheckpoint().Digest = d
 	return m
+}
+
+// Catalog returns a permission catalog message naming perms, each with a
+// description and no implication.
+func Catalog(perms ...string) *sigilv1.WatchRevocationsResponse {
+	pc := &sigilv1.PermissionCatalog{}
+	for _, p := range perms {
+		product, _, _ := strings.Cut(p, ":")
+		pc.Permissions = append(pc.Permissions, &sigilv1.Permission{Name: p, Product: product, Description: "test permission " + p})
+	}
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Catalog{Catalog: pc}}
+}
+
+// BuiltinCatalog returns the catalog message of scope.Builtin, as an
+// authority without a catalog file streams it.
+func BuiltinCatalog() *sigilv1.WatchRevocationsResponse {
+	pc := &sigilv1.PermissionCatalog{}
+	for _, p := range scope.Builtin().Permissions() {
+		pc.Permissions = append(pc.Permissions, &sigilv1.Permission{Name: p.Name, Product: p.Product, Description: p.Description, Implies: p.Implies})
+	}
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Catalog{Catalog: pc}}
 }

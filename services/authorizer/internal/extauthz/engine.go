@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
+	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/routes"
@@ -27,14 +28,24 @@ type Engine struct {
 
 	checks  *prometheus.CounterVec   // route, outcome
 	latency *prometheus.HistogramVec // route
+
+	// catalog returns the authority's permission catalog (nil: not known);
+	// nil when the follower does not carry one.
+	catalog func() *scope.Catalog
 }
+
+// outcomeUnknownPermission labels a request whose route names a permission
+// that is no longer in the authority's catalog (the authority restarted
+// with another catalog): denied with 403 until the routes file is fixed.
+const outcomeUnknownPermission = "unknown_permission"
 
 // Verdict is the answer to one HTTP request.
 type Verdict struct {
 	// Route is the matched route's name, "-" when none matched.
 	Route string
 	// Outcome is the metric label: a decision reason or one of no_route,
-	// invalid_path, missing_token, invalid_org_id, default_allow.
+	// invalid_path, missing_token, invalid_org_id, default_allow,
+	// unknown_permission.
 	Outcome string
 	// Allowed: the request goes on, with TokenID and OrgID.
 	Allowed bool
@@ -74,9 +85,12 @@ func NewEngine(opts Options, api string) *Engine {
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
 	}
+	if c, ok := opts.Follower.(interface{ Catalog() *scope.Catalog }); ok {
+		e.catalog = c.Catalog
+	}
 	e.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sigil_authorizer_" + api + "_checks_total",
-		Help: "HTTP checks (" + api + "), by route name (\"-\" when none matched) and outcome (a decision reason, or no_route, invalid_path, missing_token, invalid_org_id, default_allow, unavailable).",
+		Help: "HTTP checks (" + api + "), by route name (\"-\" when none matched) and outcome (a decision reason, or no_route, invalid_path, missing_token, invalid_org_id, default_allow, unavailable, unknown_permission).",
 	}, []string{"route", "outcome"})
 	e.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sigil_authorizer_" + api + "_check_duration_seconds",
@@ -120,6 +134,11 @@ func (e *Engine) Decide(ctx context.Context, method, path string, header func(na
 			return v, nil
 		}
 		return e.deny(ctx, v, 403, codes.PermissionDenied, "permission_denied", outcomeNoRoute, outcomeNoRoute, ""), nil
+	}
+	if e.catalog != nil {
+		if c := e.catalog(); c != nil && !c.Has(m.Route.Permission) {
+			return e.deny(ctx, v, 403, codes.PermissionDenied, "permission_denied", outcomeUnknownPermission, outcomeUnknownPermission, ""), nil
+		}
 	}
 
 	tok, ok := bearer(header(HeaderAuthorization))

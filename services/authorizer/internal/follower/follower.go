@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
 )
 
@@ -136,6 +137,10 @@ type Options struct {
 	// authorizer's own listen address; it only shapes the error logged when
 	// the server there does not serve the authority's API.
 	AuthorityIsSelf bool
+	// OnCatalog, when set, is called from Run's goroutine with the
+	// authority's permission catalog when the first one arrives and
+	// whenever its permission names change (it must not block).
+	OnCatalog func(*scope.Catalog)
 }
 
 // Stats are counters of the follower's life, for metrics.
@@ -262,6 +267,8 @@ type Follower struct {
 	brokenWall time.Time
 
 	reconnects, snapshots, events, duplicates, malformed, checkpoints, probes, diverged, gaps, wrongServers, failovers atomic.Uint64
+
+	catalog atomic.Pointer[scope.Catalog] // the latest streamed catalog; nil before the first
 }
 
 // New returns a follower; call Run to start following.
@@ -534,6 +541,11 @@ func (f *Follower) resumed(where string, rev uint64) {
 // the returned value is the one to use for the next message.
 func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) (*pending, error) {
 	switch ev := msg.GetEvent().(type) {
+	case *sigilv1.WatchRevocationsResponse_Catalog:
+		if snap != nil {
+			return nil, fmt.Errorf("%w: permission catalog inside a snapshot", errProtocol)
+		}
+		return nil, f.applyCatalog(ev.Catalog)
 	case *sigilv1.WatchRevocationsResponse_SnapshotChunk:
 		c := ev.SnapshotChunk
 		if snap == nil {

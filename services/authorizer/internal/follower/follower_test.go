@@ -45,12 +45,15 @@ func (h *harness) advance(d time.Duration) {
 
 // start serves a fake authority and runs a follower against it; every
 // stream the follower opens is a session of h.fake.
-func start(t *testing.T) *harness {
+func start(t *testing.T) *harness { t.Helper(); return startWith(t, nil) }
+
+// startWith is start with the options changed by opt (nil: none).
+func startWith(t *testing.T, opt func(*Options)) *harness {
 	t.Helper()
 	h := &harness{clock: authoritytest.NewClock(t0)}
 	var conn *grpc.ClientConn
 	h.fake, conn = authoritytest.Start(t)
-	h.f = New(Options{
+	opts := Options{
 		Client:     sigilv1.NewTokenAuthorityServiceClient(conn),
 		Credential: func() (string, error) { return "watch-secret", nil },
 		Now:        h.clock.Now,
@@ -64,7 +67,11 @@ func start(t *testing.T) *harness {
 		Retention:    time.Minute,
 		BackoffBase:  5 * time.Millisecond,
 		BackoffMax:   20 * time.Millisecond,
-	})
+	}
+	if opt != nil {
+		opt(&opts)
+	}
+	h.f = New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = h.f.Run(ctx); close(done) }()

@@ -82,6 +82,9 @@ type Options struct {
 //     INVALID_ARGUMENT naming "resource" (no grant could cover it);
 //   - CheckPermissions takes 1 to MaxChecks checks, each validated like
 //     CheckPermission's fields and named "checks[i].permission";
+//   - a permission that is not in the authority's streamed catalog is
+//     INVALID_ARGUMENT naming its field, before the token is looked at
+//     (no catalog received yet: not checked);
 //   - error messages name the field and never echo a value: a caller may
 //     have put a secret in the wrong field;
 //   - readiness is checked before and after a min_revision wait; a call
@@ -97,13 +100,23 @@ type server struct {
 	maxWait  time.Duration
 	metrics  *check.Metrics
 	parking  *check.Parking
+	// catalog returns the authority's permission catalog (nil: not known,
+	// no check); nil when the follower does not carry one.
+	catalog func() *scope.Catalog
 }
+
+// catalogSource is a follower that carries the authority's permission
+// catalog (follower.Follower).
+type catalogSource interface{ Catalog() *scope.Catalog }
 
 // New returns the AuthorizerService implementation.
 func New(opts Options) sigilv1.AuthorizerServiceServer {
 	s := &server{decider: opts.Decider, follower: opts.Follower, maxWait: opts.MaxWait, metrics: opts.Metrics, parking: opts.Parking}
 	if s.metrics == nil {
 		s.metrics = check.NewMetrics(opts.Registerer)
+	}
+	if c, ok := opts.Follower.(catalogSource); ok {
+		s.catalog = c.Catalog
 	}
 	return s
 }
@@ -112,9 +125,11 @@ func New(opts Options) sigilv1.AuthorizerServiceServer {
 func (s *server) CheckPermission(ctx context.Context, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
 	start := time.Now()
 	defer s.observe(start)
-	if err := validateCheck(req.GetToken(), req.GetOrgId(), []fieldValue{
-		{"permission", req.GetPermission(), "resource", req.GetResource()},
-	}); err != nil {
+	fields := []fieldValue{{"permission", req.GetPermission(), "resource", req.GetResource()}}
+	if err := validateCheck(req.GetToken(), req.GetOrgId(), fields); err != nil {
+		return nil, err
+	}
+	if err := s.known(fields); err != nil {
 		return nil, err
 	}
 	if err := s.await(ctx, req.GetMinRevision()); err != nil {
@@ -151,6 +166,9 @@ func (s *server) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermiss
 		}
 	}
 	if err := validateCheck(req.GetToken(), req.GetOrgId(), fields); err != nil {
+		return nil, err
+	}
+	if err := s.known(fields); err != nil {
 		return nil, err
 	}
 	if err := s.await(ctx, req.GetMinRevision()); err != nil {
@@ -206,6 +224,35 @@ func validateCheck(tok, orgID string, checks []fieldValue) error {
 		}
 	}
 	return nil
+}
+
+// known fails with INVALID_ARGUMENT naming the field of the first
+// permission that is not in the authority's catalog. It runs before the
+// readiness gate and before the token is parsed, so that a product can
+// check its permissions at start-up with any token. Without a catalog (not
+// yet received, or an authority that does not stream one) nothing is
+// refused here. The permission is echoed: it passed ValidatePermission
+// (two short names), so it cannot be a token.
+func (s *server) known(checks []fieldValue) error {
+	if s.catalog == nil {
+		return nil
+	}
+	c := s.catalog()
+	if c == nil {
+		return nil
+	}
+	for _, f := range checks {
+		if !c.Has(f.perm) {
+			return invalid(f.permField, UnknownPermission(f.perm))
+		}
+	}
+	return nil
+}
+
+// UnknownPermission is the description of a permission that is not in the
+// authority's catalog.
+func UnknownPermission(perm string) string {
+	return fmt.Sprintf("unknown permission %q (not in the authority's catalog)", perm)
 }
 
 // invalid returns INVALID_ARGUMENT naming field, with a BadRequest detail.

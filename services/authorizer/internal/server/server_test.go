@@ -106,10 +106,18 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// sync completes a snapshot at epoch e1, revision 10, with key k1.
+// sync completes a snapshot at epoch e1, revision 10, with key k1, after
+// the built-in catalog, as an authority without a catalog file streams.
 func (e *env) sync(t *testing.T) {
 	t.Helper()
+	e.syncWith(t, authoritytest.BuiltinCatalog())
+}
+
+// syncWith is sync with the stream's first messages (catalog) first.
+func (e *env) syncWith(t *testing.T, first ...*sigilv1.WatchRevocationsResponse) {
+	t.Helper()
 	e.sess = e.fake.Next(t)
+	e.sess.Send(t, first...)
 	e.sess.Send(t,
 		authoritytest.Chunk("e1", 10, []*sigilv1.SigningKey{authoritytest.Key("k1", sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE, e.pub)}),
 		authoritytest.SnapshotEnd("e1", 10))
