@@ -155,6 +155,13 @@ func New(opts Options) *Server {
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxConcurrentStreams(uint32(maxStreams)),
+		// Calls run on long-lived workers whose stacks have grown to what a
+		// call needs, instead of a new goroutine per call that grows its
+		// stack (copying it) on every call: in a profile of the authorizer
+		// under load the stack growth was 15 % of its CPU. When every
+		// worker is busy a call still gets a goroutine of its own, so long
+		// streams cannot starve unary calls.
+		grpc.NumStreamWorkers(uint32(streamWorkers(maxStreams))),
 		// A client pinging more often than every 5 s gets GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             5 * time.Second,
@@ -185,6 +192,15 @@ func New(opts Options) *Server {
 	reflection.Register(registrar{s})
 	return s
 }
+
+// maxStreamWorkers bounds the workers that run calls.
+const maxStreamWorkers = 256
+
+// streamWorkers is the number of workers that run calls: as many as one
+// connection may run calls at once (at most maxStreamWorkers), so that a
+// burst of calls on a connection still finds workers waiting; fewer left
+// most calls to new goroutines. An idle worker costs its stack.
+func streamWorkers(maxStreams int) int { return min(maxStreams, maxStreamWorkers) }
 
 // listener returns the listener Serve wraps, nil before Serve.
 func (s *Server) listener() *limitListener {
