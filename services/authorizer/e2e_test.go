@@ -484,7 +484,7 @@ func TestGhz(t *testing.T) {
 	if err := os.WriteFile(healthFile, healthData, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run := func(addr, call, dataFile string) (rps float64, p50, p99 time.Duration) {
+	run := func(addr, call, dataFile string) (rps float64, p50, p99, client time.Duration) {
 		cmd := exec.Command("go", "tool", "ghz", "--insecure", "--disable-template-data", "--disable-template-functions",
 			"-c", "50", "--connections", "1", "-n", fmt.Sprint(*ghzTotal), "-O", "json",
 			"--call", call, "-B", dataFile, addr)
@@ -516,7 +516,9 @@ func TestGhz(t *testing.T) {
 				p99 = l.Latency
 			}
 		}
-		return rep.Rps, p50, p99
+		// ghz's own CPU (with the go tool that ran it), on the same cores.
+		client = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		return rep.Rps, p50, p99, client
 	}
 	targets := []struct {
 		name, addr, call, data string
@@ -530,13 +532,14 @@ func TestGhz(t *testing.T) {
 	for round := range *ghzRounds {
 		rps := make([]float64, len(targets))
 		for i, tg := range targets {
-			var p50, p99 time.Duration
+			var p50, p99, client time.Duration
 			cpu0 := procCPU(t, tg.pid)
-			rps[i], p50, p99 = run(tg.addr, tg.call, tg.data)
+			rps[i], p50, p99, client = run(tg.addr, tg.call, tg.data)
 			// The server's own CPU per call (user and system, all threads),
 			// which ghz's share of the same cores does not blur.
 			perCall := (procCPU(t, tg.pid) - cpu0) / time.Duration(*ghzTotal)
-			fmt.Printf("ghz round %d: %-18s %8.0f rps  p50 %-10v p99 %-10v server CPU %v/call\n", round, tg.name, rps[i], p50, p99, perCall)
+			fmt.Printf("ghz round %d: %-18s %8.0f rps  p50 %-10v p99 %-10v CPU/call: server %v, ghz %v\n",
+				round, tg.name, rps[i], p50, p99, perCall, client/time.Duration(*ghzTotal))
 		}
 		for i := range targets {
 			ratios[i] = append(ratios[i], rps[i]/rps[len(targets)-1])
