@@ -90,7 +90,7 @@ type Server struct {
 	initMetrics sync.Once
 	creds       *loggedCreds // nil without TLS
 
-	unaryInFlight atomic.Int64 // unary calls running (countUnary)
+	unaryInFlight atomic.Int64 // unary calls running (Server.unary)
 }
 
 // New builds a server. The interceptor chain, in order:
@@ -105,6 +105,13 @@ type Server struct {
 //  3. metrics: counts and latencies by method and code;
 //  4. the per-method request size bound, when set;
 //  5. recovery again, right before the handler.
+//
+// For unary calls the five run as one interceptor (chain.go). Requests
+// over MaxRecvMsgSize, which grpc-go refuses while decoding them, are
+// counted as LimitMessageSize.
+//
+// Calls run on a pool of workers that New starts: Shutdown or Stop
+// releases them, also for a server that never served.
 //
 // Authentication is not an interceptor: each handler states which callers
 // it admits, after validating its request.
