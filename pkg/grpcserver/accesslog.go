@@ -28,11 +28,13 @@ type accessLog struct {
 	logger *slog.Logger
 }
 
-func (a accessLog) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	a.finish(ctx, info.FullMethod, "unary", start, err, func(md metadata.MD) { _ = grpc.SetTrailer(ctx, md) })
-	return resp, err
+// unaryDone logs a finished unary call that started at start; a call whose
+// level is disabled costs one level check.
+func (a accessLog) unaryDone(ctx context.Context, fullMethod string, start time.Time, err error) {
+	if !a.logger.Enabled(ctx, codeToLevel(status.Code(err))) {
+		return
+	}
+	a.finish(ctx, fullMethod, "unary", start, err, func(md metadata.MD) { _ = grpc.SetTrailer(ctx, md) })
 }
 
 func (a accessLog) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

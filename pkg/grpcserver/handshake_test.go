@@ -96,7 +96,8 @@ func TestCertExpiryMetricAndWarning(t *testing.T) {
 			}
 			logs := &bytes.Buffer{}
 			reg := prometheus.NewRegistry()
-			New(Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Registerer: reg, TLS: serverTLS})
+			srv := New(Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Registerer: reg, TLS: serverTLS})
+			defer srv.Shutdown(time.Second)
 			warned := strings.Contains(logs.String(), "TLS certificate expires soon")
 			if warned != tc.warn {
 				t.Errorf("warned = %v, want %v; log:\n%s", warned, tc.warn, logs.String())

@@ -3,7 +3,6 @@ package grpcserver
 import (
 	"context"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -11,9 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // Names of the bounds counted by Limits, the values of the limit label.
@@ -200,36 +197,3 @@ type ctxStream struct {
 }
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
-
-// sizeUnary refuses a request larger than the bound of its method with
-// RESOURCE_EXHAUSTED. The global MaxRecvMsgSize already bounds what is read;
-// this narrower bound keeps a small RPC from taking the largest request of
-// the service.
-func sizeUnary(bounds map[string]int, limits *Limits) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if max, ok := bounds[info.FullMethod]; ok {
-			if m, ok := req.(proto.Message); ok && proto.Size(m) > max {
-				return nil, limits.Refuse(LimitMessageSize, "request larger than the bound of this method")
-			}
-		}
-		return handler(ctx, req)
-	}
-}
-
-// limitStats counts requests refused by grpc-go itself for exceeding the
-// global MaxRecvMsgSize: they fail while decoding, before any interceptor.
-type limitStats struct{ limits *Limits }
-
-func (limitStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
-func (limitStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (limitStats) HandleConn(context.Context, stats.ConnStats)                       {}
-func (s limitStats) HandleRPC(_ context.Context, st stats.RPCStats) {
-	end, ok := st.(*stats.End)
-	if !ok || end.Error == nil {
-		return
-	}
-	if e, ok := status.FromError(end.Error); ok && e.Code() == codes.ResourceExhausted &&
-		strings.Contains(e.Message(), "larger than max") {
-		s.limits.Exceeded(LimitMessageSize)
-	}
-}

@@ -109,8 +109,21 @@ func TestMessageSizeBounds(t *testing.T) {
 	if got := limits.Count(sized); got != 2 {
 		t.Fatalf("counter = %v after a global-bound refusal, want 2", got)
 	}
-	if got := exported(t, reg, LimitMessageSize); got != 2 {
-		t.Fatalf("exported counter = %v, want 2", got)
+	// A stream's request over the global bound: refused and counted too.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: strings.Repeat("a", 2000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("stream over the global bound: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if got := limits.Count(sized); got != 3 {
+		t.Fatalf("counter = %v after a stream refusal, want 3", got)
+	}
+	if got := exported(t, reg, LimitMessageSize); got != 3 {
+		t.Fatalf("exported counter = %v, want 3", got)
 	}
 	// The connection still serves.
 	if err := healthCheck(conn, ""); err != nil {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -483,7 +484,7 @@ func TestGhz(t *testing.T) {
 	if err := os.WriteFile(healthFile, healthData, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run := func(addr, call, dataFile string) (rps float64, p50, p99 time.Duration) {
+	run := func(addr, call, dataFile string) (rps float64, p50, p99, client time.Duration) {
 		cmd := exec.Command("go", "tool", "ghz", "--insecure", "--disable-template-data", "--disable-template-functions",
 			"-c", "50", "--connections", "1", "-n", fmt.Sprint(*ghzTotal), "-O", "json",
 			"--call", call, "-B", dataFile, addr)
@@ -515,20 +516,30 @@ func TestGhz(t *testing.T) {
 				p99 = l.Latency
 			}
 		}
-		return rep.Rps, p50, p99
+		// ghz's own CPU (with the go tool that ran it), on the same cores.
+		client = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		return rep.Rps, p50, p99, client
 	}
-	targets := []struct{ name, addr, call, data string }{
-		{"CheckPermission", z.addr, "sigil.v1.AuthorizerService/CheckPermission", checkFile},
-		{"authorizer Health", z.addr, "grpc.health.v1.Health/Check", healthFile},
-		{"reference Health", ref.addr, "grpc.health.v1.Health/Check", healthFile},
+	targets := []struct {
+		name, addr, call, data string
+		pid                    int
+	}{
+		{"CheckPermission", z.addr, "sigil.v1.AuthorizerService/CheckPermission", checkFile, z.PID()},
+		{"authorizer Health", z.addr, "grpc.health.v1.Health/Check", healthFile, z.PID()},
+		{"reference Health", ref.addr, "grpc.health.v1.Health/Check", healthFile, ref.PID()},
 	}
 	ratios := make([][]float64, len(targets))
 	for round := range *ghzRounds {
 		rps := make([]float64, len(targets))
 		for i, tg := range targets {
-			var p50, p99 time.Duration
-			rps[i], p50, p99 = run(tg.addr, tg.call, tg.data)
-			fmt.Printf("ghz round %d: %-18s %8.0f rps  p50 %-10v p99 %v\n", round, tg.name, rps[i], p50, p99)
+			var p50, p99, client time.Duration
+			cpu0 := procCPU(t, tg.pid)
+			rps[i], p50, p99, client = run(tg.addr, tg.call, tg.data)
+			// The server's own CPU per call (user and system, all threads),
+			// which ghz's share of the same cores does not blur.
+			perCall := (procCPU(t, tg.pid) - cpu0) / time.Duration(*ghzTotal)
+			fmt.Printf("ghz round %d: %-18s %8.0f rps  p50 %-10v p99 %-10v CPU/call: server %v, ghz %v\n",
+				round, tg.name, rps[i], p50, p99, perCall, client/time.Duration(*ghzTotal))
 		}
 		for i := range targets {
 			ratios[i] = append(ratios[i], rps[i]/rps[len(targets)-1])
@@ -537,6 +548,28 @@ func TestGhz(t *testing.T) {
 	for i, tg := range targets[:len(targets)-1] {
 		fmt.Printf("ghz: %-18s / reference: rounds %s, median %.2f\n", tg.name, fmtRatios(ratios[i]), median(ratios[i]))
 	}
+}
+
+// procCPU returns the user and system CPU time process pid has used, from
+// /proc (Linux; clock ticks of 10 ms).
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses: state is
+	// field 3, utime 14 and stime 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 func fmtRatios(rs []float64) string {

@@ -154,15 +154,26 @@ type cached struct {
 	// Recorder (when there is one): a token checked many times a minute is
 	// recorded once, with one atomic load on every other check.
 	recorded *atomic.Int64
+	// touched is when (unix nanoseconds, the decider's clock) the entry was
+	// last moved to the front of the cache.
+	touched *atomic.Int64
 }
 
-// verifiedClaims holds a token's claims and the minute its last use was
-// recorded in one allocation: the minute sits on the cache line of the
-// claims' last fields, which every check reads, so looking it up costs no
-// extra memory access.
+// touchEvery is how often a cached token is moved to the front of the
+// cache. Moving it takes the cache's write lock; a hit in between takes
+// only its read lock, so that concurrent checks do not queue on one lock.
+// Recency is kept to this precision: a token checked at least once per
+// touchEvery is never evicted ahead of one checked less often.
+const touchEvery = time.Second
+
+// verifiedClaims holds a token's claims, the minute its last use was
+// recorded and its last move to the front of the cache in one allocation:
+// both sit on the cache line of the claims' last fields, which every check
+// reads, so looking them up costs no extra memory access.
 type verifiedClaims struct {
 	claims   token.Claims
 	recorded atomic.Int64
+	touched  atomic.Int64
 }
 
 // Decider decides checks. It is safe for concurrent use.
@@ -255,10 +266,14 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		// Checked before the cache so a huge string is never hashed.
 		return Verdict{reason: Malformed, revision: d.state.Revision()}
 	}
+	// The clock is read once per check: for the cache's recency, the
+	// token's times and the recorded use.
+	now := d.now()
 	var c cached
 	hit := false
-	if e, ok := d.cache.Get(tok); ok {
+	if e, ok := d.cache.Peek(tok); ok {
 		c, hit = e, true
+		d.touch(tok, c, now)
 	}
 	pub, known, keyRevoked, cut, tokRevoked, rev := ed25519.PublicKey(nil), false, false, time.Time{}, false, uint64(0)
 	if hit {
@@ -286,11 +301,9 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		if err != nil || claims == nil {
 			return Verdict{reason: verifyReason(err), revision: d.state.Revision()}
 		}
-		c = cached{claims: claims, pub: used}
-		if d.usage != nil {
-			vc := &verifiedClaims{claims: *claims}
-			c.claims, c.recorded = &vc.claims, &vc.recorded
-		}
+		vc := &verifiedClaims{claims: *claims}
+		vc.touched.Store(now.UnixNano())
+		c = cached{claims: &vc.claims, pub: used, recorded: &vc.recorded, touched: &vc.touched}
 		pub, known, keyRevoked, cut, tokRevoked, rev = d.inspect(claims.KeyID, claims.ID)
 		if !known || !bytes.Equal(pub, c.pub) {
 			// The key changed between verification and now: deny, and do
@@ -308,7 +321,6 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		v.reason = KeyRevoked
 		return v
 	}
-	now := d.now()
 	if err := c.claims.CheckTime(now, d.leeway); err != nil {
 		v.reason = timeReason(err)
 		return v
@@ -325,6 +337,18 @@ func (d *Decider) Authenticate(tok, orgID string) Verdict {
 		}
 	}
 	return v
+}
+
+// touch moves a cached token to the front of the cache, at most once per
+// touchEvery (or when the clock went back).
+func (d *Decider) touch(tok string, c cached, now time.Time) {
+	t, last := now.UnixNano(), c.touched.Load()
+	if t-last < int64(touchEvery) && t >= last {
+		return
+	}
+	if c.touched.CompareAndSwap(last, t) {
+		d.cache.Get(tok)
+	}
 }
 
 // Check puts one permission check to a verdict.

@@ -38,9 +38,10 @@ func BenchmarkGRPC(b *testing.B) {
 	st := staticState{pub: pub}
 	dec, _ := decision.New(decision.Options{Codec: codec, State: st, Leeway: 30 * time.Second, CacheSize: 1000})
 	// The chain and metrics of the real authorizer: RPC metrics, decision
-	// metrics, the access log at its default level.
+	// metrics, the access log at its default level, the receive bounds.
 	reg := prometheus.NewRegistry()
-	srv := grpcserver.New(grpcserver.Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	srv := grpcserver.New(grpcserver.Options{Registerer: reg, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		MaxRecvMsgSize: MaxCheckPermissionsRequestSize, MethodMaxRecvSize: MethodMaxRecvSize()})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, New(Options{Decider: dec, Follower: st, Registerer: reg}))
 	srv.SetServing(true)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
