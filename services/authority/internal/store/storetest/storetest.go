@@ -70,6 +70,9 @@ var Tests = []struct {
 	{"RevisionsStrictlyIncrease", wrap(testRevisionsStrictlyIncrease)},
 	{"CancelledContext", wrap(testCancelledContext)},
 	{"ConcurrentWriters", wrap(testConcurrentWriters)},
+	{"SnapshotEach", wrap(testSnapshotEach)},
+	{"SnapshotEachConsistent", wrap(testSnapshotEachConsistent)},
+	{"SnapshotEachStops", wrap(testSnapshotEachStops)},
 }
 
 func wrap(fn func(t *testing.T, open Opener)) func(t *testing.T, cfg Config) {
