@@ -16,14 +16,23 @@ import (
 // more is harmless (the follower prunes it).
 const snapshotReuse = 5 * time.Second
 
-// snapshotCache shares the stream messages of the latest snapshot between
-// the revocation streams that start at the same store revision: a snapshot
-// is a copy of every revoked token, and without sharing each of many
-// streams starting at once (authorizers after an authority restart, or an
-// attacker holding streams it never reads) would hold its own. The shared
-// messages are never modified; grpc-go only reads them to encode them.
+// DefaultSnapshotCacheTokens is the most revoked tokens of a snapshot whose
+// messages are kept for sharing (about 230 bytes a token in memory, so
+// about 2 MB at most).
+const DefaultSnapshotCacheTokens = 16 * SnapshotChunkSize
+
+// snapshotCache shares the stream messages of the latest small snapshot
+// between the revocation streams that start at the same store revision, so
+// that many streams starting at once (authorizers after an authority
+// restart) do not each read and build it. A larger snapshot is never kept
+// whole: each stream reads it from the store chunk by chunk as it sends
+// it, so that serving it costs memory for a chunk per stream, not a copy
+// of every revoked token. The shared messages are never modified; grpc-go
+// only reads them to encode them.
 type snapshotCache struct {
-	mu     sync.Mutex // held while building, so that concurrent streams build once
+	maxTokens int // 0: DefaultSnapshotCacheTokens
+
+	mu     sync.Mutex
 	epoch  string
 	rev    uint64
 	built  time.Time // monotonic reading used
@@ -31,42 +40,85 @@ type snapshotCache struct {
 	digest []byte // the history digest at rev
 }
 
-// get returns the snapshot's messages (chunks, then the end marker), its
-// revision and the history digest at that revision, built from st with
-// revocations expiring after cutoff, or shared from a recent build at the
-// store's current revision. (A restored or replaced file means a new
-// process, so an empty cache: a shared snapshot is always of this history.)
-func (c *snapshotCache) get(ctx context.Context, st store.Store, cutoff time.Time) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, error) {
+// stream sends a snapshot of st through send: its chunks, with the revoked
+// tokens expiring after cutoff, then its end marker. It returns the
+// snapshot's revision and the history digest at it. The messages come from
+// a recent small snapshot at the store's current revision when one is
+// kept, else from the store, read chunk by chunk as they are sent (a send
+// that fails or times out ends the read). (A restored or replaced file
+// means a new process, so an empty cache: a shared snapshot is always of
+// this history.)
+func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.Time, send func(*sigilv1.WatchRevocationsResponse) error) (uint64, []byte, error) {
+	if msgs, rev, digest, ok := c.cached(st); ok {
+		for _, m := range msgs {
+			if err := send(m); err != nil {
+				return 0, nil, err
+			}
+		}
+		return rev, digest, nil
+	}
+	limit := c.maxTokens
+	if limit <= 0 {
+		limit = DefaultSnapshotCacheTokens
+	}
+	var kept []*sigilv1.WatchRevocationsResponse // while the snapshot is small enough to keep
+	tokens, first := 0, true
+	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+		m := chunkMessage(p, first)
+		first = false
+		if tokens += len(p.Revoked); tokens <= limit {
+			kept = append(kept, m)
+		} else {
+			kept = nil
+		}
+		return send(m)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	end := &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
+		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: head.Epoch, Revision: head.Revision, Digest: head.Digest},
+	}}
+	if tokens <= limit {
+		c.keep(head, append(kept, end))
+	}
+	return head.Revision, head.Digest, send(end)
+}
+
+// cached returns the messages kept of a snapshot at st's current revision,
+// if they are recent.
+func (c *snapshotCache) cached(st store.Store) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.msgs != nil && c.epoch == st.Epoch() && c.rev == st.Revision() && time.Since(c.built) < snapshotReuse {
-		return c.msgs, c.rev, c.digest, nil
+		return c.msgs, c.rev, c.digest, true
 	}
-	snap, err := st.Snapshot(ctx, cutoff)
-	if err != nil {
-		return nil, 0, nil, err
+	return nil, 0, nil, false
+}
+
+// keep keeps the messages of the snapshot at head for the streams that
+// start next, unless a newer one is kept.
+func (c *snapshotCache) keep(head store.SnapshotHead, msgs []*sigilv1.WatchRevocationsResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.msgs != nil && c.epoch == head.Epoch && c.rev > head.Revision {
+		return
 	}
-	keys := make([]*sigilv1.SigningKey, len(snap.Keys))
-	for i, k := range snap.Keys {
-		keys[i] = keyToProto(k)
+	c.epoch, c.rev, c.built, c.msgs, c.digest = head.Epoch, head.Revision, time.Now(), msgs, head.Digest
+}
+
+// chunkMessage returns the stream message of one part of a snapshot, with
+// every key when it is the first.
+func chunkMessage(p store.SnapshotPart, first bool) *sigilv1.WatchRevocationsResponse {
+	chunk := &sigilv1.SnapshotChunk{Epoch: p.Head.Epoch, Revision: p.Head.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, len(p.Revoked))}
+	for i, r := range p.Revoked {
+		chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
 	}
-	var msgs []*sigilv1.WatchRevocationsResponse
-	revoked := snap.Revoked
-	for first := true; first || len(revoked) > 0; first = false {
-		n := min(len(revoked), SnapshotChunkSize)
-		chunk := &sigilv1.SnapshotChunk{Epoch: snap.Epoch, Revision: snap.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, n)}
-		for i, r := range revoked[:n] {
-			chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
+	if first {
+		chunk.Keys = make([]*sigilv1.SigningKey, len(p.Head.Keys))
+		for i, k := range p.Head.Keys {
+			chunk.Keys[i] = keyToProto(k)
 		}
-		if first {
-			chunk.Keys = keys
-		}
-		revoked = revoked[n:]
-		msgs = append(msgs, &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}})
 	}
-	msgs = append(msgs, &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
-		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision, Digest: snap.Digest},
-	}})
-	c.epoch, c.rev, c.built, c.msgs, c.digest = snap.Epoch, snap.Revision, time.Now(), msgs, snap.Digest
-	return msgs, snap.Revision, snap.Digest, nil
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}}
 }
