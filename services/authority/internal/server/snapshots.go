@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -24,32 +25,39 @@ const DefaultSnapshotCacheTokens = 16 * SnapshotChunkSize
 // snapshotCache shares the stream messages of the latest small snapshot
 // between the revocation streams that start at the same store revision, so
 // that many streams starting at once (authorizers after an authority
-// restart) do not each read and build it. A larger snapshot is never kept
-// whole: each stream reads it from the store chunk by chunk as it sends
-// it, so that serving it costs memory for a chunk per stream, not a copy
-// of every revoked token. The shared messages are never modified; grpc-go
-// only reads them to encode them.
+// restart, or an attacker holding streams it never reads) share one copy
+// rather than each holding its own. A larger snapshot is never kept whole:
+// each stream reads it from the store chunk by chunk as it sends it, so
+// that serving it costs memory for a chunk per stream, not a copy of every
+// revoked token. The shared messages are never modified; grpc-go only
+// reads them to encode them.
 type snapshotCache struct {
 	maxTokens int // 0: DefaultSnapshotCacheTokens
 
-	mu     sync.Mutex
+	mu     sync.Mutex // held while building, so that concurrent streams build once
 	epoch  string
 	rev    uint64
-	built  time.Time // monotonic reading used
-	msgs   []*sigilv1.WatchRevocationsResponse
-	digest []byte // the history digest at rev
+	built  time.Time                           // monotonic reading used
+	msgs   []*sigilv1.WatchRevocationsResponse // nil: the snapshot at rev is too large to keep
+	digest []byte                              // the history digest at rev
 }
+
+// errSnapshotLarge stops the read of a snapshot too large to keep.
+var errSnapshotLarge = errors.New("snapshot too large to keep")
 
 // stream sends a snapshot of st through send: its chunks, with the revoked
 // tokens expiring after cutoff, then its end marker. It returns the
-// snapshot's revision and the history digest at it. The messages come from
-// a recent small snapshot at the store's current revision when one is
-// kept, else from the store, read chunk by chunk as they are sent (a send
-// that fails or times out ends the read). (A restored or replaced file
-// means a new process, so an empty cache: a shared snapshot is always of
-// this history.)
+// snapshot's revision and the history digest at it. A small snapshot's
+// messages are shared (kept, or built and kept now); a larger one is read
+// from the store chunk by chunk as it is sent (a send that fails or times
+// out ends the read). (A restored or replaced file means a new process, so
+// an empty cache: a shared snapshot is always of this history.)
 func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.Time, send func(*sigilv1.WatchRevocationsResponse) error) (uint64, []byte, error) {
-	if msgs, rev, digest, ok := c.cached(st); ok {
+	msgs, rev, digest, err := c.small(ctx, st, cutoff)
+	if err != nil {
+		return 0, nil, err
+	}
+	if msgs != nil {
 		for _, m := range msgs {
 			if err := send(m); err != nil {
 				return 0, nil, err
@@ -57,54 +65,61 @@ func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.
 		}
 		return rev, digest, nil
 	}
-	limit := c.maxTokens
-	if limit <= 0 {
-		limit = DefaultSnapshotCacheTokens
-	}
-	var kept []*sigilv1.WatchRevocationsResponse // while the snapshot is small enough to keep
-	tokens, first := 0, true
+	first := true
 	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
 		m := chunkMessage(p, first)
 		first = false
-		if tokens += len(p.Revoked); tokens <= limit {
-			kept = append(kept, m)
-		} else {
-			kept = nil
-		}
 		return send(m)
 	})
 	if err != nil {
 		return 0, nil, err
 	}
-	end := &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
+	return head.Revision, head.Digest, send(endMessage(head))
+}
+
+// small returns the messages of the snapshot at st's current revision when
+// it holds at most maxTokens revoked tokens: kept from a recent build, or
+// read now (under the lock, so that concurrent streams read it once) and
+// kept. It returns no message when the snapshot is larger, and remembers
+// that for the revision, so that the streams starting next go straight to
+// the store.
+func (c *snapshotCache) small(ctx context.Context, st store.Store, cutoff time.Time) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	epoch, rev := st.Epoch(), st.Revision()
+	if c.epoch == epoch && c.rev == rev && !c.built.IsZero() && time.Since(c.built) < snapshotReuse {
+		return c.msgs, c.rev, c.digest, nil
+	}
+	limit := c.maxTokens
+	if limit <= 0 {
+		limit = DefaultSnapshotCacheTokens
+	}
+	var msgs []*sigilv1.WatchRevocationsResponse
+	tokens := 0
+	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+		if tokens += len(p.Revoked); tokens > limit {
+			return errSnapshotLarge
+		}
+		msgs = append(msgs, chunkMessage(p, len(msgs) == 0))
+		return nil
+	})
+	if errors.Is(err, errSnapshotLarge) {
+		c.epoch, c.rev, c.built, c.msgs, c.digest = epoch, rev, time.Now(), nil, nil
+		return nil, 0, nil, nil
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	msgs = append(msgs, endMessage(head))
+	c.epoch, c.rev, c.built, c.msgs, c.digest = head.Epoch, head.Revision, time.Now(), msgs, head.Digest
+	return msgs, head.Revision, head.Digest, nil
+}
+
+// endMessage returns the end marker of the snapshot at head.
+func endMessage(head store.SnapshotHead) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
 		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: head.Epoch, Revision: head.Revision, Digest: head.Digest},
 	}}
-	if tokens <= limit {
-		c.keep(head, append(kept, end))
-	}
-	return head.Revision, head.Digest, send(end)
-}
-
-// cached returns the messages kept of a snapshot at st's current revision,
-// if they are recent.
-func (c *snapshotCache) cached(st store.Store) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.msgs != nil && c.epoch == st.Epoch() && c.rev == st.Revision() && time.Since(c.built) < snapshotReuse {
-		return c.msgs, c.rev, c.digest, true
-	}
-	return nil, 0, nil, false
-}
-
-// keep keeps the messages of the snapshot at head for the streams that
-// start next, unless a newer one is kept.
-func (c *snapshotCache) keep(head store.SnapshotHead, msgs []*sigilv1.WatchRevocationsResponse) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.msgs != nil && c.epoch == head.Epoch && c.rev > head.Revision {
-		return
-	}
-	c.epoch, c.rev, c.built, c.msgs, c.digest = head.Epoch, head.Revision, time.Now(), msgs, head.Digest
 }
 
 // chunkMessage returns the stream message of one part of a snapshot, with
