@@ -202,7 +202,7 @@ func testSnapshotEachConsistent(t *testing.T, open Opener) {
 }
 
 // testSnapshotEachStops: an error of fn ends the stream and is returned; so
-// is a cancelled context.
+// is a cancelled context. A closed store delivers nothing: ErrClosed.
 func testSnapshotEachStops(t *testing.T, open Opener) {
 	s := openTest(t, open)
 	l := &eventLog{t: t, s: s}
@@ -227,5 +227,16 @@ func testSnapshotEachStops(t *testing.T, open Opener) {
 	})
 	if !errors.Is(err, context.Canceled) || parts != 1 {
 		t.Errorf("cancelled: err %v after %d parts, want context.Canceled after 1", err, parts)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	parts = 0
+	_, err = s.SnapshotEach(context.Background(), t0, 2, func(store.SnapshotPart) error {
+		parts++
+		return nil
+	})
+	if !errors.Is(err, store.ErrClosed) || parts != 0 {
+		t.Errorf("closed: err %v after %d parts, want ErrClosed and none", err, parts)
 	}
 }
