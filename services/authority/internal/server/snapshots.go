@@ -97,15 +97,29 @@ func (c *snapshotCache) small(ctx context.Context, st store.Store, cutoff time.T
 	if limit <= 0 {
 		limit = DefaultSnapshotCacheTokens
 	}
-	var msgs []*sigilv1.WatchRevocationsResponse
+	// Counted first, holding a chunk at a time, so that a large snapshot
+	// costs no build of limit tokens' messages only to drop them; a small
+	// one is read twice (at most limit tokens, under a millisecond each
+	// thousand).
 	tokens := 0
-	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+	_, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
 		if tokens += len(p.Revoked); tokens > limit {
 			return errSnapshotLarge
 		}
-		msgs = append(msgs, chunkMessage(p, len(msgs) == 0))
 		return nil
 	})
+	var msgs []*sigilv1.WatchRevocationsResponse
+	var head store.SnapshotHead
+	if err == nil {
+		tokens = 0 // commits may have revoked more meanwhile: counted again
+		head, err = st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+			if tokens += len(p.Revoked); tokens > limit {
+				return errSnapshotLarge
+			}
+			msgs = append(msgs, chunkMessage(p, len(msgs) == 0))
+			return nil
+		})
+	}
 	if errors.Is(err, errSnapshotLarge) {
 		c.epoch, c.rev, c.built, c.msgs, c.digest = epoch, rev, time.Now(), nil, nil
 		return nil, 0, nil, nil
