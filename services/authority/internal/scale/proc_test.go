@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,4 +150,19 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	}
 	i := int(float64(len(sorted)-1) * p / 100)
 	return sorted[i]
+}
+
+// logLoad logs the machine's load averages (1, 5, 15 minutes): the
+// figures of a shared machine are read against them.
+func logLoad(t testing.TB) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Logf("load average: %v", err)
+		return
+	}
+	f := strings.Fields(string(b))
+	if len(f) >= 3 {
+		t.Logf("load average (1, 5, 15 min): %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
+	}
 }

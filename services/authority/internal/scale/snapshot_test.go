@@ -143,6 +143,8 @@ func revokedSetBytes[V any](n int, exp V) int64 {
 func TestScaleSnapshot(t *testing.T) {
 	skipUnlessScale(t)
 	n := *revokedN
+	logLoad(t)
+	defer logLoad(t)
 
 	// Built before any timing starts.
 	testproc.MustBuild(t, authorizerPkg)

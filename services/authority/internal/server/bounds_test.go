@@ -197,34 +197,73 @@ func TestSlowConsumerReleasesEverything(t *testing.T) {
 	}
 }
 
+// streamSnapshot streams a snapshot of e's store through the shared cache
+// and returns the messages sent, the revision and the digest.
+func streamSnapshot(t *testing.T, e *env, cutoff time.Time) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte) {
+	t.Helper()
+	var msgs []*sigilv1.WatchRevocationsResponse
+	rev, digest, err := e.srv.snapshots.stream(context.Background(), e.st, cutoff, func(m *sigilv1.WatchRevocationsResponse) error {
+		msgs = append(msgs, m)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < 2 || msgs[len(msgs)-1].GetSnapshotEnd().GetRevision() != rev {
+		t.Fatalf("%d messages, last %v: want chunks then the end at revision %d", len(msgs), msgs[len(msgs)-1], rev)
+	}
+	return msgs, rev, digest
+}
+
 // TestSnapshotShared: streams that start at one revision share one copy of
-// the snapshot; a commit makes the next stream build a new one.
+// a small snapshot; a commit makes the next stream read a new one.
 func TestSnapshotShared(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	id := e.mint("org-1", "a", "alice").GetInfo().GetTokenId()
 	e.revoke(id)
-	ctx := context.Background()
 	cutoff := e.clock.now()
-	a, revA, digestA, err := e.srv.snapshots.get(ctx, e.st, cutoff)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, revB, digestB, err := e.srv.snapshots.get(ctx, e.st, cutoff)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if revA != revB || &a[0] != &b[0] || !bytes.Equal(digestA, digestB) || len(digestA) != store.DigestSize {
+	a, revA, digestA := streamSnapshot(t, e, cutoff)
+	b, revB, digestB := streamSnapshot(t, e, cutoff)
+	if revA != revB || a[0] != b[0] || !bytes.Equal(digestA, digestB) || len(digestA) != store.DigestSize {
 		t.Fatalf("two snapshots at revision %d/%d not shared", revA, revB)
 	}
 	if n := len(a[0].GetSnapshotChunk().GetRevokedTokens()); n != 1 {
 		t.Fatalf("%d revoked tokens in the snapshot, want 1", n)
 	}
 	e.revoke(e.mint("org-1", "b", "alice").GetInfo().GetTokenId())
-	c, revC, digestC, err := e.srv.snapshots.get(ctx, e.st, cutoff)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, revC, digestC := streamSnapshot(t, e, cutoff)
 	if revC <= revA || bytes.Equal(digestC, digestA) || len(c[0].GetSnapshotChunk().GetRevokedTokens()) != 2 {
 		t.Fatalf("after a revocation: revision %d (was %d), %d revoked", revC, revA, len(c[0].GetSnapshotChunk().GetRevokedTokens()))
+	}
+}
+
+// TestLargeSnapshotNotKept: a snapshot of more revoked tokens than the
+// cache keeps is streamed from the store to every stream, never kept
+// whole; one within the bound is kept.
+func TestLargeSnapshotNotKept(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.srv.snapshots.maxTokens = 2
+	for _, name := range []string{"a", "b"} {
+		e.revoke(e.mint("org-1", name, "alice").GetInfo().GetTokenId())
+	}
+	cutoff := e.clock.now()
+	a, _, _ := streamSnapshot(t, e, cutoff)
+	b, _, _ := streamSnapshot(t, e, cutoff)
+	if a[0] != b[0] || len(e.srv.snapshots.msgs) != 2 {
+		t.Fatalf("a snapshot of 2 tokens (the bound) not kept: %d messages kept", len(e.srv.snapshots.msgs))
+	}
+	e.revoke(e.mint("org-1", "c", "alice").GetInfo().GetTokenId())
+	c, revC, _ := streamSnapshot(t, e, cutoff)
+	d, revD, _ := streamSnapshot(t, e, cutoff)
+	if revC != revD || c[0] == d[0] {
+		t.Fatalf("a snapshot of 3 tokens (above the bound) shared: revisions %d/%d", revC, revD)
+	}
+	if e.srv.snapshots.msgs != nil {
+		t.Fatalf("a snapshot of 3 tokens (above the bound) kept: %d messages", len(e.srv.snapshots.msgs))
+	}
+	for _, msgs := range [][]*sigilv1.WatchRevocationsResponse{c, d} {
+		if n := len(msgs[0].GetSnapshotChunk().GetRevokedTokens()); n != 3 || len(msgs[0].GetSnapshotChunk().GetKeys()) == 0 {
+			t.Fatalf("streamed snapshot: %d revoked tokens, %d keys in the first chunk; want 3 and the keys", n, len(msgs[0].GetSnapshotChunk().GetKeys()))
+		}
 	}
 }

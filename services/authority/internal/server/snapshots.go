@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -16,57 +17,140 @@ import (
 // more is harmless (the follower prunes it).
 const snapshotReuse = 5 * time.Second
 
-// snapshotCache shares the stream messages of the latest snapshot between
-// the revocation streams that start at the same store revision: a snapshot
-// is a copy of every revoked token, and without sharing each of many
-// streams starting at once (authorizers after an authority restart, or an
-// attacker holding streams it never reads) would hold its own. The shared
-// messages are never modified; grpc-go only reads them to encode them.
+// DefaultSnapshotCacheTokens is the most revoked tokens of a snapshot whose
+// messages are kept for sharing: about 230 bytes a token in memory, so
+// about 11 MiB at most. Above it each stream reads the snapshot itself,
+// holding about a chunk's messages and grpc-go's buffers (0.1–0.2 MiB)
+// while it sends: sharing is the cheaper of the two for a snapshot of this
+// size as soon as a few dozen streams start together.
+const DefaultSnapshotCacheTokens = 100 * SnapshotChunkSize
+
+// snapshotCache shares the stream messages of the latest small snapshot
+// between the revocation streams that start at the same store revision, so
+// that many streams starting at once (authorizers after an authority
+// restart, or an attacker holding streams it never reads) share one copy
+// rather than each holding its own. A larger snapshot is never kept whole:
+// each stream reads it from the store chunk by chunk as it sends it, so
+// that serving it costs memory for a chunk per stream, not a copy of every
+// revoked token. The shared messages are never modified; grpc-go only
+// reads them to encode them.
 type snapshotCache struct {
+	maxTokens int // 0: DefaultSnapshotCacheTokens
+
 	mu     sync.Mutex // held while building, so that concurrent streams build once
 	epoch  string
 	rev    uint64
-	built  time.Time // monotonic reading used
-	msgs   []*sigilv1.WatchRevocationsResponse
-	digest []byte // the history digest at rev
+	built  time.Time                           // monotonic reading used
+	msgs   []*sigilv1.WatchRevocationsResponse // nil: the snapshot at rev is too large to keep
+	digest []byte                              // the history digest at rev
 }
 
-// get returns the snapshot's messages (chunks, then the end marker), its
-// revision and the history digest at that revision, built from st with
-// revocations expiring after cutoff, or shared from a recent build at the
-// store's current revision. (A restored or replaced file means a new
-// process, so an empty cache: a shared snapshot is always of this history.)
-func (c *snapshotCache) get(ctx context.Context, st store.Store, cutoff time.Time) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, error) {
+// errSnapshotLarge stops the read of a snapshot too large to keep.
+var errSnapshotLarge = errors.New("snapshot too large to keep")
+
+// stream sends a snapshot of st through send: its chunks, with the revoked
+// tokens expiring after cutoff, then its end marker. It returns the
+// snapshot's revision and the history digest at it. A small snapshot's
+// messages are shared (kept, or built and kept now); a larger one is read
+// from the store chunk by chunk as it is sent (a send that fails or times
+// out ends the read). (A restored or replaced file means a new process, so
+// an empty cache: a shared snapshot is always of this history.)
+func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.Time, send func(*sigilv1.WatchRevocationsResponse) error) (uint64, []byte, error) {
+	msgs, rev, digest, err := c.small(ctx, st, cutoff)
+	if err != nil {
+		return 0, nil, err
+	}
+	if msgs != nil {
+		for _, m := range msgs {
+			if err := send(m); err != nil {
+				return 0, nil, err
+			}
+		}
+		return rev, digest, nil
+	}
+	first := true
+	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+		m := chunkMessage(p, first)
+		first = false
+		return send(m)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return head.Revision, head.Digest, send(endMessage(head))
+}
+
+// small returns the messages of the snapshot at st's current revision when
+// it holds at most maxTokens revoked tokens: kept from a recent build, or
+// read now (under the lock, so that concurrent streams read it once) and
+// kept. It returns no message when the snapshot is larger, and remembers
+// that for the revision, so that the streams starting next go straight to
+// the store.
+func (c *snapshotCache) small(ctx context.Context, st store.Store, cutoff time.Time) ([]*sigilv1.WatchRevocationsResponse, uint64, []byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.msgs != nil && c.epoch == st.Epoch() && c.rev == st.Revision() && time.Since(c.built) < snapshotReuse {
+	epoch, rev := st.Epoch(), st.Revision()
+	if c.epoch == epoch && c.rev == rev && !c.built.IsZero() && time.Since(c.built) < snapshotReuse {
 		return c.msgs, c.rev, c.digest, nil
 	}
-	snap, err := st.Snapshot(ctx, cutoff)
+	limit := c.maxTokens
+	if limit <= 0 {
+		limit = DefaultSnapshotCacheTokens
+	}
+	// Counted first, holding a chunk at a time, so that a large snapshot
+	// costs no build of limit tokens' messages only to drop them; a small
+	// one is read twice (at most limit tokens, under a millisecond each
+	// thousand).
+	tokens := 0
+	_, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+		if tokens += len(p.Revoked); tokens > limit {
+			return errSnapshotLarge
+		}
+		return nil
+	})
+	var msgs []*sigilv1.WatchRevocationsResponse
+	var head store.SnapshotHead
+	if err == nil {
+		tokens = 0 // commits may have revoked more meanwhile: counted again
+		head, err = st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
+			if tokens += len(p.Revoked); tokens > limit {
+				return errSnapshotLarge
+			}
+			msgs = append(msgs, chunkMessage(p, len(msgs) == 0))
+			return nil
+		})
+	}
+	if errors.Is(err, errSnapshotLarge) {
+		c.epoch, c.rev, c.built, c.msgs, c.digest = epoch, rev, time.Now(), nil, nil
+		return nil, 0, nil, nil
+	}
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	keys := make([]*sigilv1.SigningKey, len(snap.Keys))
-	for i, k := range snap.Keys {
-		keys[i] = keyToProto(k)
+	msgs = append(msgs, endMessage(head))
+	c.epoch, c.rev, c.built, c.msgs, c.digest = head.Epoch, head.Revision, time.Now(), msgs, head.Digest
+	return msgs, head.Revision, head.Digest, nil
+}
+
+// endMessage returns the end marker of the snapshot at head.
+func endMessage(head store.SnapshotHead) *sigilv1.WatchRevocationsResponse {
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
+		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: head.Epoch, Revision: head.Revision, Digest: head.Digest},
+	}}
+}
+
+// chunkMessage returns the stream message of one part of a snapshot, with
+// every key when it is the first.
+func chunkMessage(p store.SnapshotPart, first bool) *sigilv1.WatchRevocationsResponse {
+	chunk := &sigilv1.SnapshotChunk{Epoch: p.Head.Epoch, Revision: p.Head.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, len(p.Revoked))}
+	for i, r := range p.Revoked {
+		chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
 	}
-	var msgs []*sigilv1.WatchRevocationsResponse
-	revoked := snap.Revoked
-	for first := true; first || len(revoked) > 0; first = false {
-		n := min(len(revoked), SnapshotChunkSize)
-		chunk := &sigilv1.SnapshotChunk{Epoch: snap.Epoch, Revision: snap.Revision, RevokedTokens: make([]*sigilv1.TokenRevoked, n)}
-		for i, r := range revoked[:n] {
-			chunk.RevokedTokens[i] = &sigilv1.TokenRevoked{TokenId: r.TokenID, ExpiresAt: ts(r.ExpiresAt)}
+	if first {
+		chunk.Keys = make([]*sigilv1.SigningKey, len(p.Head.Keys))
+		for i, k := range p.Head.Keys {
+			chunk.Keys[i] = keyToProto(k)
 		}
-		if first {
-			chunk.Keys = keys
-		}
-		revoked = revoked[n:]
-		msgs = append(msgs, &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}})
 	}
-	msgs = append(msgs, &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotEnd{
-		SnapshotEnd: &sigilv1.SnapshotEnd{Epoch: snap.Epoch, Revision: snap.Revision, Digest: snap.Digest},
-	}})
-	c.epoch, c.rev, c.built, c.msgs, c.digest = snap.Epoch, snap.Revision, time.Now(), msgs, snap.Digest
-	return msgs, snap.Revision, snap.Digest, nil
+	return &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: chunk}}
 }

@@ -220,16 +220,13 @@ func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
 }
 
 // snapshot sends the chunks, the end marker and a checkpoint, and returns
-// the snapshot's revision.
+// the snapshot's revision. The chunks are read from the store as they are
+// sent (or shared from a recent small snapshot): a stream holds one chunk
+// at a time, not the whole snapshot.
 func (w *watch) snapshot() (uint64, error) {
-	msgs, rev, digest, err := w.s.snapshots.get(w.ctx, w.s.store, w.s.now().Add(-manage.ExpiryMargin))
+	rev, digest, err := w.s.snapshots.stream(w.ctx, w.s.store, w.s.now().Add(-manage.ExpiryMargin), w.send)
 	if err != nil {
 		return 0, err
-	}
-	for _, m := range msgs {
-		if err := w.send(m); err != nil {
-			return 0, err
-		}
 	}
 	w.safe = rev
 	w.digest, w.digestRev = digest, rev

@@ -290,6 +290,8 @@ type Store interface {
 
 	// Snapshot returns the revoked-but-unexpired tokens at now and all keys.
 	Snapshot(ctx context.Context, now time.Time) (Snapshot, error)
+	// SnapshotStreamer reads the same snapshot in chunks (SnapshotEach).
+	SnapshotStreamer
 	// EventsAfter returns up to limit streamed events with revision > after
 	// (token creations and expiry notices are skipped). ErrCompacted when events after `after`
 	// are gone.

@@ -72,6 +72,9 @@ var Tests = []struct {
 	{"ConcurrentWriters", wrap(testConcurrentWriters)},
 	{"RecordTokenUse", testRecordTokenUse},
 	{"ListTokensUseFilters", wrap(testListTokensUseFilters)},
+	{"SnapshotEach", wrap(testSnapshotEach)},
+	{"SnapshotEachConsistent", wrap(testSnapshotEachConsistent)},
+	{"SnapshotEachStops", wrap(testSnapshotEachStops)},
 }
 
 func wrap(fn func(t *testing.T, open Opener)) func(t *testing.T, cfg Config) {
