@@ -30,9 +30,11 @@ import (
 // DBFile is the name of the bbolt file in the data directory.
 const DBFile = "sigil.db"
 
-// streamDrain is how long, at a stop, the revocation streams get after the
-// last write has finished, to send what it committed before they end.
-const streamDrain = 500 * time.Millisecond
+// streamDrain bounds how long, at a stop, the revocation streams get after
+// the last write has finished, to send what it committed before they end
+// (they usually need a few milliseconds; a stalled consumer must not hold
+// the stop).
+const streamDrain = 2 * time.Second
 
 // compactInterval is how often the event log is compacted.
 const compactInterval = time.Minute
@@ -264,22 +266,23 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		}
 		gs.SetServing(false)
 		// New calls are refused at once; in-flight writes finish, then the
-		// streams get a moment to send what those writes committed before
-		// they end: a revocation a client saw acknowledged reaches the
-		// connected authorizers. Streams read the store as soon as a commit
-		// lands, so this is the send of the last batch (see the report of
-		// this change: an exact drain needs the stream's own position).
+		// streams send what those writes committed before they end: every
+		// open stream is waited for until it has sent a checkpoint at the
+		// store's revision (DrainStreams), so a revocation a client saw
+		// acknowledged reaches the connected authorizers. A stream that
+		// cannot keep up (a stalled consumer) gets at most streamDrain.
 		if err := gs.Stop(ctx, func() {
 			drain := streamDrain
 			if dl, ok := ctx.Deadline(); ok {
 				drain = min(drain, time.Until(dl)/4)
 			}
-			t := time.NewTimer(drain)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(ctx, drain)
+			rev := st.Revision()
+			if behind := srv.DrainStreams(dctx, rev); behind > 0 {
+				logger.Warn("revocation streams still behind the last acknowledged revision at the stop: their authorizers catch up on reconnecting",
+					"streams", behind, "revision", rev, "waited", drain.String())
 			}
+			cancel()
 			srv.Shutdown() // ends streams: GracefulStop does not cancel them
 		}); err != nil {
 			logger.Error("gRPC calls still running at the shutdown deadline", "error", err)

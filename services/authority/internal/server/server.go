@@ -76,6 +76,9 @@ type Server struct {
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
 
+	streamsMu sync.Mutex
+	streams   map[*watch]struct{} // open revocation streams, for DrainStreams
+
 	watchSlots *watchSlots
 	snapshots  snapshotCache
 
@@ -97,6 +100,7 @@ func New(opts Options) (*Server, error) {
 		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
 		checkpointEvery: opts.CheckpointInterval, sendTimeout: opts.SendTimeout,
 		shutdown:   make(chan struct{}),
+		streams:    map[*watch]struct{}{},
 		watchSlots: newWatchSlots(opts.MaxWatchStreams, opts.Limits),
 		catalogMsg: catalogMessage(opts.Catalog),
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -68,6 +69,8 @@ func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream s
 	s.metrics.subscribers.Inc()
 	defer s.metrics.subscribers.Dec()
 	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan *sigilv1.WatchRevocationsResponse), out: make(chan error, 1)}
+	s.addStream(w)
+	defer s.removeStream(w)
 	// The sender ends when in is closed and its Send returns. A Send
 	// blocked by a consumer that does not read returns as soon as this
 	// handler returns: grpc-go then cancels the stream, which unblocks it.
@@ -97,7 +100,8 @@ type watch struct {
 	out   chan error
 	timer *time.Timer
 
-	lastCheckpoint uint64 // revision of the last checkpoint sent
+	lastCheckpoint uint64        // revision of the last checkpoint sent
+	sent           atomic.Uint64 // lastCheckpoint once its Send returned: every event ≤ it was sent (DrainStreams)
 	safe           uint64 // every event ≤ safe has been sent
 
 	digest    []byte // history digest at digestRev, for checkpoints
@@ -267,9 +271,13 @@ func (w *watch) checkpoint() error {
 	}
 	w.lastCheckpoint = w.safe
 	w.vouched = w.safe
-	return w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
+	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
 		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now()), Digest: w.digest},
-	}})
+	}}); err != nil {
+		return err
+	}
+	w.sent.Store(w.lastCheckpoint)
+	return nil
 }
 
 // live streams events after last until the stream ends.
