@@ -102,7 +102,7 @@ type watch struct {
 
 	lastCheckpoint uint64        // revision of the last checkpoint sent
 	sent           atomic.Uint64 // lastCheckpoint once its Send returned: every event ≤ it was sent (DrainStreams)
-	safe           uint64 // every event ≤ safe has been sent
+	safe           uint64        // every event ≤ safe has been sent
 
 	digest    []byte // history digest at digestRev, for checkpoints
 	digestRev uint64
