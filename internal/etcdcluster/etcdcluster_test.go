@@ -37,10 +37,20 @@ func TestQuorumLossAndReturn(t *testing.T) {
 	if c.Members[0].Running() {
 		t.Fatal("member 0 runs after Kill")
 	}
+	// Killing the leader makes the other two elect one: a put during the
+	// election may time out (unacknowledged), so each is retried, within
+	// a bound, until the two members take it.
 	for i := range 5 {
 		k := fmt.Sprintf("one-down-%d", i)
-		if err := put(k, 10*time.Second); err != nil {
-			t.Fatalf("put with 2 of 3 members: %v", err)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := put(k, 5*time.Second)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("put with 2 of 3 members: %v", err)
+			}
 		}
 		acked[k] = true
 	}

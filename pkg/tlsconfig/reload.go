@@ -1,6 +1,7 @@
 package tlsconfig
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -29,17 +30,33 @@ type keyPair struct {
 	lastErr error
 }
 
+// fileStamp identifies a file's contents: its size, modification time and
+// a hash of its bytes (a renewal written within the file system's
+// timestamp granularity, with the same size, changes only the bytes).
 type fileStamp struct {
 	size    int64
 	modTime time.Time
+	sum     [sha256.Size]byte
 }
+
+// maxPEMFile bounds what stampOf reads: certificate and key files are a
+// few KiB; a larger file is stamped by its size and time only.
+const maxPEMFile = 1 << 20
 
 func stampOf(path string) (fileStamp, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return fileStamp{}, err
 	}
-	return fileStamp{size: st.Size(), modTime: st.ModTime()}, nil
+	stamp := fileStamp{size: st.Size(), modTime: st.ModTime()}
+	if st.Size() <= maxPEMFile {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fileStamp{}, err
+		}
+		stamp.sum = sha256.Sum256(b)
+	}
+	return stamp, nil
 }
 
 // loadKeyPair reads the pair and refuses an expired or not yet valid
