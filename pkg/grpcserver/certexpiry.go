@@ -24,6 +24,7 @@ const CertExpiryWarnWithin = 30 * 24 * time.Hour
 const (
 	CertServer          = "server"           // the certificate a server presents
 	CertAuthorityClient = "authority_client" // the authorizer's client certificate towards the authority
+	CertEtcdClient      = "etcd_client"      // the authority's client certificate towards etcd (--store etcd)
 )
 
 // WatchCertExpiry registers the expiry gauge of the certificate cfg
@@ -54,7 +55,7 @@ func watchCertExpiry(cfg *tls.Config, role string, logger *slog.Logger, reg prom
 	if reg != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "sigil_tls_certificate_expiry_timestamp_seconds",
-			Help:        "When a TLS certificate this process presents (as reloaded from disk) expires, in Unix seconds, by role (server, authority_client); 0 when none is presented.",
+			Help:        "When a TLS certificate this process presents (as reloaded from disk) expires, in Unix seconds, by role (server, authority_client, etcd_client); 0 when none is presented.",
 			ConstLabels: prometheus.Labels{"cert": role},
 		}, func() float64 {
 			exp, ok := tlsconfig.Expiry(cfg)

@@ -138,7 +138,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	}()
 
 	faults := &faultReporter{logger: logger}
-	st, where, err := openStore(ctx, cfg, faults.report)
+	st, where, etcdTLS, err := openStore(ctx, cfg, faults.report)
 	if err != nil {
 		return err
 	}
@@ -151,6 +151,9 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		"check_took", checkTook(st))
 
 	reg := prometheus.NewRegistry()
+	if cfg.EtcdCert != "" {
+		grpcserver.WatchCertExpiry(etcdTLS, grpcserver.CertEtcdClient, logger, reg, time.Now())
+	}
 	if err := hooks.attach(st, reg); err != nil {
 		return err
 	}

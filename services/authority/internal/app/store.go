@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,22 +17,23 @@ import (
 // openStore opens the configured store: the bbolt file in the data
 // directory (with the configured lock timeout), or the etcd cluster under
 // the configured prefix. It also returns where the store is, for the log:
-// the file's path, or the endpoints and prefix (never credentials).
+// the file's path, or the endpoints and prefix (never credentials), and
+// the etcd client's TLS configuration (nil for bbolt or plaintext etcd).
 // onFault receives damage found after opening (bbolt only).
-func openStore(ctx context.Context, cfg config.Config, onFault func(error)) (store.Store, string, error) {
+func openStore(ctx context.Context, cfg config.Config, onFault func(error)) (store.Store, string, *tls.Config, error) {
 	if cfg.Store == config.StoreEtcd {
 		tlsCfg, err := tlsconfig.Client(cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
 		if err != nil {
-			return nil, "", fmt.Errorf("etcd: %w", err)
+			return nil, "", nil, fmt.Errorf("etcd: %w", err)
 		}
 		where := fmt.Sprintf("etcd %v prefix %s", cfg.EtcdEndpointList(), cfg.EtcdPrefix)
 		st, err := store.OpenEtcd(ctx, store.EtcdOptions{
 			Endpoints: cfg.EtcdEndpointList(), Prefix: cfg.EtcdPrefix, TLS: tlsCfg, DialTimeout: cfg.EtcdDialTimeout,
 		})
 		if err != nil {
-			return nil, "", fmt.Errorf("open store on %s: %w", where, err)
+			return nil, "", nil, fmt.Errorf("open store on %s: %w", where, err)
 		}
-		return st, where, nil
+		return st, where, tlsCfg, nil
 	}
 	path := filepath.Join(cfg.DataDir, DBFile)
 	st, err := store.Open(path, store.Options{
@@ -39,14 +41,14 @@ func openStore(ctx context.Context, cfg config.Config, onFault func(error)) (sto
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrDamaged) || errors.Is(err, store.ErrEmptyFile) {
-			return nil, "", err // says the path and what to do
+			return nil, "", nil, err // says the path and what to do
 		}
 		if errors.Is(err, store.ErrLocked) {
-			return nil, "", fmt.Errorf("database %s is in use by another process (waited %s): %w", path, cfg.LockTimeout, err)
+			return nil, "", nil, fmt.Errorf("database %s is in use by another process (waited %s): %w", path, cfg.LockTimeout, err)
 		}
-		return nil, "", fmt.Errorf("open database %s: %w", path, err)
+		return nil, "", nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return st, path, nil
+	return st, path, nil, nil
 }
 
 // checkTook is how long the open check took, for the log ("" when none ran).

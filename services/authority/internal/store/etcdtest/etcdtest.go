@@ -22,14 +22,23 @@ import (
 type Server struct {
 	e   *embed.Etcd
 	dir string
-	// Endpoint is the client URL (http://127.0.0.1:port).
+	// Endpoint is the client URL (http://127.0.0.1:port, or https:// with
+	// TLS).
 	Endpoint string
+}
+
+// TLS makes the server serve its clients over TLS.
+type TLS struct {
+	CertFile, KeyFile string // the server's certificate (for 127.0.0.1) and key
+	ClientCAFile      string // when set, clients must present a certificate of this CA
 }
 
 // Options configures Start.
 type Options struct {
 	// MaxTxnOps is the server's --max-txn-ops; 0 keeps etcd's default (128).
 	MaxTxnOps uint
+	// TLS, when set, serves clients over TLS (mTLS with ClientCAFile).
+	TLS *TLS
 }
 
 // Start starts a server whose data lives in a new temporary directory
@@ -56,6 +65,13 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
+	}
+	if opts.TLS != nil {
+		client.Scheme = "https"
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = opts.TLS.CertFile, opts.TLS.KeyFile
+		if opts.TLS.ClientCAFile != "" {
+			cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = opts.TLS.ClientCAFile, true
+		}
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
