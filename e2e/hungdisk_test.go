@@ -83,10 +83,12 @@ func (d *frozenDisk) freeze(t *testing.T, on bool) {
 
 // TestHungDisk freezes the file system under a running authority: within
 // --write-probe-timeout its health turns NOT_SERVING and the log says
-// writes are stalled; a mint made meanwhile ends DEADLINE_EXCEEDED for its
-// caller and, once the disk thaws, has written nothing (no live token
-// whose secret nobody received; the same name mints again); health comes
-// back SERVING, and what was acknowledged before the freeze is intact.
+// writes are stalled; a mint made then is refused at once, UNAVAILABLE
+// saying writes are stalled, and once the disk thaws it has written
+// nothing (the same name mints again); health comes back SERVING, and
+// what was acknowledged before the freeze is intact. (A mint queued
+// behind the frozen commit before the stall was detected writes nothing
+// either once its caller gave up: store.TestQueuedWriteOfAGoneCallerWritesNothing.)
 func TestHungDisk(t *testing.T) {
 	disk := mountFreezable(t)
 	data := filepath.Join(disk.dir, "data")
@@ -125,8 +127,11 @@ func TestHungDisk(t *testing.T) {
 	if st := healthOf(t, conn); st != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health with the disk frozen: %v, want NOT_SERVING", st)
 	}
-	if err := mint("during", time.Second); status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("mint with the disk frozen: %v, want DEADLINE_EXCEEDED", err)
+	// Once the probe found the stall, a write is refused at once with a
+	// hint, instead of queueing behind the frozen commit until its
+	// caller's deadline.
+	if err := mint("during", 5*time.Second); status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "stalled") {
+		t.Fatalf("mint with the disk frozen: %v, want UNAVAILABLE saying writes are stalled", err)
 	}
 	disk.freeze(t, false)
 

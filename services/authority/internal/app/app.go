@@ -198,7 +198,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 
 	srv, err := server.New(server.Options{
 		Options: manage.Options{
-			Store: st, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch, Reporter: reporter,
+			Store: gatedStore{Store: st, stalled: faults.isStalled}, Keys: km, Codec: codec, Catalog: catalog, Operator: operator, Watch: watch, Reporter: reporter,
 			Dev: cfg.Dev, Logger: logger,
 		},
 		MinTTL: cfg.MinTTL, MaxTTL: cfg.MaxTTL, Metrics: metrics,

@@ -73,6 +73,13 @@ type faultReporter struct {
 	setServing func(bool)
 }
 
+// isStalled reports whether the write probe finds writes stalled now.
+func (f *faultReporter) isStalled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stalled
+}
+
 // stall turns health NOT_SERVING while writes do not commit (true), and
 // back on when they do again (false), unless damage was reported.
 func (f *faultReporter) stall(stalled bool) {

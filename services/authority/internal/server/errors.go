@@ -62,6 +62,8 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, store.ErrReadOnly):
 		s.logger.ErrorContext(ctx, "store write refused: the disk is read-only", "error", err)
 		return status.Error(codes.Unavailable, "token store unavailable: its disk is read-only; nothing was written; retry once the operator has fixed the disk")
+	case errors.Is(err, store.ErrWritesStalled):
+		return status.Error(codes.Unavailable, "token store writes are stalled (a hung disk, or etcd without quorum): nothing was written; retry once the operator has fixed it")
 	case errors.Is(err, store.ErrUnavailable):
 		// The storage cluster has no quorum or cannot be reached: the
 		// write may or may not have been committed, so say how to find out.

@@ -25,6 +25,7 @@ func TestStoreErrorsMapToCodes(t *testing.T) {
 		{store.ErrClosed, codes.Unavailable},
 		{fmt.Errorf("create: %w: %w", store.ErrUnavailable, store.ErrDiskFull), codes.Unavailable},
 		{fmt.Errorf("create: %w: %w", store.ErrUnavailable, store.ErrReadOnly), codes.Unavailable},
+		{fmt.Errorf("create: %w: %w", store.ErrUnavailable, store.ErrWritesStalled), codes.Unavailable},
 		{fmt.Errorf("boom"), codes.Internal},
 	} {
 		if got := status.Code(s.toStatus(context.Background(), tc.err)); got != tc.want {

@@ -51,6 +51,11 @@ var (
 	// under the bbolt file is read-only (often remounted so after an I/O
 	// error): the transaction was rolled back, nothing was written.
 	ErrReadOnly = errors.New("store: the disk is read-only")
+	// ErrWritesStalled (with ErrUnavailable) is returned, without trying,
+	// for a management write while the authority's write probe finds that
+	// writes do not commit (a hung or frozen disk, etcd without quorum):
+	// nothing was written.
+	ErrWritesStalled = errors.New("store: writes are stalled")
 	// ErrTooLarge is returned when a mutation does not fit the backend's
 	// limits even in chunks (etcd: the intent record of a chunked
 	// revocation exceeds the request size limit).
