@@ -37,13 +37,13 @@ func TestGatedStoreRefusesWritesWhileStalled(t *testing.T) {
 	before := st.Revision()
 
 	calls := map[string]func() error{
-		"CreateToken": func() error { _, err := g.CreateToken(ctx, tok, audit); return err },
-		"RevokeToken": func() error { _, _, _, err := g.RevokeToken(ctx, tok.ID, audit); return err },
-		"RevokeTokens": func() error { _, _, err := g.RevokeTokens(ctx, "o", "", audit); return err },
+		"CreateToken":      func() error { _, err := g.CreateToken(ctx, tok, audit); return err },
+		"RevokeToken":      func() error { _, _, _, err := g.RevokeToken(ctx, tok.ID, audit); return err },
+		"RevokeTokens":     func() error { _, _, err := g.RevokeTokens(ctx, "o", "", audit); return err },
 		"RevokeUnrecorded": func() error { _, _, err := g.RevokeUnrecorded(ctx, tok, audit); return err },
-		"RotateToken": func() error { _, _, err := g.RotateToken(ctx, tok.ID, tok, audit); return err },
-		"RevokeKey": func() error { _, err := g.RevokeKey(ctx, "k", audit); return err },
-		"CutKey": func() error { _, err := g.CutKey(ctx, "k", now, audit); return err },
+		"RotateToken":      func() error { _, _, err := g.RotateToken(ctx, tok.ID, tok, audit); return err },
+		"RevokeKey":        func() error { _, err := g.RevokeKey(ctx, "k", audit); return err },
+		"CutKey":           func() error { _, err := g.CutKey(ctx, "k", now, audit); return err },
 		"RecordTokenUse": func() error {
 			_, err := g.RecordTokenUse(ctx, []store.TokenUse{{TokenID: tok.ID, Time: now.Truncate(time.Minute)}})
 			return err
