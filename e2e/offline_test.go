@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,55 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 )
-
-// startEtcd starts a real single-member etcd server in the test process
-// (etcd's embed package) on free loopback ports, stopped at the end of the
-// test, and returns its client URL.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Name = "sigil-e2e"
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true // a test on a shared machine, not a durability measurement
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	var urls []url.URL
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		urls = append(urls, url.URL{Scheme: "http", Host: l.Addr().String()})
-		_ = l.Close()
-	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = urls[:1], urls[:1]
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = urls[1:], urls[1:]
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("etcd: %v", err)
-	}
-	t.Cleanup(func() {
-		e.Close()
-		<-e.Server.StopNotify()
-	})
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	return urls[0].String()
-}
 
 // runAuthority runs the authority binary with args to its end and returns
 // its exit code and output.
@@ -92,7 +49,7 @@ func runAuthority(t *testing.T, args ...string) (int, string) {
 // migration is still allowed, and a revocation and a mint made after it
 // (the mint unseals the signing key with the same KEK file) reach it.
 func TestOfflineMigrateAndCompact(t *testing.T) {
-	endpoint := startEtcd(t)
+	endpoint := etcdtest.StartT(t)
 	dataDir := t.TempDir()
 	addr := testproc.FreeAddr(t)
 	start := func(extra ...string) (*testproc.Proc, sigilv1.TokenAuthorityServiceClient, string, uint64) {

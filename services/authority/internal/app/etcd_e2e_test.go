@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 )
 
 // TestEtcdStoreEndToEnd runs the real authority binary with --store etcd

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/internal/testpki"
 	"github.com/sigil-auth/sigil/internal/testproc"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 )
 
 // TestEtcdOverMutualTLS runs the real authority binary on an etcd that

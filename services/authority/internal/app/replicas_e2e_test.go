@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/internal/testproc"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 )
 
 // TestReplicasLeaderKilled runs two real authority binaries on one etcd

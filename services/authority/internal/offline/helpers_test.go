@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/services/authority/internal/app"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 )
 
 // TestMain stops the embedded etcd the tests share.

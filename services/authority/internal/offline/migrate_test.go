@@ -12,8 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 )
 
 // fileSum hashes a file's bytes.

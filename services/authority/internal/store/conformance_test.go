@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
 	"github.com/sigil-auth/sigil/services/authority/internal/store/storetest"
 )
 

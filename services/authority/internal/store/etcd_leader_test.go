@@ -9,7 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 )
 
 // TestEtcdElectionOneLeaderAndTakeover: of two replicas campaigning on one

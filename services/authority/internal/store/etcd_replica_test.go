@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 )
 
 // TestEtcdReadsSurviveEtcdCompaction: etcd's own history compaction

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 )
 
 // openEtcdTest opens an etcd store under a fresh prefix of the shared

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 
 	"go.uber.org/goleak"
 

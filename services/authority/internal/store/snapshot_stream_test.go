@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-auth/sigil/services/authority/internal/store/etcdtest"
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 )
 
 // TestEtcdSnapshotEachAndEtcdCompaction: when etcd's own history

@@ -7,16 +7,12 @@ package replicatest
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
@@ -24,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sigil-auth/sigil/internal/etcdtest"
 	"github.com/sigil-auth/sigil/internal/testproc"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -34,46 +31,6 @@ import (
 var ConnectParams = grpc.ConnectParams{
 	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 	MinConnectTimeout: 2 * time.Second,
-}
-
-// StartEtcd runs a real single-member etcd inside the test process on free
-// loopback ports, its data in a temporary directory, and returns its client
-// URL; it stops when the test ends.
-func StartEtcd(tb testing.TB) string {
-	tb.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = tb.TempDir()
-	cfg.Name = "replicatest"
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true // tests of failover, not of durability
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	var urls []url.URL
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		urls = append(urls, url.URL{Scheme: "http", Host: l.Addr().String()})
-		l.Close()
-	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = urls[:1], urls[:1]
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = urls[1:], urls[1:]
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		tb.Fatalf("embedded etcd: %v", err)
-	}
-	tb.Cleanup(func() {
-		e.Close()
-		<-e.Server.StopNotify()
-	})
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		tb.Fatal("embedded etcd not ready after 30s")
-	}
-	return urls[0].String()
 }
 
 // Cluster is n authority replicas on one etcd prefix sharing one data
@@ -99,7 +56,7 @@ func Start(tb testing.TB, n int) *Cluster {
 	if testing.Short() {
 		tb.Skip("starts etcd and real authority replicas (run without -short)")
 	}
-	c := &Cluster{tb: tb, bin: testproc.MustBuild(tb, "services/authority"), etcd: StartEtcd(tb), DataDir: tb.TempDir()}
+	c := &Cluster{tb: tb, bin: testproc.MustBuild(tb, "services/authority"), etcd: etcdtest.StartT(tb), DataDir: tb.TempDir()}
 	for range n {
 		c.Addrs = append(c.Addrs, testproc.FreeAddr(tb))
 	}

@@ -156,3 +156,15 @@ func StopShared() {
 func Prefix(tb testing.TB) string {
 	return fmt.Sprintf("/sigil-test/%d-%d/", os.Getpid(), prefixSeq.Add(1))
 }
+
+// StartT starts a server for one test and returns its client URL; it
+// stops, and its data is removed, when the test ends.
+func StartT(tb testing.TB) string {
+	tb.Helper()
+	s, err := Start(Options{})
+	if err != nil {
+		tb.Fatalf("embedded etcd: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s.Endpoint
+}
