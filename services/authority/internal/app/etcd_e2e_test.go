@@ -25,18 +25,14 @@ import (
 // finds every token and revocation, with revisions going on from where they
 // were; no bbolt file is made.
 func TestEtcdStoreEndToEnd(t *testing.T) {
-	srv, err := etcdtest.Start(etcdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	endpoint := etcdtest.StartT(t)
 	bin := testproc.MustBuild(t, "services/authority")
 	dataDir := t.TempDir()
 	addr := testproc.FreeAddr(t)
 	start := func() *testproc.Proc {
 		p := testproc.StartWith(t, testproc.Options{Name: "authority"}, bin,
 			"--listen", addr, "--metrics-listen", "", "--data-dir", dataDir,
-			"--store", "etcd", "--etcd-endpoints", srv.Endpoint, "--etcd-prefix", "/e2e/",
+			"--store", "etcd", "--etcd-endpoints", endpoint, "--etcd-prefix", "/e2e/",
 			"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s")
 		var rec struct {
 			Store    string

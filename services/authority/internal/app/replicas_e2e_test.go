@@ -14,11 +14,7 @@ import (
 // leads; killed with -9 (no resignation, its lease left to expire), the
 // other takes over and starts the background work, after about the lease.
 func TestReplicasLeaderKilled(t *testing.T) {
-	srv, err := etcdtest.Start(etcdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	endpoint := etcdtest.StartT(t)
 	bin := testproc.MustBuild(t, "services/authority")
 	shared := t.TempDir()
 	type proc struct {
@@ -31,7 +27,7 @@ func TestReplicasLeaderKilled(t *testing.T) {
 			"--listen", testproc.FreeAddr(t), "--metrics-listen", metrics, "--data-dir", filepath.Join(t.TempDir(), name),
 			"--operator-token-file", filepath.Join(shared, "operator.token"), "--watch-token-file", filepath.Join(shared, "watch.token"),
 			"--kek-file", filepath.Join(shared, "kek"),
-			"--store", "etcd", "--etcd-endpoints", srv.Endpoint, "--etcd-prefix", "/e2e-replicas/", "--etcd-leader-ttl", "2s",
+			"--store", "etcd", "--etcd-endpoints", endpoint, "--etcd-prefix", "/e2e-replicas/", "--etcd-leader-ttl", "2s",
 			"--shutdown-timeout", "5s")
 		if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
 			t.Fatal(err)

@@ -116,11 +116,7 @@ func TestWebhookReplicaLoss(t *testing.T) {
 	hooks := httptest.NewServer(rcv)
 	defer hooks.Close()
 
-	srv, err := etcdtest.Start(etcdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srvEndpoint := etcdtest.StartT(t)
 	bin := testproc.MustBuild(t, "services/authority")
 	shared := t.TempDir()
 	secretFile := filepath.Join(shared, "webhook.secret")
@@ -137,7 +133,7 @@ func TestWebhookReplicaLoss(t *testing.T) {
 			"--listen", addr, "--metrics-listen", metrics, "--data-dir", filepath.Join(t.TempDir(), name),
 			"--operator-token-file", filepath.Join(shared, "operator.token"), "--watch-token-file", filepath.Join(shared, "watch.token"),
 			"--kek-file", filepath.Join(shared, "kek"),
-			"--store", "etcd", "--etcd-endpoints", srv.Endpoint, "--etcd-prefix", "/e2e-webhook-replicas/", "--etcd-leader-ttl", "2s",
+			"--store", "etcd", "--etcd-endpoints", srvEndpoint, "--etcd-prefix", "/e2e-webhook-replicas/", "--etcd-leader-ttl", "2s",
 			"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s",
 			"--webhook-url", hooks.URL+"/hooks/sigil", "--webhook-secret-file", secretFile)
 		if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {

@@ -19,12 +19,8 @@ import (
 // other tests.
 func TestEtcdReadsSurviveEtcdCompaction(t *testing.T) {
 	ctx := context.Background()
-	srv, err := etcdtest.Start(etcdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	s, err := OpenEtcd(ctx, EtcdOptions{Endpoints: []string{srv.Endpoint}, Prefix: "/c/"})
+	endpoint := etcdtest.StartT(t)
+	s, err := OpenEtcd(ctx, EtcdOptions{Endpoints: []string{endpoint}, Prefix: "/c/"})
 	if err != nil {
 		t.Fatal(err)
 	}
