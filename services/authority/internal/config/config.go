@@ -84,14 +84,56 @@ const (
 )
 
 // EtcdEndpointList returns the etcd endpoints, trimmed, empty ones dropped.
-func (c Config) EtcdEndpointList() []string {
+func (c Config) EtcdEndpointList() []string { return SplitList(c.EtcdEndpoints) }
+
+// SplitList splits a comma-separated list, trimming and dropping empty
+// items.
+func SplitList(s string) []string {
 	var out []string
-	for _, e := range strings.Split(c.EtcdEndpoints, ",") {
+	for _, e := range strings.Split(s, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// ValidateEtcd checks the etcd connection flags shared by the authority
+// and `authority migrate`: endpoints (http or https URLs with a host, no
+// path, no user or password — it would be logged; all of one scheme),
+// https when a TLS file is set, certificate and key together, a prefix
+// ending with "/". missing is the problem recorded when no endpoint is
+// given.
+func ValidateEtcd(p *flagcheck.Problems, eps []string, prefix, ca, cert, key, missing string) {
+	if len(eps) == 0 {
+		p.Add("etcd-endpoints", "%s", missing)
+	}
+	https := 0
+	for i, e := range eps {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p.Add("etcd-endpoints", "endpoint %d must be an http:// or https:// URL with a host and no path", i+1)
+			continue
+		}
+		if u.User != nil {
+			// It would be printed in messages; etcd credentials are files.
+			p.Add("etcd-endpoints", "endpoint %d must not carry a user or password (use --etcd-cert and --etcd-key)", i+1)
+			continue
+		}
+		if u.Scheme == "https" {
+			https++
+		}
+	}
+	if https != 0 && https != len(eps) {
+		p.Add("etcd-endpoints", "must be all https or all http")
+	}
+	if (ca != "" || cert != "" || key != "") && https == 0 && len(eps) > 0 {
+		p.Add("etcd-endpoints", "must be https:// when --etcd-ca, --etcd-cert or --etcd-key is set")
+	}
+	p.Pair("etcd-cert", cert, "etcd-key", key)
+	if prefix == "" || !strings.HasSuffix(prefix, "/") {
+		p.Add("etcd-prefix", "must be non-empty and end with /")
+	}
 }
 
 // Parse reads the flags in args (without the program name) and, for flags
@@ -267,32 +309,7 @@ func (c Config) validateStore(p *flagcheck.Problems) {
 		p.Add("store", "must be bbolt or etcd")
 		return
 	}
-	eps := c.EtcdEndpointList()
-	if len(eps) == 0 {
-		p.Add("etcd-endpoints", "is required with --store etcd")
-	}
-	https := 0
-	for i, e := range eps {
-		u, err := url.Parse(e)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			p.Add("etcd-endpoints", "endpoint %d must be an http:// or https:// URL with a host and no path", i+1)
-			continue
-		}
-		if u.Scheme == "https" {
-			https++
-		}
-	}
-	if https != 0 && https != len(eps) {
-		p.Add("etcd-endpoints", "must be all https or all http")
-	}
-	tlsSet := c.EtcdCA != "" || c.EtcdCert != "" || c.EtcdKey != ""
-	if tlsSet && https == 0 && len(eps) > 0 {
-		p.Add("etcd-endpoints", "must be https:// when --etcd-ca, --etcd-cert or --etcd-key is set")
-	}
-	p.Pair("etcd-cert", c.EtcdCert, "etcd-key", c.EtcdKey)
-	if c.EtcdPrefix == "" || !strings.HasSuffix(c.EtcdPrefix, "/") {
-		p.Add("etcd-prefix", "must be non-empty and end with /")
-	}
+	ValidateEtcd(p, c.EtcdEndpointList(), c.EtcdPrefix, c.EtcdCA, c.EtcdCert, c.EtcdKey, "is required with --store etcd")
 	p.Positive("etcd-dial-timeout", c.EtcdDialTimeout)
 	if c.EtcdLeaderTTL < time.Second || c.EtcdLeaderTTL > time.Hour || c.EtcdLeaderTTL%time.Second != 0 {
 		p.Add("etcd-leader-ttl", "must be whole seconds between 1s and 1h, got %s", c.EtcdLeaderTTL)

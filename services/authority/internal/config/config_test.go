@@ -146,6 +146,7 @@ func TestValidate(t *testing.T) {
 		{name: "etcd only commas", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", " , ," }, err: "--etcd-endpoints: is required"},
 		{name: "etcd endpoint without scheme", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "10.0.0.1:2379" }, err: "--etcd-endpoints: endpoint 1 must be"},
 		{name: "etcd endpoint with path", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://e:2379,http://e:2379/v3" }, err: "--etcd-endpoints: endpoint 2 must be"},
+		{name: "etcd endpoint with a password", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://root:secret@e:2379" }, err: "--etcd-endpoints: endpoint 1 must not carry a user or password"},
 		{name: "etcd mixed schemes", mutate: func(c *Config) { c.Store, c.EtcdEndpoints = "etcd", "http://e1:2379,https://e2:2379" }, err: "all https or all http"},
 		{name: "etcd tls over http", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCA = "etcd", "http://e:2379", "ca" }, err: "must be https://"},
 		{name: "etcd cert without key", mutate: func(c *Config) { c.Store, c.EtcdEndpoints, c.EtcdCert = "etcd", "https://e:2379", "c" }, err: "--etcd-cert and --etcd-key go together"},

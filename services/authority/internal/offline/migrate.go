@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/sigil-auth/sigil/pkg/flagcheck"
 	"github.com/sigil-auth/sigil/pkg/tlsconfig"
 	"github.com/sigil-auth/sigil/services/authority/internal/app"
+	"github.com/sigil-auth/sigil/services/authority/internal/config"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
@@ -105,36 +105,7 @@ func (c migrateConfig) validate() error {
 	if c.FromDataDir == "" {
 		p.Add("from-data-dir", "is required")
 	}
-	eps := trimList(c.Endpoints)
-	if len(eps) == 0 {
-		p.Add("etcd-endpoints", "is required")
-	}
-	https := 0
-	for i, e := range eps {
-		u, err := url.Parse(e)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			p.Add("etcd-endpoints", "endpoint %d must be an http:// or https:// URL with a host and no path", i+1)
-			continue
-		}
-		if u.User != nil {
-			// It would be printed in messages; etcd credentials are files.
-			p.Add("etcd-endpoints", "endpoint %d must not carry a user or password (use --etcd-cert and --etcd-key)", i+1)
-			continue
-		}
-		if u.Scheme == "https" {
-			https++
-		}
-	}
-	if https != 0 && https != len(eps) {
-		p.Add("etcd-endpoints", "must be all https or all http")
-	}
-	if (c.CA != "" || c.Cert != "" || c.Key != "") && https == 0 && len(eps) > 0 {
-		p.Add("etcd-endpoints", "must be https:// when --etcd-ca, --etcd-cert or --etcd-key is set")
-	}
-	p.Pair("etcd-cert", c.Cert, "etcd-key", c.Key)
-	if c.Prefix == "" || !strings.HasSuffix(c.Prefix, "/") {
-		p.Add("etcd-prefix", "must be non-empty and end with /")
-	}
+	config.ValidateEtcd(&p, config.SplitList(c.Endpoints), c.Prefix, c.CA, c.Cert, c.Key, "is required")
 	p.Positive("etcd-dial-timeout", c.DialTimeout)
 	p.Positive("lock-timeout", c.LockTimeout)
 	return p.Err()
@@ -176,7 +147,7 @@ func (m *migrator) run(ctx context.Context) error {
 	prefix := m.cfg.Prefix
 	m.markerKey, m.schemaKey = prefix+markerName, store.EtcdSchemaKey(prefix)
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: trimList(m.cfg.Endpoints), DialTimeout: m.cfg.DialTimeout, TLS: m.tls,
+		Endpoints: config.SplitList(m.cfg.Endpoints), DialTimeout: m.cfg.DialTimeout, TLS: m.tls,
 		Logger: zap.NewNop(), Context: ctx,
 	})
 	if err != nil {
@@ -400,7 +371,7 @@ func (m *migrator) quarantine(ctx context.Context) error {
 // the store's invariants hold.
 func (m *migrator) checkOpens(ctx context.Context, head store.FileHead) error {
 	s, err := store.OpenEtcd(ctx, store.EtcdOptions{
-		Endpoints: trimList(m.cfg.Endpoints), Prefix: m.cfg.Prefix, TLS: m.tls, DialTimeout: m.cfg.DialTimeout,
+		Endpoints: config.SplitList(m.cfg.Endpoints), Prefix: m.cfg.Prefix, TLS: m.tls, DialTimeout: m.cfg.DialTimeout,
 	})
 	if err != nil {
 		return err

@@ -18,7 +18,6 @@ import (
 	"io"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -202,17 +201,6 @@ func humanBytes(n int64) string {
 // envPrefix is the prefix of the variables that set the subcommands' flags,
 // the authority's.
 const envPrefix = config.EnvPrefix
-
-// trimList splits a comma-separated list, trimming and dropping empty items.
-func trimList(s string) []string {
-	var out []string
-	for _, e := range strings.Split(s, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
 
 // signalContext is cancelled by SIGINT or SIGTERM: a subcommand stopped
 // that way stops at its next step and says where it left things.
