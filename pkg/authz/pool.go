@@ -92,58 +92,45 @@ func (p *Pool) Close() error {
 // CheckPermission asks one authorizer, and on UNAVAILABLE or a per-call
 // timeout asks the next one once.
 func (p *Pool) CheckPermission(ctx context.Context, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
-	n := len(p.clients)
-	first := int(p.next.Add(1)-1) % n
-	attempts := min(2, n)
-	var err error
-	for i := range attempts {
-		if ctx.Err() != nil {
-			break
-		}
-		var resp *sigilv1.CheckPermissionResponse
-		resp, err = p.call(ctx, p.clients[(first+i)%n], req)
-		if err == nil {
-			return resp, nil
-		}
-		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
-			return nil, err
-		}
-	}
-	if err == nil {
-		err = status.FromContextError(ctx.Err()).Err()
-	}
-	return nil, err
+	return tryEach(ctx, p, func(ctx context.Context, c sigilv1.AuthorizerServiceClient) (*sigilv1.CheckPermissionResponse, error) {
+		return c.CheckPermission(ctx, req)
+	})
 }
 
 // CheckPermissions asks one authorizer, and on UNAVAILABLE or a per-call
 // timeout asks the next one once, as CheckPermission.
 func (p *Pool) CheckPermissions(ctx context.Context, req *sigilv1.CheckPermissionsRequest) (*sigilv1.CheckPermissionsResponse, error) {
+	return tryEach(ctx, p, func(ctx context.Context, c sigilv1.AuthorizerServiceClient) (*sigilv1.CheckPermissionsResponse, error) {
+		return c.CheckPermissions(ctx, req)
+	})
+}
+
+// tryEach makes call on the next authorizer in turn, each call bounded by
+// the pool's timeout, and on UNAVAILABLE or that timeout once more on the
+// following one. Any other error, or an answer, ends it; an error is never
+// an allow.
+func tryEach[R any](ctx context.Context, p *Pool, call func(context.Context, sigilv1.AuthorizerServiceClient) (R, error)) (R, error) {
 	n := len(p.clients)
 	first := int(p.next.Add(1)-1) % n
+	var zero R
 	var err error
 	for i := range min(2, n) {
 		if ctx.Err() != nil {
 			break
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
-		var resp *sigilv1.CheckPermissionsResponse
-		resp, err = p.clients[(first+i)%n].CheckPermissions(cctx, req)
+		var resp R
+		resp, err = call(cctx, p.clients[(first+i)%n])
 		cancel()
 		if err == nil {
 			return resp, nil
 		}
 		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
-			return nil, err
+			return zero, err
 		}
 	}
 	if err == nil {
 		err = status.FromContextError(ctx.Err()).Err()
 	}
-	return nil, err
-}
-
-func (p *Pool) call(ctx context.Context, c sigilv1.AuthorizerServiceClient, req *sigilv1.CheckPermissionRequest) (*sigilv1.CheckPermissionResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	return c.CheckPermission(ctx, req)
+	return zero, err
 }
