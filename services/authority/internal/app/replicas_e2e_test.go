@@ -17,43 +17,16 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	endpoint := etcdtest.StartT(t)
 	bin := testproc.MustBuild(t, "services/authority")
 	shared := t.TempDir()
-	type proc struct {
-		name, metrics string
-		p             *testproc.Proc
-	}
-	start := func(name string) *proc {
-		metrics := testproc.FreeAddr(t)
-		p := testproc.StartWith(t, testproc.Options{Name: name}, bin,
-			"--listen", testproc.FreeAddr(t), "--metrics-listen", metrics, "--data-dir", filepath.Join(t.TempDir(), name),
-			"--operator-token-file", filepath.Join(shared, "operator.token"), "--watch-token-file", filepath.Join(shared, "watch.token"),
-			"--kek-file", filepath.Join(shared, "kek"),
-			"--store", "etcd", "--etcd-endpoints", endpoint, "--etcd-prefix", "/e2e-replicas/", "--etcd-leader-ttl", "2s",
-			"--shutdown-timeout", "5s")
-		if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
-			t.Fatal(err)
-		}
-		return &proc{name: name, metrics: metrics, p: p}
+	start := func(name string) *replicaProc {
+		return startReplicaProc(t, bin, name, shared, "--store", "etcd", "--etcd-endpoints", endpoint,
+			"--etcd-prefix", "/e2e-replicas/", "--etcd-leader-ttl", "2s")
 	}
 	a := start("a")
 	defer func() { _ = a.p.Stop(10 * time.Second) }()
 	b := start("b")
 	defer func() { _ = b.p.Stop(10 * time.Second) }()
 
-	leads := func(x *proc) bool { return scrape(t, x.metrics, "sigil_authority_leader") == 1 }
-	var lead, other *proc
-	for deadline := time.Now().Add(30 * time.Second); lead == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		switch la, lb := leads(a), leads(b); {
-		case la && lb:
-			t.Fatal("both replicas lead")
-		case la:
-			lead, other = a, b
-		case lb:
-			lead, other = b, a
-		}
-	}
-	if lead == nil {
-		t.Fatal("no replica leads after 30s")
-	}
+	lead, other := waitLeader(t, a, b)
 	if got := scrape(t, other.metrics, compactionStarts); got != 0 {
 		t.Fatalf("the follower %s started compaction %v times", other.name, got)
 	}
@@ -63,7 +36,7 @@ func TestReplicasLeaderKilled(t *testing.T) {
 
 	killed := time.Now()
 	lead.p.Kill()
-	for deadline := killed.Add(30 * time.Second); !leads(other); time.Sleep(20 * time.Millisecond) {
+	for deadline := killed.Add(30 * time.Second); !other.leads(t); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not take over within 30s of the leader's kill", other.name)
 		}
@@ -74,5 +47,53 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	}
 	if err := other.p.WaitRecord(5*time.Second, "leading: running the cluster-wide background work", nil); err != nil {
 		t.Fatalf("new leader's log: %v", err)
+	}
+}
+
+// replicaProc is one real authority binary sharing its credentials and
+// key-encryption key with the other replicas of a test.
+type replicaProc struct {
+	name, addr, metrics string
+	p                   *testproc.Proc
+}
+
+// startReplicaProc starts bin as replica name with the credential files
+// of shared, its own data directory and args (the store flags), and waits
+// until it listens.
+func startReplicaProc(t *testing.T, bin, name, shared string, args ...string) *replicaProc {
+	t.Helper()
+	addr, metrics := testproc.FreeAddr(t), testproc.FreeAddr(t)
+	p := testproc.StartWith(t, testproc.Options{Name: name}, bin, append([]string{
+		"--listen", addr, "--metrics-listen", metrics, "--data-dir", filepath.Join(t.TempDir(), name),
+		"--operator-token-file", filepath.Join(shared, "operator.token"), "--watch-token-file", filepath.Join(shared, "watch.token"),
+		"--kek-file", filepath.Join(shared, "kek"), "--shutdown-timeout", "5s",
+	}, args...)...)
+	if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
+		t.Fatal(err)
+	}
+	return &replicaProc{name: name, addr: addr, metrics: metrics, p: p}
+}
+
+// leads reports whether the replica says it leads (sigil_authority_leader).
+func (r *replicaProc) leads(t *testing.T) bool {
+	return scrape(t, r.metrics, "sigil_authority_leader") == 1
+}
+
+// waitLeader waits (up to 30 s) until exactly one of a and b leads, and
+// returns it and the other; both leading fails the test.
+func waitLeader(t *testing.T, a, b *replicaProc) (lead, other *replicaProc) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		switch la, lb := a.leads(t), b.leads(t); {
+		case la && lb:
+			t.Fatal("both replicas lead")
+		case la:
+			return a, b
+		case lb:
+			return b, a
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no replica leads after 30s")
+		}
 	}
 }

@@ -116,51 +116,24 @@ func TestWebhookReplicaLoss(t *testing.T) {
 	hooks := httptest.NewServer(rcv)
 	defer hooks.Close()
 
-	srvEndpoint := etcdtest.StartT(t)
+	etcdEndpoint := etcdtest.StartT(t)
 	bin := testproc.MustBuild(t, "services/authority")
 	shared := t.TempDir()
 	secretFile := filepath.Join(shared, "webhook.secret")
 	if err := os.WriteFile(secretFile, []byte(replicaHookSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	type proc struct {
-		name, addr, metrics string
-		p                   *testproc.Proc
-	}
-	start := func(name string) *proc {
-		addr, metrics := testproc.FreeAddr(t), testproc.FreeAddr(t)
-		p := testproc.StartWith(t, testproc.Options{Name: name}, bin,
-			"--listen", addr, "--metrics-listen", metrics, "--data-dir", filepath.Join(t.TempDir(), name),
-			"--operator-token-file", filepath.Join(shared, "operator.token"), "--watch-token-file", filepath.Join(shared, "watch.token"),
-			"--kek-file", filepath.Join(shared, "kek"),
-			"--store", "etcd", "--etcd-endpoints", srvEndpoint, "--etcd-prefix", "/e2e-webhook-replicas/", "--etcd-leader-ttl", "2s",
-			"--key-activation-delay", "1500ms", "--shutdown-timeout", "5s",
+	start := func(name string) *replicaProc {
+		return startReplicaProc(t, bin, name, shared, "--store", "etcd", "--etcd-endpoints", etcdEndpoint,
+			"--etcd-prefix", "/e2e-webhook-replicas/", "--etcd-leader-ttl", "2s", "--key-activation-delay", "1500ms",
 			"--webhook-url", hooks.URL+"/hooks/sigil", "--webhook-secret-file", secretFile)
-		if err := p.WaitRecord(30*time.Second, "listening", nil); err != nil {
-			t.Fatal(err)
-		}
-		return &proc{name: name, addr: addr, metrics: metrics, p: p}
 	}
 	a := start("a")
 	defer func() { _ = a.p.Stop(10 * time.Second) }()
 	b := start("b")
 	defer func() { _ = b.p.Stop(10 * time.Second) }()
 
-	leads := func(x *proc) bool { return scrape(t, x.metrics, "sigil_authority_leader") == 1 }
-	var lead, other *proc
-	for deadline := time.Now().Add(30 * time.Second); lead == nil; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no replica leads after 30s")
-		}
-		switch la, lb := leads(a), leads(b); {
-		case la && lb:
-			t.Fatal("both replicas lead")
-		case la:
-			lead, other = a, b
-		case lb:
-			lead, other = b, a
-		}
-	}
+	lead, other := waitLeader(t, a, b)
 	if err := lead.p.WaitRecord(5*time.Second, "webhook delivery started", nil); err != nil {
 		t.Fatalf("leader's log: %v", err)
 	}
@@ -256,7 +229,7 @@ func TestWebhookReplicaLoss(t *testing.T) {
 	t.Logf("%s delivered every event %v after the leader %s was killed (lease 2s; %d attempts refused before)",
 		other.name, time.Since(killed).Round(10*time.Millisecond), lead.name, refusedBefore)
 
-	if !leads(other) {
+	if !other.leads(t) {
 		t.Errorf("%s delivered but does not lead", other.name)
 	}
 	if err := other.p.WaitRecord(time.Second, "webhook delivery started", nil); err != nil {
