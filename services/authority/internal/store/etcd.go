@@ -1074,24 +1074,34 @@ func (s *Etcd) compact(ctx context.Context, now time.Time) (uint64, error) {
 			return 0, errConflict
 		}
 	}
-	for len(drop) > 0 {
-		n := min(len(drop), s.maxOps)
+	if err := s.deleteKeys(ctx, drop); err != nil {
+		return 0, err
+	}
+	return floor, nil
+}
+
+// deleteKeys deletes keys in transactions of at most maxOps deletions
+// each: what a compaction or retention run drops, which nothing reads any
+// more, so the batches need not be atomic together.
+func (s *Etcd) deleteKeys(ctx context.Context, keys []string) error {
+	for len(keys) > 0 {
+		n := min(len(keys), s.maxOps)
 		ops := make([]clientv3.Op, n)
-		for i, k := range drop[:n] {
+		for i, k := range keys[:n] {
 			ops[i] = clientv3.OpDelete(k)
 		}
 		if err := s.usable(ctx); err != nil {
-			return 0, err
+			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, s.timeout)
 		_, err := s.cli.Txn(rctx).Then(ops...).Commit()
 		cancel()
 		if err != nil {
-			return 0, s.mapErr(ctx, err)
+			return s.mapErr(ctx, err)
 		}
-		drop = drop[n:]
+		keys = keys[n:]
 	}
-	return floor, nil
+	return nil
 }
 
 // The mutations: see ops.go.

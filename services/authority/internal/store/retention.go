@@ -595,22 +595,5 @@ func (s *Etcd) raiseFloor(ctx context.Context, floor uint64) error {
 	}); err != nil {
 		return err
 	}
-	for len(drop) > 0 {
-		n := min(len(drop), s.maxOps)
-		ops := make([]clientv3.Op, n)
-		for i, k := range drop[:n] {
-			ops[i] = clientv3.OpDelete(k)
-		}
-		if err := s.usable(ctx); err != nil {
-			return err
-		}
-		rctx, cancel := context.WithTimeout(ctx, s.timeout)
-		_, err := s.cli.Txn(rctx).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			return s.mapErr(ctx, err)
-		}
-		drop = drop[n:]
-	}
-	return nil
+	return s.deleteKeys(ctx, drop)
 }
