@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/sigil-auth/sigil/pkg/backoff"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
 )
 
@@ -267,13 +267,7 @@ func (s *Sender) send(ctx context.Context, e *store.OutboxEntry) error {
 // doubled n-1 times, capped at MaxBackoff, then jittered to between half
 // and all of it ("equal jitter"), so that senders do not retry in step.
 func (s *Sender) backoff(n int) time.Duration {
-	d := s.opts.MinBackoff
-	for i := 1; i < n && d < s.opts.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, s.opts.MaxBackoff)
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.EqualJitter(s.opts.MinBackoff, s.opts.MaxBackoff, n-1)
 }
 
 // metrics are the Sender's Prometheus metrics.

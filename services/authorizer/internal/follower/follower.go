@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigil-auth/sigil/pkg/backoff"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/pkg/token"
@@ -413,13 +413,7 @@ func (f *Follower) Run(ctx context.Context) error {
 // backoff is an "equal jitter" exponential delay: half fixed, half random,
 // capped at BackoffMax.
 func (f *Follower) backoff(attempt int) time.Duration {
-	d := f.opts.BackoffBase
-	for i := 0; i < attempt && d < f.opts.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, f.opts.BackoffMax)
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1))
+	return backoff.EqualJitter(f.opts.BackoffBase, f.opts.BackoffMax, attempt)
 }
 
 // follow runs one stream until it fails. received reports whether any
