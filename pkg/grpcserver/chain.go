@@ -178,11 +178,17 @@ func (s *Server) method(fullMethod, typ string) *method {
 	return newMethod(s.rpc, fullMethod, typ, s.methodMaxRecv[fullMethod])
 }
 
+// errStopping is the answer to a unary call that starts once Stop began.
+var errStopping = status.Error(codes.Unavailable, "server is stopping; retry on another instance or after its restart")
+
 // unary is the whole unary chain: in-flight count, recovery, access log,
 // metrics, the method's size bound, recovery again, the handler.
 func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	s.unaryInFlight.Add(1)
 	defer s.unaryInFlight.Add(-1)
+	if s.stopping.Load() {
+		return nil, errStopping
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			resp, err = nil, s.recovered(ctx, p)

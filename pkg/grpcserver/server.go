@@ -92,6 +92,7 @@ type Server struct {
 	tls         *tls.Config  // nil without TLS; its certificate's expiry is watched while serving
 
 	unaryInFlight atomic.Int64 // unary calls running (Server.unary)
+	stopping      atomic.Bool  // set by Stop: unary calls starting now are refused
 }
 
 // New builds a server. The interceptor chain, in order:
@@ -305,6 +306,13 @@ var ErrStopTimeout = errors.New("grpcserver: calls still running at the shutdown
 // connections closed. It returns ErrStopTimeout when a handler still runs
 // at the deadline (one that ignores its context).
 func (s *Server) Stop(ctx context.Context, endStreams func()) error {
+	// Refuse unary calls that start from now on, including those grpc-go
+	// still delivers from connections that have not yet seen its GOAWAY:
+	// otherwise one could be acknowledged after endStreams, its write
+	// never reaching the streams. (Server.unary counts itself in flight
+	// before it reads the flag, and waitUnary reads the count after it is
+	// set: a call is either refused or waited for.)
+	s.stopping.Store(true)
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {

@@ -331,3 +331,36 @@ func TestAccessLog(t *testing.T) {
 		})
 	}
 }
+
+// TestUnaryRefusedOnceStopping: a unary call that reaches the chain after
+// Stop began (grpc-go still delivers calls from connections that have not
+// seen its GOAWAY) is refused UNAVAILABLE without running its handler, so
+// that no write is acknowledged after the service ended its streams.
+func TestUnaryRefusedOnceStopping(t *testing.T) {
+	f := start(t, nil)
+	// One real call first: Serve has then resolved the methods the chain reads.
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	if _, err := healthpb.NewHealthClient(f.conn).Check(hctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	handler := func(context.Context, any) (any, error) { ran = true; return &healthpb.HealthCheckResponse{}, nil }
+	info := &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}
+	if _, err := f.srv.unary(context.Background(), &healthpb.HealthCheckRequest{}, info, handler); err != nil || !ran {
+		t.Fatalf("before Stop: %v (handler ran: %v)", err, ran)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.srv.Stop(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	ran = false
+	_, err := f.srv.unary(context.Background(), &healthpb.HealthCheckRequest{}, info, handler)
+	if status.Code(err) != codes.Unavailable || ran {
+		t.Fatalf("after Stop: %v (handler ran: %v), want UNAVAILABLE without running it", err, ran)
+	}
+	if n := f.srv.unaryInFlight.Load(); n != 0 {
+		t.Fatalf("%d unary calls counted in flight after a refusal", n)
+	}
+}
