@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/sigil-auth/sigil/pkg/gcfloor"
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	"github.com/sigil-auth/sigil/pkg/logging"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -54,7 +55,7 @@ const maxSnapshotMsg = 16 << 20
 // then drains in-flight calls within cfg.ShutdownTimeout. Logs are JSON on
 // standard error.
 func Run(ctx context.Context, cfg config.Config) error {
-	return RunWith(ctx, cfg, Options{})
+	return RunWith(ctx, cfg, Options{gcFloor: true})
 }
 
 // Options are what RunWith takes besides the configuration: hooks for
@@ -72,6 +73,10 @@ type Options struct {
 	// stopHook, when set, runs as the last step of the stop (tests: a
 	// step that does not finish).
 	stopHook func()
+	// gcFloor sets the garbage collector's floor (package gcfloor) for
+	// the process: Run, that is the binary, does; tests that run several
+	// authorizers in one process do not.
+	gcFloor bool
 }
 
 // RunWith is Run with opts.
@@ -101,6 +106,9 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	level, _ := logging.ParseLevel(cfg.LogLevel) // validated with the config
 	logger := logging.New(logOut, level, "authorizer")
+	if opts.gcFloor {
+		defer startGCFloor(logger)()
+	}
 
 	serverTLS, err := tlsconfig.Server(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
 	if err != nil {
@@ -523,4 +531,20 @@ func (c *credentialFile) read() (string, error) {
 	}
 	// The error names the file, never its content.
 	return "", fmt.Errorf("--authority-token-file %s: %w", c.path, err)
+}
+
+// startGCFloor keeps the garbage collector from running more often than
+// once per gcfloor.DefaultFloor of allocation while the live heap is small:
+// every check allocates a few KiB, and with GOGC=100 over a heap of a few
+// MiB a third of the CPU under load went to collecting. GOGC or GOMEMLIMIT
+// in the environment leave the collector to the operator. The returned
+// function restores GOGC.
+func startGCFloor(logger *slog.Logger) func() {
+	if !gcfloor.Enabled() {
+		logger.Info("GOGC or GOMEMLIMIT set: the garbage collector is left as configured")
+		return func() {}
+	}
+	f := gcfloor.Start(gcfloor.DefaultFloor)
+	logger.Info("garbage collector floor", "floor_bytes", gcfloor.DefaultFloor)
+	return f.Stop
 }
