@@ -217,6 +217,14 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 		MaxConnections: cfg.MaxConnections, MaxStreamsPerConnection: cfg.MaxStreams,
 	})
 	gs.RegisterService(&sigilv1.TokenAuthorityService_ServiceDesc, srv)
+	// Until Serve takes over, a failed start must release the server's
+	// call workers (in-process runs: tests).
+	serving := false
+	closers = append(closers, func() {
+		if !serving {
+			gs.Shutdown(0)
+		}
+	})
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -250,6 +258,7 @@ func RunWithOptions(ctx context.Context, cfg config.Config, opts Options) (err e
 	}
 
 	serveErr := make(chan error, 1)
+	serving = true
 	go func() { serveErr <- gs.Serve(lis) }()
 	// The gRPC server goes before the store, keys and metrics: its
 	// closer runs first. stopCtx bounds the whole stop (set when it

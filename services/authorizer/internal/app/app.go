@@ -240,6 +240,14 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 		MaxRecvMsgSize: maxRecv, MethodMaxRecvSize: server.MethodMaxRecvSize(),
 		MaxConnections: cfg.MaxConnections, MaxStreamsPerConnection: cfg.MaxStreams,
 	})
+	// Until Serve takes over, a failed start must release the server's call
+	// workers (in-process runs: tests).
+	serving := false
+	defer func() {
+		if !serving {
+			srv.Shutdown(0)
+		}
+	}()
 	decisionMetrics := check.NewMetrics(reg)
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{
 		Decider: dec, Follower: fol, MaxWait: cfg.MaxWait, Metrics: decisionMetrics,
@@ -293,7 +301,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 
 	serveErr := make(chan error, 1)
-	lisOpen = false // Serve owns it
+	lisOpen, serving = false, true // Serve owns them
 	go func() { serveErr <- srv.Serve(lis) }()
 
 	var runErr error
