@@ -449,11 +449,13 @@ var (
 )
 
 // TestGhz measures, with ghz on loopback, CheckPermission of the real
-// authorizer (a cached, allowed token), the authorizer's own Health.Check,
-// and Health.Check of the reference server (internal/refserver: bare
-// grpc-go, no interceptors), alternating the three in each round, and
-// prints each one's throughput ratio to the reference server per round and
-// the medians. ghz: 50 callers on one connection, binary request data,
+// authorizer (a cached, allowed token), Envoy's ext_authz Check of the same
+// authorizer for the same decision (started with the e2e route policy),
+// the authorizer's own Health.Check, and Health.Check of the reference
+// server (internal/refserver: bare grpc-go, no interceptors), alternating
+// the four in each round, and prints each one's throughput ratio to the
+// reference server per round and the medians, then ext_authz's to
+// CheckPermission. ghz: 50 callers on one connection, binary request data,
 // template data and functions disabled (else ghz itself is the bottleneck
 // on two cores). A benchmark, not a test: run it with
 // `go tool task bench:limit` or -args -ghz=N; it asserts only that every
@@ -463,19 +465,30 @@ func TestGhz(t *testing.T) {
 		t.Skip("a benchmark: run with `go tool task bench:limit` or -args -ghz=N (see BENCHMARKS.md)")
 	}
 	a := startAuthority(t, t.TempDir(), "127.0.0.1:0")
-	z := startAuthorizer(t, a)
+	z, ext := startSidecarAuthorizer(t, a)
 	ref := start(t, "refserver", "internal/refserver")
 	tok, _ := a.mint(t)
 	wantDecision(t, z, tok, 0, allowed)
+	extReq := benchExtRequest(tok, "GET", "/v5/domain/domains/example.com")
+	if v, err := extCheck(t, ext, extReq); err != nil || !v.allowed {
+		t.Fatalf("ext_authz: %+v, %v", v, err)
+	}
 	// Requests go as serialized binary, so that ghz (on the same cores)
 	// does not spend its time turning JSON into messages.
 	dir := t.TempDir()
-	checkFile, healthFile := filepath.Join(dir, "check.bin"), filepath.Join(dir, "health.bin")
+	checkFile, healthFile, extFile := filepath.Join(dir, "check.bin"), filepath.Join(dir, "health.bin"), filepath.Join(dir, "extauthz.bin")
 	checkData, err := proto.Marshal(&sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:view", Resource: "domains/example.com", OrgId: "org-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(checkFile, checkData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	extData, err := proto.Marshal(extReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(extFile, extData, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The whole server's health, with field 1 (service = "") written out:
@@ -525,6 +538,7 @@ func TestGhz(t *testing.T) {
 		pid                    int
 	}{
 		{"CheckPermission", z.addr, "sigil.v1.AuthorizerService/CheckPermission", checkFile, z.PID()},
+		{"ext_authz Check", z.addr, "envoy.service.auth.v3.Authorization/Check", extFile, z.PID()},
 		{"authorizer Health", z.addr, "grpc.health.v1.Health/Check", healthFile, z.PID()},
 		{"reference Health", ref.addr, "grpc.health.v1.Health/Check", healthFile, ref.PID()},
 	}
@@ -548,11 +562,17 @@ func TestGhz(t *testing.T) {
 	for i, tg := range targets[:len(targets)-1] {
 		fmt.Printf("ghz: %-18s / reference: rounds %s, median %.2f\n", tg.name, fmtRatios(ratios[i]), median(ratios[i]))
 	}
+	// ext_authz against CheckPermission, each round's two runs side by side.
+	extVsCheck := make([]float64, len(ratios[0]))
+	for r := range extVsCheck {
+		extVsCheck[r] = ratios[1][r] / ratios[0][r]
+	}
+	fmt.Printf("ghz: ext_authz Check / CheckPermission: rounds %s, median %.2f\n", fmtRatios(extVsCheck), median(extVsCheck))
 }
 
 // procCPU returns the user and system CPU time process pid has used, from
 // /proc (Linux; clock ticks of 10 ms).
-func procCPU(t *testing.T, pid int) time.Duration {
+func procCPU(t testing.TB, pid int) time.Duration {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
