@@ -35,10 +35,7 @@ type direct struct {
 func newDirect(t testing.TB, level slog.Level) *direct {
 	t.Helper()
 	e := newEnv(t, policySrc) // for the state, the codec and the key
-	dec, err := decision.New(decision.Options{Codec: e.codec, State: e.state, Leeway: 30 * time.Second, CacheSize: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dec := newDecider(t, e)
 	pol, err := routes.Parse("test.yaml", []byte(policySrc))
 	if err != nil {
 		t.Fatal(err)
@@ -86,4 +83,14 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// newDecider returns a decision engine of its own on e's state and key.
+func newDecider(t testing.TB, e *env) *decision.Decider {
+	t.Helper()
+	dec, err := decision.New(decision.Options{Codec: e.codec, State: e.state, Leeway: 30 * time.Second, CacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dec
 }

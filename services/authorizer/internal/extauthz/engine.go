@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,11 @@ type Engine struct {
 
 	checks  *prometheus.CounterVec   // route, outcome
 	latency *prometheus.HistogramVec // route
+	// unmatched and stats hold the metric children of requests that
+	// matched no route and of the routes of the last policy used, resolved
+	// once rather than looked up by label on every request.
+	unmatched *routeStats
+	stats     atomic.Pointer[policyStats]
 
 	// catalog returns the authority's permission catalog (nil: not known);
 	// nil when the follower does not carry one.
@@ -100,6 +106,7 @@ func NewEngine(opts Options, api string) *Engine {
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(e.checks, e.latency)
 	}
+	e.unmatched = &routeStats{name: unmatchedRoute}
 	return e
 }
 
@@ -112,44 +119,46 @@ func (e *Engine) Decide(ctx context.Context, method, path string, header func(na
 	policy := e.policy.Policy() // one policy for the whole request, even across a reload
 	m := policy.Match(method, path)
 	v := Verdict{Route: unmatchedRoute}
+	rs := e.unmatched
 	if m.Route != nil {
 		v.Route = m.Route.Name
+		rs = e.statsOf(policy, m.Route)
 	}
-	defer func() { e.latency.WithLabelValues(v.Route).Observe(time.Since(start).Seconds()) }()
+	defer e.observe(rs, start)
 
 	// Readiness first, as for CheckPermission: a stale authorizer answers
 	// nothing, not even the policy's default.
 	if err := check.Ready(e.follower); err != nil {
-		e.record(ctx, v.Route, outcomeUnavailable, 0)
+		e.record(ctx, rs, slotUnavailable, outcomeUnavailable, 0)
 		return v, err
 	}
 
 	switch m.Outcome {
 	case routes.Invalid:
-		return e.deny(ctx, v, 400, codes.InvalidArgument, "invalid_request", outcomeInvalidPath, outcomeInvalidPath, ""), nil
+		return e.deny(ctx, rs, v, 400, codes.InvalidArgument, "invalid_request", outcomeInvalidPath, slotInvalidPath, outcomeInvalidPath, ""), nil
 	case routes.NoRoute:
 		if policy.Default == routes.DefaultAllow {
 			v.PassThrough, v.HTTPStatus, v.Code, v.Outcome = true, 200, codes.OK, outcomeDefaultAllow
-			e.record(ctx, v.Route, v.Outcome, 200)
+			e.record(ctx, rs, slotDefaultAllow, v.Outcome, 200)
 			return v, nil
 		}
-		return e.deny(ctx, v, 403, codes.PermissionDenied, "permission_denied", outcomeNoRoute, outcomeNoRoute, ""), nil
+		return e.deny(ctx, rs, v, 403, codes.PermissionDenied, "permission_denied", outcomeNoRoute, slotNoRoute, outcomeNoRoute, ""), nil
 	}
 	if e.catalog != nil {
 		if c := e.catalog(); c != nil && !c.Has(m.Route.Permission) {
-			return e.deny(ctx, v, 403, codes.PermissionDenied, "permission_denied", outcomeUnknownPermission, outcomeUnknownPermission, ""), nil
+			return e.deny(ctx, rs, v, 403, codes.PermissionDenied, "permission_denied", outcomeUnknownPermission, slotUnknownPermission, outcomeUnknownPermission, ""), nil
 		}
 	}
 
 	tok, ok := bearer(header(HeaderAuthorization))
 	if !ok {
-		return e.deny(ctx, v, 401, codes.Unauthenticated, "unauthenticated", outcomeMissingToken, outcomeMissingToken, "Bearer"), nil
+		return e.deny(ctx, rs, v, 401, codes.Unauthenticated, "unauthenticated", outcomeMissingToken, slotMissingToken, outcomeMissingToken, "Bearer"), nil
 	}
 	var orgID string
 	if h := m.Route.OrgHeader; h != "" {
 		orgID = header(h)
 		if len(orgID) > check.MaxOrgIDLen {
-			return e.deny(ctx, v, 400, codes.InvalidArgument, "invalid_request", outcomeInvalidOrg, outcomeInvalidOrg, ""), nil
+			return e.deny(ctx, rs, v, 400, codes.InvalidArgument, "invalid_request", outcomeInvalidOrg, slotInvalidOrg, outcomeInvalidOrg, ""), nil
 		}
 	}
 
@@ -157,31 +166,129 @@ func (e *Engine) Decide(ctx context.Context, method, path string, header func(na
 	d := e.decider.Decide(tok, m.Route.Permission, m.Resource, orgID)
 	e.metrics.Decided(d.Reason)
 	e.metrics.Observe(start)
-	reason := check.DenyReason(d.Reason).String()
 	if d.Allowed() && d.Claims != nil {
 		v.Allowed, v.HTTPStatus, v.Code, v.Outcome = true, 200, codes.OK, d.Reason.String()
 		v.TokenID, v.OrgID = d.Claims.ID.String(), d.Claims.OrgID
-		e.record(ctx, v.Route, v.Outcome, 200)
+		e.record(ctx, rs, reasonSlot(d.Reason), v.Outcome, 200)
 		return v, nil
 	}
+	reason := check.DenyReason(d.Reason).String()
 	switch d.Reason {
 	case decision.OrgMismatch, decision.PermissionNotGranted, decision.ResourceNotGranted:
-		return e.deny(ctx, v, 403, codes.PermissionDenied, "permission_denied", reason, d.Reason.String(), ""), nil
+		return e.deny(ctx, rs, v, 403, codes.PermissionDenied, "permission_denied", reason, reasonSlot(d.Reason), d.Reason.String(), ""), nil
 	default:
 		// Every other reason says the token itself is not good.
-		return e.deny(ctx, v, 401, codes.Unauthenticated, "invalid_token", reason, d.Reason.String(), `Bearer error="invalid_token"`), nil
+		return e.deny(ctx, rs, v, 401, codes.Unauthenticated, "invalid_token", reason, reasonSlot(d.Reason), d.Reason.String(), `Bearer error="invalid_token"`), nil
 	}
 }
 
-func (e *Engine) deny(ctx context.Context, v Verdict, httpStatus int, code codes.Code, errName, reason, outcome, www string) Verdict {
+func (e *Engine) deny(ctx context.Context, rs *routeStats, v Verdict, httpStatus int, code codes.Code, errName, reason string, slot int, outcome, www string) Verdict {
 	v.HTTPStatus, v.Code, v.Error, v.Reason, v.Outcome, v.WWWAuthenticate = httpStatus, code, errName, reason, outcome, www
-	e.record(ctx, v.Route, outcome, httpStatus)
+	e.record(ctx, rs, slot, outcome, httpStatus)
 	return v
 }
 
-// record counts and logs one outcome. The log line names the route and the
-// outcome, never the token, the path or any header.
-func (e *Engine) record(ctx context.Context, route, outcome string, httpStatus int) {
-	e.checks.WithLabelValues(route, outcome).Inc()
-	e.logger.DebugContext(ctx, e.logName, "route", route, "outcome", outcome, "http_status", httpStatus)
+// record counts and logs one outcome (slot is its counter's place, see
+// reasonSlot). The log line names the route and the outcome, never the
+// token, the path or any header; its arguments are only built when debug
+// is on, so that a decision costs no allocation for a line nobody logs.
+func (e *Engine) record(ctx context.Context, rs *routeStats, slot int, outcome string, httpStatus int) {
+	rs.counter(e.checks, slot, outcome).Inc()
+	if e.logger.Enabled(ctx, slog.LevelDebug) {
+		e.logger.DebugContext(ctx, e.logName, "route", rs.name, "outcome", outcome, "http_status", httpStatus)
+	}
+}
+
+// observe records the latency of a request that started at start.
+func (e *Engine) observe(rs *routeStats, start time.Time) {
+	rs.observer(e.latency).Observe(time.Since(start).Seconds())
+}
+
+// Counter slots of an outcome within a route's routeStats: one per
+// decision reason (the reason's value), then the outcomes that are not a
+// decision.
+const (
+	slotNoRoute = int(decision.Allow) + 1 + iota
+	slotInvalidPath
+	slotMissingToken
+	slotInvalidOrg
+	slotDefaultAllow
+	slotUnavailable
+	slotUnknownPermission
+	numSlots
+)
+
+// reasonSlot returns the counter slot of a decision reason, or -1 (no
+// cached counter: looked up by label) for a reason out of range.
+func reasonSlot(r decision.Reason) int {
+	if r < 0 || r > decision.Allow {
+		return -1
+	}
+	return int(r)
+}
+
+// policyStats are the metric children of one policy's routes, by
+// Route.Index. The children themselves belong to the vectors: a reloaded
+// policy gets new policyStats that resolve to the same series by name.
+type policyStats struct {
+	policy *routes.Policy
+	routes []routeStats
+}
+
+// routeStats caches one route's metric children. Each is resolved on the
+// route's first request needing it, so that a series appears exactly when
+// it did with a label lookup per request: a route nobody called exports
+// nothing.
+type routeStats struct {
+	name     string
+	latency  atomic.Pointer[observerRef]
+	outcomes [numSlots]atomic.Pointer[counterRef]
+}
+
+// observerRef and counterRef box a metric child for an atomic.Pointer.
+type (
+	observerRef struct{ prometheus.Observer }
+	counterRef  struct{ prometheus.Counter }
+)
+
+// statsOf returns the metric children of route r of policy p, building
+// the table when p is not the policy of the last request (a reload).
+func (e *Engine) statsOf(p *routes.Policy, r *routes.Route) *routeStats {
+	ps := e.stats.Load()
+	if ps == nil || ps.policy != p {
+		ps = &policyStats{policy: p, routes: make([]routeStats, len(p.Routes))}
+		for i, pr := range p.Routes {
+			ps.routes[i].name = pr.Name
+		}
+		e.stats.Store(ps)
+	}
+	if r.Index < 0 || r.Index >= len(ps.routes) || p.Routes[r.Index] != r {
+		// Not a route of p as parsed: no cache, correct all the same.
+		return &routeStats{name: r.Name}
+	}
+	return &ps.routes[r.Index]
+}
+
+// observer returns the route's latency histogram child.
+func (rs *routeStats) observer(vec *prometheus.HistogramVec) prometheus.Observer {
+	if o := rs.latency.Load(); o != nil {
+		return o.Observer
+	}
+	o := &observerRef{vec.WithLabelValues(rs.name)}
+	rs.latency.Store(o)
+	return o.Observer
+}
+
+// counter returns the route's counter child of outcome, cached in slot
+// (-1: not cached).
+func (rs *routeStats) counter(vec *prometheus.CounterVec, slot int, outcome string) prometheus.Counter {
+	if slot < 0 || slot >= numSlots {
+		return vec.WithLabelValues(rs.name, outcome)
+	}
+	if c := rs.outcomes[slot].Load(); c != nil {
+		return c.Counter
+	}
+	c := &counterRef{vec.WithLabelValues(rs.name, outcome)}
+	rs.outcomes[slot].Store(c)
+	return c.Counter
 }

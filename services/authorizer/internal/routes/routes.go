@@ -418,8 +418,19 @@ func (r *Route) parseResource(captures []string) error {
 	return nil
 }
 
+// render returns the resource name with captures in place, in one
+// allocation.
 func (r *Route) render(captures []string) string {
+	n := 0
+	for _, p := range r.res {
+		if p.capture < 0 {
+			n += len(p.literal)
+		} else {
+			n += len(captures[p.capture])
+		}
+	}
 	var b strings.Builder
+	b.Grow(n)
 	for _, p := range r.res {
 		if p.capture < 0 {
 			b.WriteString(p.literal)
@@ -459,7 +470,8 @@ func (r *Route) shadows(later *Route) bool {
 // Match finds the route of a request. method is the HTTP method as sent;
 // path is the request target's path, possibly with a query string.
 func (p *Policy) Match(method, path string) Match {
-	segs, ok := splitPath(path)
+	var segBuf [maxSegments]string // the segments, without a heap allocation
+	segs, ok := splitPath(path, &segBuf)
 	if !ok {
 		return Match{Outcome: Invalid}
 	}
@@ -505,32 +517,39 @@ func (p *Policy) Match(method, path string) Match {
 }
 
 // splitPath cuts the query and fragment, splits on '/' and decodes each
-// segment. It fails on anything an upstream could read another way.
-func splitPath(path string) ([]string, bool) {
+// segment, into buf. It fails on anything an upstream could read another
+// way, and on more than maxSegments segments.
+func splitPath(path string, buf *[maxSegments]string) ([]string, bool) {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
 	if len(path) == 0 || path[0] != '/' || len(path) > MaxPathLen {
 		return nil, false
 	}
-	raw := strings.Split(path[1:], "/")
-	if len(raw) > maxSegments {
-		return nil, false
-	}
-	for i, s := range raw {
-		if s == "" {
-			if i != len(raw)-1 {
-				return nil, false
-			}
-			continue
-		}
-		d, ok := unescape(s)
-		if !ok || d == "." || d == ".." {
+	segs := buf[:0]
+	for rest := path[1:]; ; {
+		s, after, more := strings.Cut(rest, "/")
+		if len(segs) == maxSegments {
 			return nil, false
 		}
-		raw[i] = d
+		switch {
+		case s == "":
+			if more { // an empty segment other than the trailing one
+				return nil, false
+			}
+		default:
+			d, ok := unescape(s)
+			if !ok || d == "." || d == ".." {
+				return nil, false
+			}
+			s = d
+		}
+		segs = append(segs, s)
+		if !more {
+			return segs, true
+		}
+		rest = after
 	}
-	return raw, true
 }
 
 // unescape percent-decodes s. It rejects malformed escapes and bytes that

@@ -335,3 +335,37 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A path of maxSegments segments is matched; one more is Invalid, however
+// the segments look.
+func TestMatchSegmentBound(t *testing.T) {
+	p := mustParse(t, testPolicy)
+	atBound := strings.Repeat("/a", maxSegments)
+	if m := p.Match("GET", atBound); m.Outcome != NoRoute {
+		t.Fatalf("%d segments: outcome %v, want NoRoute", maxSegments, m.Outcome)
+	}
+	for _, path := range []string{atBound + "/a", atBound + "/", atBound + "/a?q=1"} {
+		if m := p.Match("GET", path); m.Outcome != Invalid {
+			t.Fatalf("%d segments (%q...): outcome %v, want Invalid", maxSegments+1, path[len(path)-6:], m.Outcome)
+		}
+	}
+}
+
+// Matching allocates nothing but the rendered resource: the path is split
+// into a buffer on the stack.
+func TestMatchAllocations(t *testing.T) {
+	p := mustParse(t, testPolicy)
+	for _, tc := range []struct {
+		method, path string
+		want         float64
+	}{
+		{"POST", "/v5/domain/domains/example.com/renew?x=1", 1}, // "domains/example.com"
+		{"GET", "/v5/certificate/issued-certs", 0},
+		{"GET", "/v5/unknown/path/of/a/few/segments", 0},
+		{"GET", "/v5//billing/info", 0},
+	} {
+		if got := testing.AllocsPerRun(100, func() { p.Match(tc.method, tc.path) }); got > tc.want {
+			t.Errorf("Match(%s %s): %v allocations, want at most %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
