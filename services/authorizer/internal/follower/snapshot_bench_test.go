@@ -1,7 +1,9 @@
 package follower
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,22 +14,41 @@ import (
 )
 
 // snapshotWire returns the wire form of a snapshot of n revoked tokens in
-// chunks of 500, as the authority sends it (ids as the scale test's fill
-// makes them), then its end marker.
-func snapshotWire(tb testing.TB, n int) [][]byte {
+// chunks of 500, ascending by id as the authority sends them, then its end
+// marker: sequential ids (as the scale test's fill makes them) or random
+// ones (as tokens have).
+func snapshotWire(tb testing.TB, n int, random bool) [][]byte {
 	tb.Helper()
 	const per = 500
+	ids := make([]token.ID, n)
+	for i := range ids {
+		if random {
+			var err error
+			if ids[i], err = token.NewID(); err != nil {
+				tb.Fatal(err)
+			}
+		} else {
+			ids[i] = mustID(tb, fmt.Sprintf("%032x", i+1))
+		}
+	}
+	slices.SortFunc(ids, func(a, b token.ID) int { return bytes.Compare(a[:], b[:]) })
 	exp := time.Now().Add(30 * 24 * time.Hour)
 	var out [][]byte
 	for i := 0; i < n || len(out) == 0; i += per {
 		c := &sigilv1.SnapshotChunk{Epoch: "e1", Revision: 10}
-		for j := i; j < min(n, i+per); j++ {
-			c.RevokedTokens = append(c.RevokedTokens, revokedTok(0, mustID(tb, fmt.Sprintf("%032x", j+1)), exp))
+		for _, id := range ids[i:min(n, i+per)] {
+			c.RevokedTokens = append(c.RevokedTokens, revokedTok(0, id, exp))
 		}
 		out = append(out, marshal(tb, &sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_SnapshotChunk{SnapshotChunk: c}}))
 	}
 	return append(out, marshal(tb, snapEnd("e1", 10)))
 }
+
+// idKinds are the ids of the benchmarks' snapshots.
+var idKinds = []struct {
+	name   string
+	random bool
+}{{"ids=sequential", false}, {"ids=random", true}}
 
 func mustID(tb testing.TB, s string) token.ID {
 	id, err := token.ParseID(s)
@@ -70,10 +91,14 @@ func applyWire(tb testing.TB, f *Follower, wire [][]byte) {
 //
 //	go test ./services/authorizer/internal/follower -run '^$' -bench 'SnapshotApply1M' -count=6 -benchtime=3x
 func BenchmarkSnapshotApply1M(b *testing.B) {
-	wire := snapshotWire(b, 1_000_000)
-	b.ResetTimer()
-	for range b.N {
-		applyWire(b, New(Options{}), wire)
+	for _, k := range idKinds {
+		b.Run(k.name, func(b *testing.B) {
+			wire := snapshotWire(b, 1_000_000, k.random)
+			b.ResetTimer()
+			for range b.N {
+				applyWire(b, New(Options{}), wire)
+			}
+		})
 	}
 }
 
@@ -81,13 +106,17 @@ func BenchmarkSnapshotApply1M(b *testing.B) {
 // that already holds one of a million tokens (a new snapshot after an
 // authority restart, compaction or restore).
 func BenchmarkResnapshotApply1M(b *testing.B) {
-	wire := snapshotWire(b, 1_000_000)
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		f := New(Options{})
-		applyWire(b, f, wire)
-		b.StartTimer()
-		applyWire(b, f, wire)
+	for _, k := range idKinds {
+		b.Run(k.name, func(b *testing.B) {
+			wire := snapshotWire(b, 1_000_000, k.random)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				f := New(Options{})
+				applyWire(b, f, wire)
+				b.StartTimer()
+				applyWire(b, f, wire)
+			}
+		})
 	}
 }
