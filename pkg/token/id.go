@@ -25,13 +25,18 @@ func ParseID(s string) (ID, error) {
 	if len(s) != 2*len(id) {
 		return ID{}, errIDLength
 	}
+	// Table lookups rather than range tests: random ids make range tests
+	// mispredict, which made this 5–10 times slower (a follower parses a
+	// million ids when it loads a snapshot). A character that is not a
+	// lower-case hex digit reads as 0xff and is caught once, at the end.
+	var bad byte
 	for i := range id {
-		hi, ok1 := lowerHexValue(s[2*i])
-		lo, ok2 := lowerHexValue(s[2*i+1])
-		if !ok1 || !ok2 {
-			return ID{}, errIDChars
-		}
+		hi, lo := lowerHex[s[2*i]], lowerHex[s[2*i+1]]
+		bad |= hi | lo
 		id[i] = hi<<4 | lo
+	}
+	if bad > 0xf {
+		return ID{}, errIDChars
 	}
 	return id, nil
 }
@@ -42,12 +47,17 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 // IsZero reports whether the ID is all zeros, which no valid token carries.
 func (id ID) IsZero() bool { return id == ID{} }
 
-func lowerHexValue(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
+// lowerHex maps each lower-case hex digit to its value and every other
+// byte to 0xff.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()

@@ -76,3 +76,48 @@ func TestIDText(t *testing.T) {
 		})
 	}
 }
+
+// Every byte at every position: accepted exactly when it is a lower-case
+// hex digit, with its value.
+func TestParseIDEveryByte(t *testing.T) {
+	const digits = "0123456789abcdef"
+	for pos := range 32 {
+		for c := range 256 {
+			b := []byte(strings.Repeat("0", 32))
+			b[pos] = byte(c)
+			got, err := ParseID(string(b))
+			v := strings.IndexByte(digits, byte(c))
+			if v < 0 {
+				if !errors.Is(err, ErrInvalidID) || got != (ID{}) {
+					t.Fatalf("byte %#x at %d: %s, %v; want an error", c, pos, got, err)
+				}
+				continue
+			}
+			var want ID
+			want[pos/2] = byte(v) << (4 * (1 - pos%2))
+			if err != nil || got != want {
+				t.Fatalf("byte %q at %d: %s, %v; want %s", rune(c), pos, got, err, want)
+			}
+		}
+	}
+}
+
+// BenchmarkParseID parses random ids, as a follower loading a snapshot does.
+//
+//	go test ./pkg/token -run '^$' -bench ParseID -count=6
+func BenchmarkParseID(b *testing.B) {
+	ids := make([]string, 4096)
+	for i := range ids {
+		id, err := NewID()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = id.String()
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := ParseID(ids[i%len(ids)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

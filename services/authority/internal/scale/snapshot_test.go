@@ -133,6 +133,23 @@ func revokedSetBytes[V any](n int, exp V) int64 {
 	return int64(after.HeapAlloc) - int64(before.HeapAlloc)
 }
 
+// phases says when the authorizer z, started at began, logged that it
+// listens and that its revocation stream opened, and when it applied the
+// snapshot (at applied): where its start-to-SERVING time goes.
+func phases(t *testing.T, z *proc, began, applied time.Time) string {
+	t.Helper()
+	at := func(msg string) string {
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if err := z.WaitRecord(10*time.Second, msg, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Time.Sub(began).Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("listening at +%s, stream opened at +%s, snapshot applied at +%s", at("listening"), at("revocation stream opened"), applied.Sub(began).Round(time.Millisecond))
+}
+
 // TestScaleSnapshot measures a fresh authorizer loading a snapshot of
 // -scale.revoked revoked, unexpired tokens from the real authority: its
 // start-to-SERVING time, its RSS per revoked token (against an authorizer
@@ -178,7 +195,8 @@ func TestScaleSnapshot(t *testing.T) {
 		took := time.Since(began)
 		rss, hwm := memKB(t, z.PID())
 		var rec struct {
-			RevokedTokens int `json:"revoked_tokens"`
+			RevokedTokens int       `json:"revoked_tokens"`
+			Time          time.Time `json:"time"`
 		}
 		if err := z.WaitRecord(10*time.Second, "snapshot applied", &rec); err != nil {
 			t.Fatal(err)
@@ -186,6 +204,7 @@ func TestScaleSnapshot(t *testing.T) {
 		if rec.RevokedTokens != want {
 			t.Fatalf("authorizer applied %d revoked tokens, want %d", rec.RevokedTokens, want)
 		}
+		t.Logf("authorizer of %d revoked tokens: %s", want, phases(t, z, began, rec.Time))
 		return took, rss, hwm
 	}
 	baseTook, baseRSS, baseHWM := authorizer(empty, emptyDir, 0)

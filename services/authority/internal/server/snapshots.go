@@ -53,7 +53,8 @@ var errSnapshotLarge = errors.New("snapshot too large to keep")
 // snapshot's revision and the history digest at it. A small snapshot's
 // messages are shared (kept, or built and kept now); a larger one is read
 // from the store chunk by chunk as it is sent (a send that fails or times
-// out ends the read). (A restored or replaced file means a new process, so
+// out ends the read), the next chunk read while one is sent (readAhead).
+// (A restored or replaced file means a new process, so
 // an empty cache: a shared snapshot is always of this history.)
 func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.Time, send func(*sigilv1.WatchRevocationsResponse) error) (uint64, []byte, error) {
 	msgs, rev, digest, err := c.small(ctx, st, cutoff)
@@ -68,16 +69,59 @@ func (c *snapshotCache) stream(ctx context.Context, st store.Store, cutoff time.
 		}
 		return rev, digest, nil
 	}
-	first := true
-	head, err := st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, func(p store.SnapshotPart) error {
-		m := chunkMessage(p, first)
-		first = false
-		return send(m)
-	})
+	head, err := readAhead(ctx, func(ctx context.Context, fn func(store.SnapshotPart) error) (store.SnapshotHead, error) {
+		return st.SnapshotEach(ctx, cutoff, SnapshotChunkSize, fn)
+	}, send)
 	if err != nil {
 		return 0, nil, err
 	}
 	return head.Revision, head.Digest, send(endMessage(head))
+}
+
+// readAhead sends the chunk messages of the snapshot each reads, in order,
+// reading and building the next chunk while the current one is sent: the
+// store read and the message building overlap the send (and the flow
+// control waits behind it) instead of adding to it. It is bounded to one
+// chunk ahead (an unbuffered hand-over, so a stream holds at most the chunk
+// being sent and the next one), and the read never outlives the call: a
+// send that fails cancels it and waits for it to end. It returns the
+// snapshot's head, or the first error of the read or of send.
+func readAhead(ctx context.Context, each func(context.Context, func(store.SnapshotPart) error) (store.SnapshotHead, error), send func(*sigilv1.WatchRevocationsResponse) error) (store.SnapshotHead, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs := make(chan *sigilv1.WatchRevocationsResponse)
+	var head store.SnapshotHead
+	var readErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(msgs)
+		first := true
+		head, readErr = each(ctx, func(p store.SnapshotPart) error {
+			// Built here, before the hand-over: the part's slice is the
+			// reader's and is reused for the next chunk.
+			m := chunkMessage(p, first)
+			first = false
+			select {
+			case msgs <- m:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	for m := range msgs {
+		if err := send(m); err != nil {
+			cancel()
+			<-done
+			return store.SnapshotHead{}, err
+		}
+	}
+	<-done
+	if readErr != nil {
+		return store.SnapshotHead{}, readErr
+	}
+	return head, nil
 }
 
 // small returns the messages of the snapshot at st's current revision when
