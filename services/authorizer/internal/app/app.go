@@ -435,11 +435,21 @@ func isSelf(addr string, own net.Addr) bool {
 // watchHealth turns the follower's readiness into the health status: SERVING
 // only while synced and fresh.
 func watchHealth(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger) {
-	t := time.NewTicker(healthInterval)
+	watchHealthEvery(ctx, fol, srv, logger, healthInterval)
+}
+
+// watchHealthEvery is watchHealth with the interval of its periodic
+// check. Readiness is also read at every change of the follower's state,
+// so that health turns SERVING as soon as a snapshot is applied and
+// confirmed (not up to an interval later); the interval catches what only
+// time changes (staleness, clock skew).
+func watchHealthEvery(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger, interval time.Duration) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	serving := false
 	srv.SetServing(false)
 	for {
+		changed := fol.Changed() // before reading, so that no change is missed
 		if ready := fol.Ready(); ready != serving {
 			serving = ready
 			srv.SetServing(serving)
@@ -450,6 +460,7 @@ func watchHealth(ctx context.Context, fol *follower.Follower, srv *grpcserver.Se
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
 		}
 	}
 }

@@ -1051,6 +1051,17 @@ func (f *Follower) WaitApplied(ctx context.Context, rev uint64) error {
 	}
 }
 
+// Changed returns a channel closed at the next change of the applied
+// revision or of the confirmation (a snapshot applied, an event, a
+// checkpoint, a probe answered or refused): so that a watcher of Ready
+// need not poll to see it turn true. Ready also turns false by time alone
+// (staleness, clock skew), which no channel announces.
+func (f *Follower) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.advanced
+}
+
 // RevokedCount returns how many revoked tokens are held.
 func (f *Follower) RevokedCount() int {
 	f.mu.RLock()
