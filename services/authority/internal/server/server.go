@@ -81,6 +81,8 @@ type Server struct {
 
 	watchSlots *watchSlots
 	snapshots  snapshotCache
+	// fan shares store reads and encoded messages across the live streams.
+	fan fanout
 
 	// catalogMsg is the catalog as every revocation stream sends it first.
 	catalogMsg *sigilv1.WatchRevocationsResponse
