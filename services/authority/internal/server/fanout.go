@@ -163,18 +163,34 @@ func encode(stream grpc.ServerStream, m *sigilv1.WatchRevocationsResponse) (*grp
 // when the stream's wire format allows, or nil for an event that is not
 // streamed.
 func (w *watch) eventMsg(ev store.Event, prev uint64) (any, error) {
-	m := eventToProto(ev)
-	if m == nil {
+	if !streamed(ev) {
 		return nil, nil
 	}
-	m.PreviousRevision = &prev
-	if !w.share {
-		return m, nil
+	build := func() *sigilv1.WatchRevocationsResponse {
+		m := eventToProto(ev)
+		m.PreviousRevision = &prev
+		return m
 	}
+	if !w.share {
+		return build(), nil
+	}
+	// The message is built only by the stream that encodes it.
 	return w.s.fan.events.get(w.ctx, eventKey{rev: ev.Revision, prev: prev, wire: w.wire},
 		func(uint64) bool { return true },
 		func() uint64 { return 0 },
-		func() (*grpc.PreparedMsg, error) { return encode(w.stream, m) })
+		func() (*grpc.PreparedMsg, error) { return encode(w.stream, build()) })
+}
+
+// streamed reports whether ev has a stream message (eventToProto is not
+// nil).
+func streamed(ev store.Event) bool {
+	switch ev.Kind {
+	case store.EventTokenRevoked, store.EventKeyRevoked:
+		return true
+	case store.EventKeyAdded:
+		return ev.Key != nil
+	}
+	return false
 }
 
 // checkpointMsg returns the checkpoint at w.safe, shared when the stream's
