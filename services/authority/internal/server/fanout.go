@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -25,7 +26,8 @@ import (
 type fanout struct {
 	// reads shares EventsAfter by the revision it reads after; an entry's
 	// tag is the store revision taken before its read: it holds every event
-	// up to that revision (or a full page).
+	// up to that revision (or a full page). At most maxSharedReads entries
+	// (max set by newFanout): a page holds up to DefaultEventLimit events.
 	reads sharedMap[uint64, []store.Event]
 	// events shares the encoded live events, checkpoints the encoded
 	// checkpoints (tag: when made, in ns of the server's clock).
@@ -33,10 +35,20 @@ type fanout struct {
 	checkpoints sharedMap[checkpointKey, sharedCheckpoint]
 }
 
-// maxShared bounds the entries of each shared map: streams in step use a
+// maxShared bounds the entries of a shared map: streams in step use a
 // few per revision; past the bound the map starts over, which costs a
 // store read or an encoding, never a wrong message.
 const maxShared = 1024
+
+// maxSharedReads bounds the shared store reads, each up to
+// DefaultEventLimit events: 64 pages of a thousand small events are a few
+// MB at most; streams in step need the last one or two.
+const maxSharedReads = 64
+
+// newFanout returns an empty fanout.
+func newFanout() *fanout {
+	return &fanout{reads: sharedMap[uint64, []store.Event]{max: maxSharedReads}}
+}
 
 // checkpointShareWindow is how long a checkpoint's encoding is shared: its
 // authority_time is when it was made, and a follower measures its clock
@@ -69,6 +81,8 @@ type sharedCheckpoint struct {
 // its result is fresh, and hands every caller the same result: callers
 // must not change it.
 type sharedMap[K comparable, V any] struct {
+	max int // entries at most; maxShared when 0
+
 	mu sync.Mutex
 	m  map[K]*flight[V]
 }
@@ -90,7 +104,7 @@ func (s *sharedMap[K, V]) get(ctx context.Context, key K, fresh func(tag uint64)
 	s.mu.Lock()
 	f := s.m[key]
 	if f == nil || !fresh(f.tag) {
-		if s.m == nil || len(s.m) >= maxShared {
+		if s.m == nil || len(s.m) >= cmp.Or(s.max, maxShared) {
 			s.m = make(map[K]*flight[V])
 		}
 		f = &flight[V]{tag: newTag(), done: make(chan struct{})}

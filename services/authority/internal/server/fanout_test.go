@@ -178,11 +178,12 @@ func TestSharedMapWaiterCancelled(t *testing.T) {
 	<-done
 }
 
-// The map starts over past maxShared entries rather than grow.
+// A map starts over past its bound rather than grow: maxShared by
+// default, maxSharedReads for the store reads.
 func TestSharedMapBounded(t *testing.T) {
-	var m sharedMap[int, int]
 	always := func(uint64) bool { return true }
 	zero := func() uint64 { return 0 }
+	var m sharedMap[int, int]
 	for i := range 3 * maxShared {
 		v, err := m.get(context.Background(), i, always, zero, func() (int, error) { return i, nil })
 		if err != nil || v != i {
@@ -190,6 +191,15 @@ func TestSharedMapBounded(t *testing.T) {
 		}
 		if len(m.m) > maxShared {
 			t.Fatalf("%d entries, bound %d", len(m.m), maxShared)
+		}
+	}
+	reads := &newFanout().reads
+	for i := range 3 * maxSharedReads {
+		if _, err := reads.get(context.Background(), uint64(i), always, zero, func() ([]store.Event, error) { return nil, nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(reads.m) > maxSharedReads {
+			t.Fatalf("%d shared reads, bound %d", len(reads.m), maxSharedReads)
 		}
 	}
 }
