@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/services/authority/internal/store"
@@ -430,5 +433,173 @@ func TestWatchSharedEncodingPerWireFormat(t *testing.T) {
 		if !fp.revoked[id] || !fz.revoked[id] {
 			t.Fatalf("round %d: event missing", i)
 		}
+	}
+}
+
+// A consumer that stops reading during live events (not a snapshot) is
+// cut off too: the stream does not wait for a live batch to be sent, so
+// the send timeout is watched while it waits for the next change.
+func TestWatchSlowConsumerCutOffLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mints thousands of tokens")
+	}
+	e := newEnv(t, envOpts{sendTimeout: 500 * time.Millisecond, checkpoint: time.Hour})
+	// Live tokens only: the snapshot is small and gets through.
+	const n = 5000
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: "org-1", Name: fmt.Sprint("t", i), CreatedBy: "alice",
+					Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	slow, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through its snapshot: its checkpoint at the store's revision sent.
+	rev := e.st.Revision()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.srv.behind(rev) != 0 || e.srv.streamCount() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("stream never through its snapshot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Five thousand revocations in one commit: pages of a thousand events
+	// (some 300 KiB), far more than the 64 KiB window of a consumer that
+	// does not read and the 64 KiB grpc-go queues for it.
+	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(e.logs.String(), "consumer too slow") {
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer never cut off")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		if _, err = slow.Recv(); err != nil {
+			break
+		}
+	}
+	if code := status.Code(err); code != codes.ResourceExhausted && code != codes.Unavailable {
+		t.Fatalf("stream ended with %v, want RESOURCE_EXHAUSTED (or UNAVAILABLE: its connection closed)", err)
+	}
+}
+
+// streamCount is the number of open revocation streams.
+func (s *Server) streamCount() int {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	return len(s.streams)
+}
+
+// A live batch that blocks after the stream went idle (no further change
+// to hand over) is cut off by the send timeout too. The first commit
+// fills the consumer's 64 KiB window and part of the 64 KiB grpc-go queues
+// for it without blocking (its checkpoint is sent); the second, one page,
+// blocks, and nothing follows it.
+func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mints thousands of tokens")
+	}
+	e := newEnv(t, envOpts{sendTimeout: 500 * time.Millisecond, checkpoint: time.Hour})
+	sample := e.mint("org-0", "sample", "alice").GetInfo()
+	// What one live event takes of the window: the message and gRPC's
+	// 5-byte prefix (previous_revision and revision as large as they get).
+	size := proto.Size(&sigilv1.WatchRevocationsResponse{
+		Event: &sigilv1.WatchRevocationsResponse_TokenRevoked{TokenRevoked: &sigilv1.TokenRevoked{
+			Revision: 1 << 14, TokenId: sample.GetTokenId(), ExpiresAt: sample.GetExpireTime()}},
+		PreviousRevision: proto.Uint64(1 << 14),
+	}) + 5
+	first := (96 << 10) / size // the window and half the queue
+	// Less than a page, so that its checkpoint goes in the same batch and
+	// nothing more is handed over.
+	second := store.DefaultEventLimit - 1
+	if second*size < 48<<10 {
+		t.Fatalf("a page of %d events of %d bytes does not exceed the queue's rest", second, size)
+	}
+	mintN := func(org string, n int) {
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := w; i < n; i += 16 {
+					if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: org, Name: fmt.Sprint("t", i), CreatedBy: "alice",
+						Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	mintN("org-1", first)
+	mintN("org-2", second)
+
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	slow, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	through := func(rev uint64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for e.srv.behind(rev) != 0 || e.srv.streamCount() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("stream never through %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	through(e.st.Revision(), "its snapshot")
+	r, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	through(r.GetRevision(), "the first commit (sized not to block)")
+	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-2"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(e.logs.String(), "consumer too slow") {
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer never cut off")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		if _, err = slow.Recv(); err != nil {
+			break
+		}
+	}
+	if code := status.Code(err); code != codes.ResourceExhausted && code != codes.Unavailable {
+		t.Fatalf("stream ended with %v, want RESOURCE_EXHAUSTED (or UNAVAILABLE: its connection closed)", err)
 	}
 }
