@@ -437,8 +437,8 @@ func TestWatchSharedEncodingPerWireFormat(t *testing.T) {
 }
 
 // A consumer that stops reading during live events (not a snapshot) is
-// cut off too: the stream does not wait for a live batch to be sent, so
-// the send timeout is watched while it waits for the next change.
+// cut off too, with a batch of several pages: a live batch has the send
+// timeout for each of its messages.
 func TestWatchSlowConsumerCutOffLive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mints thousands of tokens")
@@ -511,11 +511,11 @@ func (s *Server) streamCount() int {
 	return len(s.streams)
 }
 
-// A live batch that blocks after the stream went idle (no further change
-// to hand over) is cut off by the send timeout too. The first commit
-// fills the consumer's 64 KiB window and part of the 64 KiB grpc-go queues
-// for it without blocking (its checkpoint is sent); the second, one page,
-// blocks, and nothing follows it.
+// A live batch that blocks with no change after it (nothing more to hand
+// over to the sender) is cut off by the send timeout too. The first
+// commit fills the consumer's 64 KiB window and part of the 64 KiB
+// grpc-go queues for it without blocking (its checkpoint is sent); the
+// second, less than a page, blocks, and nothing follows it.
 func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mints thousands of tokens")

@@ -67,7 +67,7 @@ func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream s
 	defer release()
 	s.metrics.subscribers.Inc()
 	defer s.metrics.subscribers.Dec()
-	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan batch), out: make(chan error, 1), began: time.Now()}
+	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan []any), out: make(chan error, 1), began: time.Now()}
 	w.wire, w.share = wireFormat(ctx)
 	s.addStream(w)
 	defer s.removeStream(w)
@@ -94,26 +94,14 @@ type watch struct {
 	ctx    context.Context
 
 	// in hands batches of messages to the sender goroutine, out returns
-	// a batch's error, and a sync batch's result: so that a Send blocked by
-	// a consumer that does not read can be given up on after the send
-	// timeout (timer, armed while a batch is out). A live event and the
+	// the batch's result: so that a Send blocked by a consumer that does not
+	// read can be given up on after the send timeout. A live event and the
 	// checkpoint after it go as one batch: one hand-over, and grpc-go
-	// writes them to the connection together. The stream does not wait
-	// for a live batch to be sent (which would wake it once more per
-	// batch): its next hand-over, or the timer, finds out.
-	in    chan batch
+	// writes them to the connection together.
+	in    chan []any
 	out   chan error
 	timer *time.Timer
-	// bufs are the message slices of the batch being built (bufs[cur])
-	// and of the one handed over last, which the sender may still read.
-	bufs [2][]any
-	cur  int
-	// handed counts the batches handed over, the last one at handedAt
-	// (time since began, ns); done (set by the sender) the batches it
-	// finished.
-	handed   uint64
-	handedAt int64
-	done     atomic.Uint64
+	batch []any // the batch being built, reused once sent
 
 	// began is when the stream began; progress is when (time since began,
 	// ns) the sender last finished a message: the send timeout counts
@@ -141,42 +129,20 @@ type watch struct {
 	vouched uint64
 }
 
-// batch is messages handed to the sender at once.
-type batch struct {
-	msgs []any // proto messages or shared grpc.PreparedMsg
-	// checkpoint: the last message is a checkpoint at rev, which
-	// DrainStreams counts once sent.
-	checkpoint bool
-	rev        uint64
-	// sync: send waits for the result, so the sender returns it even
-	// when nil.
-	sync bool
-}
-
-// sender sends each batch handed over, message by message. It returns on
-// out the first error, and the result of a sync batch, and then nothing
-// more: once a Send failed the stream is over, and out (room for one)
-// never blocks it.
+// sender sends each batch handed over by send, message by message (a
+// proto message or a shared grpc.PreparedMsg).
 func (w *watch) sender() {
-	failed := false
-	for b := range w.in {
+	for batch := range w.in {
 		var err error
-		if !failed {
-			for _, m := range b.msgs {
-				if err = w.stream.SendMsg(m); err != nil {
-					break
-				}
-				w.progress.Store(int64(time.Since(w.began)))
+		for _, m := range batch {
+			if err = w.stream.SendMsg(m); err != nil {
+				break
 			}
-			if err == nil && b.checkpoint {
-				w.sent.Store(b.rev)
-			}
+			w.progress.Store(int64(time.Since(w.began)))
 		}
-		w.done.Add(1)
-		if !failed && (err != nil || b.sync) {
-			w.out <- err
-		}
-		failed = failed || err != nil
+		// out has room for one result and send reads it before handing
+		// over the next batch, so this never blocks.
+		w.out <- err
 	}
 }
 
@@ -232,77 +198,53 @@ func watchIdentity(c *manage.Caller) string {
 
 var errShutdown = status.Error(codes.Unavailable, "authority is shutting down; reconnect and resume")
 
-// send sends one message, giving up after the send timeout; it returns
-// once the message is sent.
+// send sends one message, giving up after the send timeout.
 func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
-	w.bufs[w.cur] = append(w.bufs[w.cur][:0], m)
-	if err := w.handOver(batch{msgs: w.bufs[w.cur], sync: true}); err != nil {
-		return err
+	w.batch = append(w.batch[:0], m)
+	return w.sendBatch(w.batch)
+}
+
+// sendBatch sends the messages in order, giving up when one of them is not
+// sent within the send timeout (counted from the previous one's end, or
+// the hand-over for the first). The batch must not change until it
+// returns; once it returned nil it may be reused.
+func (w *watch) sendBatch(batch []any) error {
+	if len(batch) == 0 {
+		return nil
 	}
+	handed := int64(time.Since(w.began))
+	select {
+	case w.in <- batch:
+	case <-w.s.shutdown:
+		return errShutdown
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+	w.timer.Reset(w.s.sendTimeout)
 	for {
 		select {
 		case err := <-w.out:
-			// This batch's result, or an earlier batch's error.
+			w.timer.Stop()
 			return err
 		case <-w.timer.C:
-			if err := w.stuck(); err != nil {
-				return err
+			// A later message of the batch still has time: the timeout
+			// counts from when the message before it was sent.
+			if left := time.Duration(max(handed, w.progress.Load())) + w.s.sendTimeout - time.Since(w.began); left > 0 {
+				w.timer.Reset(left)
+				continue
 			}
+			// grpc-go keeps a stream's queued messages, and the trailers behind
+			// them, until the peer reads them: closing the connection releases
+			// them, and its goroutines, now. The client reconnects and resumes.
+			closed := grpcserver.CloseConnection(w.ctx)
+			w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
+			return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
 		case <-w.s.shutdown:
 			return errShutdown
 		case <-w.ctx.Done():
 			return w.ctx.Err()
 		}
 	}
-}
-
-// handOver hands b to the sender, once it is done with the batch before,
-// and arms the send timeout. b.msgs must not change until the sender is
-// done with it: the next batch is built in the other buffer.
-func (w *watch) handOver(b batch) error {
-	if len(b.msgs) == 0 {
-		return nil
-	}
-	for {
-		select {
-		case w.in <- b:
-			w.handed++
-			w.handedAt = int64(time.Since(w.began))
-			w.timer.Reset(w.s.sendTimeout)
-			w.cur ^= 1
-			return nil
-		case err := <-w.out:
-			return err // an earlier batch failed
-		case <-w.timer.C:
-			if err := w.stuck(); err != nil {
-				return err
-			}
-		case <-w.s.shutdown:
-			return errShutdown
-		case <-w.ctx.Done():
-			return w.ctx.Err()
-		}
-	}
-}
-
-// stuck runs when the send timeout fires: nothing, when the sender is
-// done; the timer re-armed, when a message was sent within the timeout
-// (it counts from the previous message's end, or the hand-over for the
-// first of a batch); else the stream is cut off.
-func (w *watch) stuck() error {
-	if w.done.Load() == w.handed {
-		return nil
-	}
-	if left := time.Duration(max(w.handedAt, w.progress.Load())) + w.s.sendTimeout - time.Since(w.began); left > 0 {
-		w.timer.Reset(left)
-		return nil
-	}
-	// grpc-go keeps a stream's queued messages, and the trailers behind
-	// them, until the peer reads them: closing the connection releases
-	// them, and its goroutines, now. The client reconnects and resumes.
-	closed := grpcserver.CloseConnection(w.ctx)
-	w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
-	return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
 }
 
 func (w *watch) run(req *sigilv1.WatchRevocationsRequest) error {
@@ -380,13 +322,12 @@ func (w *watch) digestAt(rev uint64) ([]byte, error) {
 
 // checkpoint sends a checkpoint at w.safe.
 func (w *watch) checkpoint() error {
-	w.bufs[w.cur] = w.bufs[w.cur][:0]
+	w.batch = w.batch[:0]
 	return w.flush(true)
 }
 
-// flush appends a checkpoint at w.safe to the batch being built when cp
-// is set, and hands the batch over; once the checkpoint is sent, the
-// sender counts it for DrainStreams.
+// flush appends a checkpoint at w.safe to the batch when cp is set, and
+// sends the batch; once a checkpoint is sent, DrainStreams counts it.
 func (w *watch) flush(cp bool) error {
 	if cp {
 		m, err := w.checkpointMsg()
@@ -395,12 +336,15 @@ func (w *watch) flush(cp bool) error {
 		}
 		w.lastCheckpoint = w.safe
 		w.vouched = w.safe
-		w.bufs[w.cur] = append(w.bufs[w.cur], m)
+		w.batch = append(w.batch, m)
 	}
-	if err := w.handOver(batch{msgs: w.bufs[w.cur], checkpoint: cp, rev: w.lastCheckpoint}); err != nil {
+	if err := w.sendBatch(w.batch); err != nil {
 		return err
 	}
-	w.bufs[w.cur] = w.bufs[w.cur][:0]
+	w.batch = w.batch[:0]
+	if cp {
+		w.sent.Store(w.lastCheckpoint)
+	}
 	return nil
 }
 
@@ -414,7 +358,7 @@ func (w *watch) live(last uint64) error {
 		// racing with the read is either in it or wakes the next round.
 		changed := st.Changed()
 		rev := st.Revision()
-		w.bufs[w.cur] = w.bufs[w.cur][:0]
+		w.batch = w.batch[:0]
 		for {
 			// Streams at the same position share the read (fanout).
 			evs, err := w.s.fan.eventsAfter(w.ctx, st, last, rev)
@@ -430,7 +374,7 @@ func (w *watch) live(last uint64) error {
 					return err
 				}
 				if m != nil {
-					w.bufs[w.cur] = append(w.bufs[w.cur], m)
+					w.batch = append(w.batch, m)
 					w.vouched = ev.Revision
 				}
 				last = ev.Revision
@@ -448,27 +392,10 @@ func (w *watch) live(last uint64) error {
 		if err := w.flush(w.safe > w.lastCheckpoint); err != nil {
 			return err
 		}
-		if err := w.idle(changed, ticker.C); err != nil {
-			return err
-		}
-	}
-}
-
-// idle waits for the next store change, sending a checkpoint at each tick
-// and watching the batch handed over last, until the stream ends.
-func (w *watch) idle(changed <-chan struct{}, tick <-chan time.Time) error {
-	for {
 		select {
 		case <-changed:
-			return nil
-		case <-tick:
+		case <-ticker.C:
 			if err := w.checkpoint(); err != nil {
-				return err
-			}
-		case err := <-w.out:
-			return err // a batch failed
-		case <-w.timer.C:
-			if err := w.stuck(); err != nil {
 				return err
 			}
 		case <-w.s.shutdown:
