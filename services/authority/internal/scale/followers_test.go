@@ -28,7 +28,9 @@ var (
 // tokens one after another, and reports the propagation time from each
 // RevokeToken reply to each stream receiving its event, and the
 // authority's RSS and CPU. The per-credential stream bound and the
-// connection bound are raised by flag to let them in.
+// connection bound are raised by flag to let them in. -scale.authority runs
+// a prebuilt authority instead of this tree's, to compare two builds with
+// the same test process (BENCHMARKS.md).
 //
 //	go test ./services/authority/internal/scale -run TestScaleFollowers -v -timeout 10m -args -scale
 func TestScaleFollowers(t *testing.T) {
