@@ -28,7 +28,9 @@ var (
 // tokens one after another, and reports the propagation time from each
 // RevokeToken reply to each stream receiving its event, and the
 // authority's RSS and CPU. The per-credential stream bound and the
-// connection bound are raised by flag to let them in.
+// connection bound are raised by flag to let them in. -scale.authority runs
+// a prebuilt authority instead of this tree's, to compare two builds with
+// the same test process (BENCHMARKS.md).
 //
 //	go test ./services/authority/internal/scale -run TestScaleFollowers -v -timeout 10m -args -scale
 func TestScaleFollowers(t *testing.T) {
@@ -129,6 +131,7 @@ func TestScaleFollowers(t *testing.T) {
 	sent := make([]time.Time, nr)
 	replied := make([]time.Time, nr)
 	cpu1, began := cpuTime(t, pid), time.Now()
+	sr1, sw1 := syscalls(t, pid)
 	for i, id := range ids {
 		sent[i] = time.Now()
 		if _, err := client.RevokeToken(op, &sigilv1.RevokeTokenRequest{TokenId: id, Reason: "scale"}); err != nil {
@@ -151,7 +154,9 @@ func TestScaleFollowers(t *testing.T) {
 		}
 	}
 	wall := time.Since(began)
-	busyCPU := float64(cpuTime(t, pid)-cpu1) / float64(wall)
+	cpuUsed := cpuTime(t, pid) - cpu1
+	busyCPU := float64(cpuUsed) / float64(wall)
+	sr2, sw2 := syscalls(t, pid)
 	rss1, hwm1 := memKB(t, pid)
 	streams.Wait()
 
@@ -176,4 +181,8 @@ func TestScaleFollowers(t *testing.T) {
 	t.Logf("propagation from RevokeToken's request: p50 %s p99 %s max %s", percentile(fromSend, 50), percentile(fromSend, 99), fromSend[len(fromSend)-1])
 	t.Logf("authority CPU: %.2f cores idle with the streams open, %.2f cores over %d revocations (%s); VmRSS %d KiB after, peak during %d KiB",
 		idleCPU, busyCPU, nr, wall.Round(time.Millisecond), rss1, hwm1)
+	perSend := float64(nf * nr)
+	t.Logf("authority per stream and revocation: %.1f µs CPU, %.2f write and %.2f read system calls",
+		float64(cpuUsed)/float64(time.Microsecond)/perSend, float64(sw2-sw1)/perSend, float64(sr2-sr1)/perSend)
+	logLoad(t)
 }

@@ -20,7 +20,13 @@ import (
 	"github.com/sigil-auth/sigil/internal/testproc"
 )
 
-var scale = flag.Bool("scale", false, "run the scale measurements (minutes, GBs of disk and memory)")
+var (
+	scale = flag.Bool("scale", false, "run the scale measurements (minutes, GBs of disk and memory)")
+	// authorityBin runs a prebuilt authority instead of building this
+	// tree's: to measure two builds side by side with the same test
+	// process (the receivers), alternating them in one sitting.
+	authorityBin = flag.String("scale.authority", "", "authority binary to run (default: build services/authority)")
+)
 
 // skipUnlessScale keeps the measurements out of ordinary test and benchmark
 // runs: they take minutes and a million-token file.
@@ -45,7 +51,13 @@ type proc struct {
 
 func start(t testing.TB, name, pkg string, args ...string) *proc {
 	t.Helper()
-	tp := testproc.StartWith(t, testproc.Options{Name: name}, testproc.MustBuild(t, pkg), args...)
+	return startBin(t, name, testproc.MustBuild(t, pkg), args...)
+}
+
+// startBin runs the binary at bin and connects to it.
+func startBin(t testing.TB, name, bin string, args ...string) *proc {
+	t.Helper()
+	tp := testproc.StartWith(t, testproc.Options{Name: name}, bin, args...)
 	addr, conn := tp.Listening(t, 2*time.Minute)
 	return &proc{Proc: tp, addr: addr, conn: conn}
 }
@@ -54,6 +66,9 @@ func startAuthority(t testing.TB, dataDir string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir,
 		"--shutdown-timeout", "5s", "--lock-timeout", "5s"}, extra...)
+	if *authorityBin != "" {
+		return startBin(t, "authority", *authorityBin, args...)
+	}
 	return start(t, "authority", authorityPkg, args...)
 }
 
@@ -141,6 +156,31 @@ func cpuTime(t testing.TB, pid int) time.Duration {
 		t.Fatalf("/proc/%d/stat: bad utime or stime", pid)
 	}
 	return time.Duration(utime+stime) * time.Second / clockTick
+}
+
+// syscalls returns the read and write system calls pid has made
+// (/proc/<pid>/io syscr, syscw): on loopback each is a round of the
+// kernel's TCP stack, most of a revocation fan-out's cost.
+func syscalls(t testing.TB, pid int) (reads, writes int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "syscr:":
+			reads = v
+		case "syscw:":
+			writes = v
+		}
+	}
+	return reads, writes
 }
 
 // percentile returns the p-th percentile (0..100) of sorted.

@@ -81,6 +81,8 @@ type Server struct {
 
 	watchSlots *watchSlots
 	snapshots  snapshotCache
+	// fan shares store reads and encoded messages across the live streams.
+	fan *fanout
 
 	// catalogMsg is the catalog as every revocation stream sends it first.
 	catalogMsg *sigilv1.WatchRevocationsResponse
@@ -103,6 +105,7 @@ func New(opts Options) (*Server, error) {
 		streams:    map[*watch]struct{}{},
 		watchSlots: newWatchSlots(opts.MaxWatchStreams, opts.Limits),
 		catalogMsg: catalogMessage(opts.Catalog),
+		fan:        newFanout(),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigil-auth/sigil/pkg/grpcserver"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
@@ -68,7 +67,8 @@ func (s *Server) WatchRevocations(req *sigilv1.WatchRevocationsRequest, stream s
 	defer release()
 	s.metrics.subscribers.Inc()
 	defer s.metrics.subscribers.Dec()
-	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan *sigilv1.WatchRevocationsResponse), out: make(chan error, 1)}
+	w := &watch{s: s, stream: stream, ctx: ctx, in: make(chan []any), out: make(chan error, 1), began: time.Now()}
+	w.wire, w.share = wireFormat(ctx)
 	s.addStream(w)
 	defer s.removeStream(w)
 	// The sender ends when in is closed and its Send returns. A Send
@@ -93,12 +93,27 @@ type watch struct {
 	stream sigilv1.TokenAuthorityService_WatchRevocationsServer
 	ctx    context.Context
 
-	// in hands messages to the sender goroutine, out returns Send's result:
-	// so that a Send blocked by a consumer that does not read can be given up
-	// on after the send timeout.
-	in    chan *sigilv1.WatchRevocationsResponse
+	// in hands batches of messages to the sender goroutine, out returns
+	// the batch's result: so that a Send blocked by a consumer that does not
+	// read can be given up on after the send timeout. A live event and the
+	// checkpoint after it go as one batch: one hand-over, and grpc-go
+	// writes them to the connection together.
+	in    chan []any
 	out   chan error
 	timer *time.Timer
+	batch []any // the batch being built, reused once sent
+
+	// began is when the stream began; progress is when (time since began,
+	// ns) the sender last finished a message: the send timeout counts
+	// from there, so it applies to each message of a batch.
+	began    time.Time
+	progress atomic.Int64
+
+	// wire is the codec and compressor of the stream's messages; share is
+	// false when unknown: the stream then encodes its own messages instead
+	// of sharing other streams' (fanout).
+	wire  string
+	share bool
 
 	lastCheckpoint uint64        // revision of the last checkpoint sent
 	sent           atomic.Uint64 // lastCheckpoint once its Send returned: every event ≤ it was sent (DrainStreams)
@@ -114,11 +129,20 @@ type watch struct {
 	vouched uint64
 }
 
+// sender sends each batch handed over by send, message by message (a
+// proto message or a shared grpc.PreparedMsg).
 func (w *watch) sender() {
-	for m := range w.in {
+	for batch := range w.in {
+		var err error
+		for _, m := range batch {
+			if err = w.stream.SendMsg(m); err != nil {
+				break
+			}
+			w.progress.Store(int64(time.Since(w.began)))
+		}
 		// out has room for one result and send reads it before handing
-		// over the next message, so this never blocks.
-		w.out <- w.stream.Send(m)
+		// over the next batch, so this never blocks.
+		w.out <- err
 	}
 }
 
@@ -176,29 +200,50 @@ var errShutdown = status.Error(codes.Unavailable, "authority is shutting down; r
 
 // send sends one message, giving up after the send timeout.
 func (w *watch) send(m *sigilv1.WatchRevocationsResponse) error {
+	w.batch = append(w.batch[:0], m)
+	return w.sendBatch(w.batch)
+}
+
+// sendBatch sends the messages in order, giving up when one of them is not
+// sent within the send timeout (counted from the previous one's end, or
+// the hand-over for the first). The batch must not change until it
+// returns; once it returned nil it may be reused.
+func (w *watch) sendBatch(batch []any) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	handed := int64(time.Since(w.began))
 	select {
-	case w.in <- m:
+	case w.in <- batch:
 	case <-w.s.shutdown:
 		return errShutdown
 	case <-w.ctx.Done():
 		return w.ctx.Err()
 	}
 	w.timer.Reset(w.s.sendTimeout)
-	select {
-	case err := <-w.out:
-		w.timer.Stop()
-		return err
-	case <-w.timer.C:
-		// grpc-go keeps a stream's queued messages, and the trailers behind
-		// them, until the peer reads them: closing the connection releases
-		// them, and its goroutines, now. The client reconnects and resumes.
-		closed := grpcserver.CloseConnection(w.ctx)
-		w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
-		return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
-	case <-w.s.shutdown:
-		return errShutdown
-	case <-w.ctx.Done():
-		return w.ctx.Err()
+	for {
+		select {
+		case err := <-w.out:
+			w.timer.Stop()
+			return err
+		case <-w.timer.C:
+			// A later message of the batch still has time: the timeout
+			// counts from when the message before it was sent.
+			if left := time.Duration(max(handed, w.progress.Load())) + w.s.sendTimeout - time.Since(w.began); left > 0 {
+				w.timer.Reset(left)
+				continue
+			}
+			// grpc-go keeps a stream's queued messages, and the trailers behind
+			// them, until the peer reads them: closing the connection releases
+			// them, and its goroutines, now. The client reconnects and resumes.
+			closed := grpcserver.CloseConnection(w.ctx)
+			w.s.logger.Warn("revocation stream cut off: consumer too slow", "send_timeout", w.s.sendTimeout.String(), "connection_closed", closed)
+			return status.Errorf(codes.ResourceExhausted, "revocation stream consumer too slow: a message waited more than %s; reconnect and resume", w.s.sendTimeout)
+		case <-w.s.shutdown:
+			return errShutdown
+		case <-w.ctx.Done():
+			return w.ctx.Err()
+		}
 	}
 }
 
@@ -258,25 +303,48 @@ func canResume(ctx context.Context, st store.Store, req *sigilv1.WatchRevocation
 	return bytes.Equal(d, req.GetAfterDigest()), nil
 }
 
+// digestAt returns the history digest at rev: the stream's own when it
+// has it, else the store's.
+func (w *watch) digestAt(rev uint64) ([]byte, error) {
+	if w.digestRev == rev && w.digest != nil {
+		return w.digest, nil
+	}
+	d, err := w.s.store.DigestAt(w.ctx, rev)
+	if errors.Is(err, store.ErrCompacted) {
+		return nil, status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.digest, w.digestRev = d, rev
+	return d, nil
+}
+
+// checkpoint sends a checkpoint at w.safe.
 func (w *watch) checkpoint() error {
-	if w.digestRev != w.safe || w.digest == nil {
-		d, err := w.s.store.DigestAt(w.ctx, w.safe)
-		if errors.Is(err, store.ErrCompacted) {
-			return status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
-		}
+	w.batch = w.batch[:0]
+	return w.flush(true)
+}
+
+// flush appends a checkpoint at w.safe to the batch when cp is set, and
+// sends the batch; once a checkpoint is sent, DrainStreams counts it.
+func (w *watch) flush(cp bool) error {
+	if cp {
+		m, err := w.checkpointMsg()
 		if err != nil {
 			return err
 		}
-		w.digest, w.digestRev = d, w.safe
+		w.lastCheckpoint = w.safe
+		w.vouched = w.safe
+		w.batch = append(w.batch, m)
 	}
-	w.lastCheckpoint = w.safe
-	w.vouched = w.safe
-	if err := w.send(&sigilv1.WatchRevocationsResponse{Event: &sigilv1.WatchRevocationsResponse_Checkpoint{
-		Checkpoint: &sigilv1.Checkpoint{Revision: w.safe, AuthorityTime: timestamppb.New(w.s.now()), Digest: w.digest},
-	}}); err != nil {
+	if err := w.sendBatch(w.batch); err != nil {
 		return err
 	}
-	w.sent.Store(w.lastCheckpoint)
+	w.batch = w.batch[:0]
+	if cp {
+		w.sent.Store(w.lastCheckpoint)
+	}
 	return nil
 }
 
@@ -290,8 +358,10 @@ func (w *watch) live(last uint64) error {
 		// racing with the read is either in it or wakes the next round.
 		changed := st.Changed()
 		rev := st.Revision()
+		w.batch = w.batch[:0]
 		for {
-			evs, err := st.EventsAfter(w.ctx, last, store.DefaultEventLimit)
+			// Streams at the same position share the read (fanout).
+			evs, err := w.s.fan.eventsAfter(w.ctx, st, last, rev)
 			if errors.Is(err, store.ErrCompacted) {
 				return status.Error(codes.ResourceExhausted, "revocation stream fell behind compaction; reconnect to get a snapshot")
 			}
@@ -299,12 +369,12 @@ func (w *watch) live(last uint64) error {
 				return err
 			}
 			for _, ev := range evs {
-				if m := eventToProto(ev); m != nil {
-					prev := w.vouched // a copy: the message outlives this round
-					m.PreviousRevision = &prev
-					if err := w.send(m); err != nil {
-						return err
-					}
+				m, err := w.eventMsg(ev, w.vouched)
+				if err != nil {
+					return err
+				}
+				if m != nil {
+					w.batch = append(w.batch, m)
 					w.vouched = ev.Revision
 				}
 				last = ev.Revision
@@ -312,12 +382,15 @@ func (w *watch) live(last uint64) error {
 			if len(evs) < store.DefaultEventLimit {
 				break
 			}
-		}
-		w.safe = max(rev, last)
-		if w.safe > w.lastCheckpoint {
-			if err := w.checkpoint(); err != nil {
+			// A full page: send it before reading the next.
+			if err := w.flush(false); err != nil {
 				return err
 			}
+		}
+		// The round's last events go with the checkpoint after them.
+		w.safe = max(rev, last)
+		if err := w.flush(w.safe > w.lastCheckpoint); err != nil {
+			return err
 		}
 		select {
 		case <-changed:
