@@ -20,8 +20,9 @@ import (
 )
 
 // TestHealthFollowsStateChanges: with the periodic check an hour away,
-// health still turns SERVING once a snapshot is applied and confirmed,
-// because the watch also wakes on the follower's state changes.
+// health still turns SERVING once a snapshot is applied and confirmed and
+// a checkpoint has told the authority's clock, because the watch also
+// wakes on the follower's state changes.
 func TestHealthFollowsStateChanges(t *testing.T) {
 	fake, conn := authoritytest.Start(t)
 	fol := follower.New(follower.Options{
@@ -47,8 +48,26 @@ func TestHealthFollowsStateChanges(t *testing.T) {
 	}
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	s.Send(t, authoritytest.Chunk("e1", 5, []*sigilv1.SigningKey{authoritytest.Key("k1", sigilv1.SigningKeyState_SIGNING_KEY_STATE_ACTIVE, pub)}),
-		authoritytest.SnapshotEnd("e1", 5), authoritytest.Checkpoint(5, time.Now()))
+		authoritytest.SnapshotEnd("e1", 5))
+	// Synced and confirmed, but no checkpoint yet has told the authority's
+	// clock: not ready.
 	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, confirmed := fol.Staleness(); confirmed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("snapshot not confirmed within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := healthOf(t, hc); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health before the first checkpoint: %v", st)
+	}
+	// The checkpoint at the snapshot's revision applies nothing new but
+	// makes the state ready: that too must wake the watch.
+	s.Send(t, authoritytest.Checkpoint(5, time.Now()))
+	deadline = time.Now().Add(10 * time.Second)
 	for healthOf(t, hc) != healthpb.HealthCheckResponse_SERVING {
 		if time.Now().After(deadline) {
 			t.Fatalf("health not SERVING 10 s after the snapshot (ready %v): the watch did not wake", fol.Ready())

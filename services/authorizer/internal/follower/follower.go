@@ -643,8 +643,11 @@ func (f *Follower) handle(snap *pending, msg *sigilv1.WatchRevocationsResponse) 
 		f.openAnsweredLocked(r)
 		if r > f.st.applied {
 			f.st.applied = r
-			f.notifyLocked()
 		}
+		// Even at the applied revision: the checkpoint may have made the
+		// state ready (its clock reading, promoted answers), which a
+		// watcher of Ready waits for.
+		f.notifyLocked()
 		f.mu.Unlock()
 	case *sigilv1.WatchRevocationsResponse_TokenRevoked:
 		return nil, f.applyLive(msg, ev.TokenRevoked.GetRevision(), func(s *state) { f.applyRevoked(s.revoked, ev.TokenRevoked) })
@@ -1052,9 +1055,9 @@ func (f *Follower) WaitApplied(ctx context.Context, rev uint64) error {
 }
 
 // Changed returns a channel closed at the next change of the applied
-// revision or of the confirmation (a snapshot applied, an event, a
-// checkpoint, a probe answered or refused): so that a watcher of Ready
-// need not poll to see it turn true. Ready also turns false by time alone
+// revision or of the confirmation, and at every checkpoint (which also
+// tells the authority's clock): so that a watcher of Ready need not poll
+// to see it turn true. Ready also turns false by time alone
 // (staleness, clock skew), which no channel announces.
 func (f *Follower) Changed() <-chan struct{} {
 	f.mu.RLock()
