@@ -18,6 +18,7 @@ import (
 )
 
 var (
+	followersBDP = flag.Bool("scale.bdp", false, "followers dial with grpc-go's default dynamic windows (bandwidth-delay pings) instead of the authorizer's fixed ones")
 	followersN   = flag.Int("scale.followers", 1000, "revocation streams in TestScaleFollowers")
 	revocationsN = flag.Int("scale.revocations", 100, "revocations timed in TestScaleFollowers")
 )
@@ -72,7 +73,7 @@ func TestScaleFollowers(t *testing.T) {
 	for f := range nf {
 		got[f] = make([]time.Time, nr)
 		streams.Go(func() {
-			conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(a.addr, followerDialOptions()...)
 			if err != nil {
 				streamErrs <- err
 				synced.Done()
@@ -185,4 +186,21 @@ func TestScaleFollowers(t *testing.T) {
 	t.Logf("authority per stream and revocation: %.1f µs CPU, %.2f write and %.2f read system calls",
 		float64(cpuUsed)/float64(time.Microsecond)/perSend, float64(sw2-sw1)/perSend, float64(sr2-sr1)/perSend)
 	logLoad(t)
+}
+
+// followerWindow is the authorizer's authorityWindow
+// (services/authorizer/internal/app): its connections to the authority
+// have fixed flow-control windows, which turn off grpc-go's
+// bandwidth-delay pings.
+const followerWindow = 4 << 20
+
+// followerDialOptions dial a simulated follower as the authorizer dials
+// the authority (or with grpc-go's defaults under -scale.bdp, to measure
+// what the pings cost).
+func followerDialOptions() []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if !*followersBDP {
+		opts = append(opts, grpc.WithInitialWindowSize(followerWindow), grpc.WithInitialConnWindowSize(followerWindow))
+	}
+	return opts
 }

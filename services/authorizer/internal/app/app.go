@@ -370,6 +370,11 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 // dns:/// target, balanced round-robin over every address the name
 // resolves to (gRPC's resolver re-resolves when a connection fails), so
 // that a stream or probe goes to a replica that is up.
+// authorityWindow is the HTTP/2 flow-control window of the authorizer's
+// connections to the authority, per stream and per connection: at most
+// this much of the stream can be in flight unread.
+const authorityWindow = 4 << 20
+
 func dialAuthority(a config.Authority, tlsCfg *tls.Config) ([]*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if tlsCfg != nil {
@@ -380,6 +385,16 @@ func dialAuthority(a config.Authority, tlsCfg *tls.Config) ([]*grpc.ClientConn, 
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotMsg)),
 		grpc.WithConnectParams(reconnectBackoff),
+		// Fixed flow-control windows, which also turn off grpc-go's
+		// bandwidth-delay estimation: with it on, every message of the
+		// revocation stream that starts a burst made this end send a ping
+		// that the authority had to read and answer, one read and one
+		// write more per follower and revocation for an authority fanning
+		// out to many (BENCHMARKS.md). authorityWindow is what the
+		// estimation would grow to on a fast link, ample for a
+		// million-token snapshot across a WAN.
+		grpc.WithInitialWindowSize(authorityWindow),
+		grpc.WithInitialConnWindowSize(authorityWindow),
 	}
 	if a.DNS != "" {
 		dialOpts = append(dialOpts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
