@@ -104,23 +104,8 @@ func waitServing(t testing.TB, conn *grpc.ClientConn, limit time.Duration) {
 // memKB returns VmRSS and VmHWM of pid, in KiB.
 func memKB(t testing.TB, pid int) (rss, hwm int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v
-		case "VmHWM:":
-			hwm = v
-		}
-	}
+	f := procFields(t, fmt.Sprintf("/proc/%d/status", pid))
+	rss, hwm = f["VmRSS:"], f["VmHWM:"]
 	if rss == 0 || hwm == 0 {
 		t.Fatalf("/proc/%d/status: no VmRSS or VmHWM", pid)
 	}
@@ -163,24 +148,29 @@ func cpuTime(t testing.TB, pid int) time.Duration {
 // kernel's TCP stack, most of a revocation fan-out's cost.
 func syscalls(t testing.TB, pid int) (reads, writes int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	f := procFields(t, fmt.Sprintf("/proc/%d/io", pid))
+	return f["syscr:"], f["syscw:"]
+}
+
+// procFields reads a /proc file of "name: value ..." lines into the first
+// number of each line, by name (with its colon).
+func procFields(t testing.TB, path string) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fields := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
 		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "syscr:":
-			reads = v
-		case "syscw:":
-			writes = v
+		if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			fields[f[0]] = v
 		}
 	}
-	return reads, writes
+	return fields
 }
 
 // percentile returns the p-th percentile (0..100) of sorted.

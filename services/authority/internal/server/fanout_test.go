@@ -348,22 +348,7 @@ func TestWatchSlowStreamDoesNotHoldOthers(t *testing.T) {
 	// Enough revoked tokens that the snapshot overflows the windows of a
 	// client that never reads (as in TestWatchSlowConsumerCutOff).
 	const n = 3000
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: "org-1", Name: fmt.Sprint("t", i), CreatedBy: "alice",
-					Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	mintParallel(t, e, "org-1", n)
 	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -446,22 +431,7 @@ func TestWatchSlowConsumerCutOffLive(t *testing.T) {
 	e := newEnv(t, envOpts{sendTimeout: 500 * time.Millisecond, checkpoint: time.Hour})
 	// Live tokens only: the snapshot is small and gets through.
 	const n = 5000
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: "org-1", Name: fmt.Sprint("t", i), CreatedBy: "alice",
-					Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+	mintParallel(t, e, "org-1", n)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
@@ -488,12 +458,7 @@ func TestWatchSlowConsumerCutOffLive(t *testing.T) {
 	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-1"}); err != nil {
 		t.Fatal(err)
 	}
-	for !strings.Contains(e.logs.String(), "consumer too slow") {
-		if time.Now().After(deadline) {
-			t.Fatal("slow consumer never cut off")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCutOff(t, e, time.Until(deadline))
 	for {
 		if _, err = slow.Recv(); err != nil {
 			break
@@ -536,26 +501,8 @@ func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
 	if second*size < 48<<10 {
 		t.Fatalf("a page of %d events of %d bytes does not exceed the queue's rest", second, size)
 	}
-	mintN := func(org string, n int) {
-		var wg sync.WaitGroup
-		for w := range 16 {
-			wg.Go(func() {
-				for i := w; i < n; i += 16 {
-					if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: org, Name: fmt.Sprint("t", i), CreatedBy: "alice",
-						Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-	}
-	mintN("org-1", first)
-	mintN("org-2", second)
+	mintParallel(t, e, "org-1", first)
+	mintParallel(t, e, "org-2", second)
 
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -587,13 +534,7 @@ func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
 	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-2"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(e.logs.String(), "consumer too slow") {
-		if time.Now().After(deadline) {
-			t.Fatal("slow consumer never cut off")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCutOff(t, e, 30*time.Second)
 	for {
 		if _, err = slow.Recv(); err != nil {
 			break
@@ -601,5 +542,40 @@ func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
 	}
 	if code := status.Code(err); code != codes.ResourceExhausted && code != codes.Unavailable {
 		t.Fatalf("stream ended with %v, want RESOURCE_EXHAUSTED (or UNAVAILABLE: its connection closed)", err)
+	}
+}
+
+// mintParallel mints n tokens of org from 16 callers, so that the group
+// committer batches them.
+func mintParallel(t *testing.T, e *env, org string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				if _, err := e.client.CreateToken(op(), &sigilv1.CreateTokenRequest{OrgId: org, Name: fmt.Sprint("t", i), CreatedBy: "alice",
+					Grants: []*sigilv1.Grant{grant([]string{"domain:view"})}, Expiry: ttl(30 * day)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// waitCutOff waits until the authority has logged cutting off a slow
+// consumer, failing t after within.
+func waitCutOff(t *testing.T, e *env, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(e.logs.String(), "consumer too slow") {
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer never cut off")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
