@@ -157,16 +157,23 @@ func (f *Fake) Next(t testing.TB) *Session {
 // address; it stops when the test ends.
 func StartTCP(t testing.TB) (*Fake, string) {
 	t.Helper()
-	f := &Fake{sessions: make(chan *Session, 8)}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return StartOn(t, lis), lis.Addr().String()
+}
+
+// StartOn serves a Fake on lis (a test's own listener, for instance one
+// that looks at what the client sends); it stops when the test ends.
+func StartOn(t testing.TB, lis net.Listener) *Fake {
+	t.Helper()
+	f := &Fake{sessions: make(chan *Session, 8)}
 	srv := grpc.NewServer()
 	sigilv1.RegisterTokenAuthorityServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return f, lis.Addr().String()
+	return f
 }
 
 // Start serves a Fake over bufconn and returns it with a client connection
