@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -168,13 +166,7 @@ func TestSlowConsumerReleasesEverything(t *testing.T) {
 	if g := watchGoroutines(); g != 0 {
 		t.Fatalf("%d stream goroutines before any stream", g)
 	}
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.fixedWindowConn(t)
 	// Never read; the connection stays open until the end of the test.
 	if _, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{}); err != nil {
 		t.Fatal(err)

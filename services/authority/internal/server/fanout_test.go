@@ -352,13 +352,7 @@ func TestWatchSlowStreamDoesNotHoldOthers(t *testing.T) {
 	if _, err := e.client.RevokeTokens(op(), &sigilv1.RevokeTokensRequest{OrgId: "org-1"}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.fixedWindowConn(t)
 	ctx, cancel := context.WithCancel(withCred(watchToken))
 	defer cancel()
 	if _, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(ctx, &sigilv1.WatchRevocationsRequest{}); err != nil {
@@ -432,13 +426,7 @@ func TestWatchSlowConsumerCutOffLive(t *testing.T) {
 	// Live tokens only: the snapshot is small and gets through.
 	const n = 5000
 	mintParallel(t, e, "org-1", n)
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.fixedWindowConn(t)
 	slow, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -504,13 +492,7 @@ func TestWatchSlowConsumerCutOffIdle(t *testing.T) {
 	mintParallel(t, e, "org-1", first)
 	mintParallel(t, e, "org-2", second)
 
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.fixedWindowConn(t)
 	slow, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -578,4 +560,20 @@ func waitCutOff(t *testing.T, e *env, within time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// fixedWindowConn returns a client connection to e with fixed 64 KiB
+// flow-control windows (no BDP growth), so that a stream it never reads
+// fills them and the authority's queue for it quickly; it is closed when
+// the test ends.
+func (e *env) fixedWindowConn(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

@@ -12,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"google.golang.org/protobuf/proto"
 
@@ -477,13 +476,7 @@ func TestWatchSlowConsumerCutOff(t *testing.T) {
 
 	// A separate connection with fixed 64 KiB windows (no BDP growth) whose
 	// stream is never read.
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithContextDialer(e.dialer()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.fixedWindowConn(t)
 	slow, err := sigilv1.NewTokenAuthorityServiceClient(conn).WatchRevocations(withCred(watchToken), &sigilv1.WatchRevocationsRequest{})
 	if err != nil {
 		t.Fatal(err)

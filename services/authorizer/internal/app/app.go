@@ -295,7 +295,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 			wg.Go(func() { keepConnected(bg, c) })
 		}
 	}
-	wg.Go(func() { watchHealth(bg, fol, srv, logger) })
+	wg.Go(func() { watchHealth(bg, fol, srv, logger, healthInterval) })
 	if reporter != nil {
 		wg.Go(func() { _ = reporter.Run(bg) })
 	}
@@ -447,18 +447,7 @@ func isSelf(addr string, own net.Addr) bool {
 	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified() || ip.Equal(ta.IP))
 }
 
-// watchHealth turns the follower's readiness into the health status: SERVING
-// only while synced and fresh.
-func watchHealth(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger) {
-	watchHealthEvery(ctx, fol, srv, logger, healthInterval)
-}
-
-// watchHealthEvery is watchHealth with the interval of its periodic
-// check. Readiness is also read at every change of the follower's state,
-// so that health turns SERVING as soon as a snapshot is applied and
-// confirmed (not up to an interval later); the interval catches what only
-// time changes (staleness, clock skew).
-func watchHealthEvery(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger, interval time.Duration) {
+func watchHealth(ctx context.Context, fol *follower.Follower, srv *grpcserver.Server, logger *slog.Logger, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	serving := false

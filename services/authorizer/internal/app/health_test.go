@@ -38,7 +38,7 @@ func TestHealthFollowsStateChanges(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{}, 2)
 	go func() { _ = fol.Run(ctx); done <- struct{}{} }()
-	go func() { watchHealthEvery(ctx, fol, srv, slog.New(slog.DiscardHandler), time.Hour); done <- struct{}{} }()
+	go func() { watchHealth(ctx, fol, srv, slog.New(slog.DiscardHandler), time.Hour); done <- struct{}{} }()
 	defer func() { cancel(); <-done; <-done }()
 
 	hc := healthClient(t, srv)
