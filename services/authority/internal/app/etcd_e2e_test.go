@@ -67,23 +67,11 @@ func TestEtcdStoreEndToEnd(t *testing.T) {
 	mint := func(name string) string {
 		ctx, cancel := call()
 		defer cancel()
-		var resp *sigilv1.CreateTokenResponse
-		var err error
-		// The first signing key becomes active after the activation delay.
-		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			resp, err = mgmt.CreateToken(ctx, &sigilv1.CreateTokenRequest{
-				OrgId: "org-a", Name: name, CreatedBy: "alice",
-				Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
-				Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(10 * 24 * time.Hour)},
-			})
-			if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "no active signing key") {
-				break
-			}
-		}
+		id, err := mintOnceKeyActive(ctx, mgmt, "org-a", name)
 		if err != nil {
 			t.Fatalf("CreateToken(%s): %v", name, err)
 		}
-		return resp.GetInfo().GetTokenId()
+		return id
 	}
 	revoke := func(id string) uint64 {
 		ctx, cancel := call()
@@ -121,5 +109,24 @@ func TestEtcdStoreEndToEnd(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, DBFile)); !os.IsNotExist(err) {
 		t.Fatalf("a bbolt file was made with --store etcd: %v", err)
+	}
+}
+
+// mintOnceKeyActive mints a token of org named name, retrying for up to
+// 15 s while the authority has no active signing key yet (the first key
+// becomes active after the activation delay), and returns its id.
+func mintOnceKeyActive(ctx context.Context, mgmt sigilv1.TokenAuthorityServiceClient, org, name string) (string, error) {
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := mgmt.CreateToken(ctx, &sigilv1.CreateTokenRequest{
+			OrgId: org, Name: name, CreatedBy: "alice",
+			Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
+			Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(10 * 24 * time.Hour)},
+		})
+		if err == nil {
+			return resp.GetInfo().GetTokenId(), nil
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "no active signing key") {
+			return "", err
+		}
 	}
 }

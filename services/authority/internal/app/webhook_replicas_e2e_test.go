@@ -157,23 +157,11 @@ func TestWebhookReplicaLoss(t *testing.T) {
 		t.Helper()
 		ctx, cancel := call()
 		defer cancel()
-		var resp *sigilv1.CreateTokenResponse
-		var err error
-		// The first signing key becomes active after the activation delay.
-		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			resp, err = mgmt.CreateToken(ctx, &sigilv1.CreateTokenRequest{
-				OrgId: "acme", Name: name, CreatedBy: "alice",
-				Grants: []*sigilv1.Grant{{Permissions: []string{"domain:view"}}},
-				Expiry: &sigilv1.CreateTokenRequest_Ttl{Ttl: durationpb.New(10 * 24 * time.Hour)},
-			})
-			if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "no active signing key") {
-				break
-			}
-		}
+		id, err := mintOnceKeyActive(ctx, mgmt, "acme", name)
 		if err != nil {
 			t.Fatalf("CreateToken(%s) on %s: %v", name, other.name, err)
 		}
-		return resp.GetInfo().GetTokenId()
+		return id
 	}
 	kept, gone, old := mint("kept"), mint("gone"), mint("rotated")
 	ctx, cancel := call()
