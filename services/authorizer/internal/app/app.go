@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -255,7 +254,7 @@ func run(ctx context.Context, cfg config.Config, opts Options) error {
 	}))
 	if policy != nil {
 		reloadRoutesOnHangup(ctx, policy, logger, reg)
-		srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(extauthz.Options{
+		srv.RegisterService(&extauthz.ServiceDesc, extauthz.New(extauthz.Options{
 			Live: policy, Decider: dec, Follower: fol, Metrics: decisionMetrics, Registerer: reg,
 			Logger: logger.With("component", "extauthz"),
 		}))

@@ -56,7 +56,7 @@ func TestDebugLineWhenDebugOn(t *testing.T) {
 			t.Errorf("debug line lacks %s:\n%s", want, logs)
 		}
 	}
-	if tok := strings.TrimPrefix(d.extReq.GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"], "Bearer "); strings.Contains(logs, tok) {
+	if tok := strings.TrimPrefix(d.envoyReq.GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"], "Bearer "); strings.Contains(logs, tok) {
 		t.Fatal("a token reached the logs")
 	}
 }

@@ -8,8 +8,10 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-auth/sigil/internal/testproc"
+	extauthzv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/extauthz/v1"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
 	"github.com/sigil-auth/sigil/pkg/scope"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
@@ -22,12 +24,13 @@ import (
 // engine, called in process (no gRPC), with a token allowed domain:renew on
 // domains/example.com in org-a and the two requests asking for it.
 type direct struct {
-	ext    authv3.AuthorizationServer
-	cp     sigilv1.AuthorizerServiceServer
-	extReq *authv3.CheckRequest
-	cpReq  *sigilv1.CheckPermissionRequest
-	logs   *testproc.Buffer
-	reg    *prometheus.Registry
+	ext      *Service
+	cp       sigilv1.AuthorizerServiceServer
+	envoyReq *authv3.CheckRequest     // as Envoy sends it
+	extReq   *extauthzv1.CheckRequest // as the service receives it
+	cpReq    *sigilv1.CheckPermissionRequest
+	logs     *testproc.Buffer
+	reg      *prometheus.Registry
 }
 
 // newDirect builds the services as the authorizer does, logging at level
@@ -46,9 +49,10 @@ func newDirect(t testing.TB, level slog.Level) *direct {
 	d.cp = server.New(server.Options{Decider: dec, Follower: e.state, Metrics: metrics})
 	d.ext = New(Options{Policy: pol, Decider: dec, Follower: e.state, Metrics: metrics, Registerer: d.reg, Logger: logger})
 	tok, _ := e.mint(t, "org-a", scope.Grant{Permissions: []string{"domain:renew"}, Resources: []string{"domains/example.com"}})
-	d.extReq = Request("POST", "/v5/domain/domains/example.com/renew", map[string]string{
+	d.envoyReq = Request("POST", "/v5/domain/domains/example.com/renew", map[string]string{
 		"authorization": "Bearer " + tok, "x-organization-id": "org-a", "user-agent": "bench", "accept": "application/json",
 	})
+	d.extReq = received(t, d.envoyReq)
 	d.cpReq = &sigilv1.CheckPermissionRequest{Token: tok, Permission: "domain:renew", Resource: "domains/example.com", OrgId: "org-a"}
 	// The first calls verify the token and fill the decision cache.
 	if resp, err := d.ext.Check(context.Background(), d.extReq); err != nil || resp.GetOkResponse() == nil {
@@ -83,6 +87,21 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// received returns req as the service receives it: encoded as Envoy
+// sends it and decoded as ServiceDesc decodes it.
+func received(t testing.TB, req *authv3.CheckRequest) *extauthzv1.CheckRequest {
+	t.Helper()
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := new(extauthzv1.CheckRequest)
+	if err := proto.Unmarshal(b, in); err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
 
 // newDecider returns a decision engine of its own on e's state and key.

@@ -14,8 +14,10 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	extauthzv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/extauthz/v1"
 	"github.com/sigil-auth/sigil/pkg/token"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/check"
 	"github.com/sigil-auth/sigil/services/authorizer/internal/decision"
@@ -66,9 +68,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// service implements authv3.AuthorizationServer on an Engine: the
-// decision is the Engine's (shared with HTTP forward-auth), this type only
-// turns it into Envoy's answer.
+// Service is Envoy's Authorization service on an Engine: the decision is
+// the Engine's (shared with HTTP forward-auth), this type only turns it
+// into Envoy's answer. Register it with ServiceDesc.
 //
 // Answers:
 //   - allowed: OK, x-sigil-token-id and x-sigil-org-id set upstream
@@ -78,18 +80,53 @@ type Options struct {
 //   - every deny (401, 403, 400) with its JSON body (see Verdict);
 //   - not synced or stale: the gRPC call fails with UNAVAILABLE, which
 //     Envoy (failure_mode_allow: false) turns into a denial.
-type service struct {
-	authv3.UnimplementedAuthorizationServer
+type Service struct {
 	engine *Engine
 }
 
 // New returns the Authorization service.
-func New(opts Options) authv3.AuthorizationServer {
-	return &service{engine: NewEngine(opts, "extauthz")}
+func New(opts Options) *Service {
+	return &Service{engine: NewEngine(opts, "extauthz")}
+}
+
+// checker is what ServiceDesc serves.
+type checker interface {
+	Check(context.Context, *extauthzv1.CheckRequest) (*authv3.CheckResponse, error)
+}
+
+// ServiceDesc is Envoy's envoy.service.auth.v3.Authorization service (the
+// name, method and answer Envoy calls and reads, and what server
+// reflection describes) with its Check request decoded as
+// extauthzv1.CheckRequest: the fields the decision reads, with Envoy's
+// numbers and types, decoded by the standard protobuf decoder, and the
+// rest of Envoy's request kept undecoded. Register a Service with it.
+var ServiceDesc = grpc.ServiceDesc{
+	ServiceName: authv3.Authorization_ServiceDesc.ServiceName,
+	HandlerType: (*checker)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "Check", Handler: checkHandler}},
+	Streams:     []grpc.StreamDesc{},
+	Metadata:    authv3.Authorization_ServiceDesc.Metadata,
+}
+
+// checkHandler is the generated handler's shape, with the request type
+// of ServiceDesc.
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(extauthzv1.CheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(checker).Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
+	handler := func(ctx context.Context, req any) (any, error) {
+		return srv.(checker).Check(ctx, req.(*extauthzv1.CheckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 // Check answers one ext_authz request.
-func (s *service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (s *Service) Check(ctx context.Context, req *extauthzv1.CheckRequest) (*authv3.CheckResponse, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	v, err := s.engine.Decide(ctx, http.GetMethod(), http.GetPath(), func(name string) string { return headerValue(http, name) })
 	if err != nil {
@@ -105,11 +142,15 @@ func (s *service) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 }
 
 // headerValue returns the request header name (lower case), from the
-// headers map Envoy fills by default or from header_map when Envoy is set to
-// send raw headers.
-func headerValue(http *authv3.AttributeContext_HttpRequest, name string) string {
-	if v, ok := http.GetHeaders()[name]; ok {
-		return v
+// headers Envoy sends by default or from header_map when Envoy is set to
+// send raw headers. In headers, as in the map it is in Envoy's message,
+// the last entry of a name counts.
+func headerValue(http *extauthzv1.HttpRequest, name string) string {
+	headers := http.GetHeaders()
+	for i := len(headers) - 1; i >= 0; i-- {
+		if headers[i].GetKey() == name {
+			return headers[i].GetValue()
+		}
 	}
 	for _, h := range http.GetHeaderMap().GetHeaders() {
 		if strings.EqualFold(h.GetKey(), name) {

@@ -113,7 +113,7 @@ func newEnv(t testing.TB, src string) *env {
 	metrics := check.NewMetrics(e.reg)
 	srv := grpcserver.New(grpcserver.Options{Logger: logger, MaxRecvMsgSize: MaxCheckRequestSize})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{Decider: dec, Follower: e.state, Metrics: metrics}))
-	srv.RegisterService(&authv3.Authorization_ServiceDesc, New(Options{
+	srv.RegisterService(&ServiceDesc, New(Options{
 		Policy: pol, Decider: dec, Follower: e.state, Metrics: metrics, Registerer: e.reg, Logger: logger,
 	}))
 	cc := authoritytest.Serve(t, srv)

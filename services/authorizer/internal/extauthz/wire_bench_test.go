@@ -8,39 +8,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	extauthzv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/extauthz/v1"
 	sigilv1 "github.com/sigil-auth/sigil/pkg/proto/sigil/v1"
+	"github.com/sigil-auth/sigil/services/authorizer/internal/extauthz/envoytest"
 )
-
-// envoyShaped returns the request an Envoy sidecar sends for req's HTTP
-// request: req's attributes plus the peers, the request time and id,
-// Envoy's own headers and empty metadata, as Envoy 1.3x fills them.
-func envoyShaped(req *authv3.CheckRequest) *authv3.CheckRequest {
-	r := proto.Clone(req).(*authv3.CheckRequest)
-	peer := func(ip string, port uint32) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}},
-		}}}
-	}
-	a := r.Attributes
-	a.Source, a.Destination = peer("10.0.3.7", 51234), peer("10.0.1.2", 8080)
-	a.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
-	a.RouteMetadataContext = &corev3.Metadata{}
-	a.Request.Time = timestamppb.Now()
-	h := a.Request.Http
-	h.Id, h.Protocol, h.Size = "13425612734719523466", "HTTP/1.1", 0
-	for k, v := range map[string]string{
-		":authority": h.Host, ":method": h.Method, ":path": h.Path, ":scheme": h.Scheme,
-		"x-forwarded-proto": h.Scheme, "x-request-id": "5b8e2a52-0a7c-4a4e-9f5e-0d3c0e3b9d61",
-		"x-envoy-expected-rq-timeout-ms": "15000", "accept-encoding": "gzip",
-		"x-forwarded-for": "10.0.3.7",
-	} {
-		h.Headers[k] = v
-	}
-	return r
-}
 
 // BenchmarkWire measures what each API's request and allowed answer cost
 // to decode and encode with the generated protobuf code (what grpc-go does
@@ -49,7 +21,9 @@ func envoyShaped(req *authv3.CheckRequest) *authv3.CheckRequest {
 // Go client benchmarks send it (4 headers) and as Envoy sends it (peers,
 // time, 13 headers, metadata), and its allowed answer. The Headers pair
 // isolates the header map: the same 4 headers as Envoy's map field and as
-// a repeated message of the same wire shape (HeaderMap's entries).
+// a repeated message of the same wire shape (HeaderMap's entries). The
+// Received cases decode the same bytes as the service does
+// (extauthzv1.CheckRequest, see ServiceDesc).
 // Run it with: go test ./services/authorizer/internal/extauthz -run '^$' -bench '^BenchmarkWire$' -count 10
 func BenchmarkWire(b *testing.B) {
 	d := newDirect(b, slog.LevelInfo)
@@ -62,19 +36,22 @@ func BenchmarkWire(b *testing.B) {
 	if err != nil || !cpResp.GetAllowed() {
 		b.Fatalf("CheckPermission: %v, %v", cpResp, err)
 	}
-	headers := d.extReq.GetAttributes().GetRequest().GetHttp().GetHeaders()
+	headers := d.envoyReq.GetAttributes().GetRequest().GetHttp().GetHeaders()
 	entries := &corev3.HeaderMap{}
 	for k, v := range headers {
 		entries.Headers = append(entries.Headers, &corev3.HeaderValue{Key: k, Value: v})
 	}
+	envoy := envoytest.Shaped(d.envoyReq)
 	decode := []struct {
 		name string
-		msg  proto.Message
+		msg  proto.Message // encoded, then decoded into new()
 		new  func() proto.Message
 	}{
 		{"CheckPermission", d.cpReq, func() proto.Message { return new(sigilv1.CheckPermissionRequest) }},
-		{"ExtAuthz", d.extReq, func() proto.Message { return new(authv3.CheckRequest) }},
-		{"ExtAuthzEnvoyShaped", envoyShaped(d.extReq), func() proto.Message { return new(authv3.CheckRequest) }},
+		{"ExtAuthz", d.envoyReq, func() proto.Message { return new(authv3.CheckRequest) }},
+		{"ExtAuthzReceived", d.envoyReq, func() proto.Message { return new(extauthzv1.CheckRequest) }},
+		{"ExtAuthzEnvoyShaped", envoy, func() proto.Message { return new(authv3.CheckRequest) }},
+		{"ExtAuthzEnvoyShapedReceived", envoy, func() proto.Message { return new(extauthzv1.CheckRequest) }},
 		{"HeadersMap", &authv3.AttributeContext_HttpRequest{Headers: headers}, func() proto.Message { return new(authv3.AttributeContext_HttpRequest) }},
 		{"HeadersEntries", entries, func() proto.Message { return new(corev3.HeaderMap) }},
 	}
@@ -92,10 +69,18 @@ func BenchmarkWire(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			// The last decode must give back what was encoded.
+			// The last decode must give back what was encoded: the same
+			// message, or what the service reads of it.
 			m := c.new()
-			if err := proto.Unmarshal(data, m); err != nil || !proto.Equal(m, c.msg) {
-				b.Fatalf("decoded %v, want %v (%v)", m, c.msg, err)
+			if err := proto.Unmarshal(data, m); err != nil {
+				b.Fatal(err)
+			}
+			if in, ok := m.(*extauthzv1.CheckRequest); ok {
+				if err := sameAsEnvoy(c.msg.(*authv3.CheckRequest), in); err != nil {
+					b.Fatal(err)
+				}
+			} else if !proto.Equal(m, c.msg) {
+				b.Fatalf("decoded %v, want %v", m, c.msg)
 			}
 		})
 	}

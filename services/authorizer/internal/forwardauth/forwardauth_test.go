@@ -150,7 +150,7 @@ func newEnv(t *testing.T) *env {
 	// The authorizer's gRPC APIs: CheckPermission and ext_authz.
 	srv := grpcserver.New(grpcserver.Options{Logger: logger, MaxRecvMsgSize: extauthz.MaxCheckRequestSize})
 	srv.RegisterService(&sigilv1.AuthorizerService_ServiceDesc, server.New(server.Options{Decider: dec, Follower: e.state, Metrics: metrics}))
-	srv.RegisterService(&authv3.Authorization_ServiceDesc, extauthz.New(opts))
+	srv.RegisterService(&extauthz.ServiceDesc, extauthz.New(opts))
 	authzAddr := serveTCP(t, srv.Serve, func() { srv.Shutdown(time.Second) })
 	conn, err := grpc.NewClient(authzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
