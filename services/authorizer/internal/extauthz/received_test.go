@@ -253,7 +253,9 @@ func TestReceivedLeavesUnreadFieldsUndecoded(t *testing.T) {
 }
 
 // FuzzReceivedReadsAsEnvoy: for any bytes Envoy's CheckRequest decodes,
-// the service's decodes too, to the same method, path and headers.
+// the service's decodes too, to the same method, path and headers. And
+// whatever the service's decodes, what it read alone (the fields not read
+// dropped) is a request Envoy's message decodes, to the same.
 func FuzzReceivedReadsAsEnvoy(f *testing.F) {
 	for _, b := range receivedSeeds(f) {
 		f.Add(b)
@@ -263,14 +265,31 @@ func FuzzReceivedReadsAsEnvoy(f *testing.F) {
 			return
 		}
 		envoy, envoyErr, in, inErr := decodeBoth(b)
-		if envoyErr != nil {
-			return
-		}
-		if inErr != nil {
+		if envoyErr == nil && inErr != nil {
 			t.Fatalf("Envoy's decoding accepts, the service's: %v", inErr)
 		}
-		if err := sameAsEnvoy(envoy, in); err != nil {
+		if envoyErr == nil {
+			if err := sameAsEnvoy(envoy, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if inErr != nil {
+			return
+		}
+		read := new(extauthzv1.CheckRequest)
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, read); err != nil {
+			t.Fatalf("decoding without the fields not read: %v", err)
+		}
+		rb, err := proto.Marshal(read)
+		if err != nil {
 			t.Fatal(err)
+		}
+		envoy, envoyErr, _, _ = decodeBoth(rb)
+		if envoyErr != nil {
+			t.Fatalf("what the service read is not a request Envoy's message decodes: %v", envoyErr)
+		}
+		if err := sameAsEnvoy(envoy, in); err != nil {
+			t.Fatalf("what the service read, as Envoy's message: %v", err)
 		}
 	})
 }
