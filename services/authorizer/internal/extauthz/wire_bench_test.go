@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 
@@ -18,8 +19,9 @@ import (
 // to decode and encode with the generated protobuf code (what grpc-go does
 // on every call, outside the service), in the same run:
 // CheckPermission's request and answer; ext_authz's request as the ghz and
-// Go client benchmarks send it (4 headers) and as Envoy sends it (peers,
-// time, 13 headers, metadata), and its allowed answer. The Headers pair
+// Go client benchmarks send it (4 headers), as Envoy sends it (peers,
+// time, 13 headers, metadata) and as the largest request the authorizer
+// takes (96 KiB of empty headers), and its allowed answer. The Headers pair
 // isolates the header map: the same 4 headers as Envoy's map field and as
 // a repeated message of the same wire shape (HeaderMap's entries). The
 // Received cases decode the same bytes as the service does
@@ -42,6 +44,12 @@ func BenchmarkWire(b *testing.B) {
 		entries.Headers = append(entries.Headers, &corev3.HeaderValue{Key: k, Value: v})
 	}
 	envoy := envoytest.Shaped(d.envoyReq)
+	// The largest request the authorizer takes, filled with empty headers:
+	// what a hostile client can make each call cost.
+	largest := proto.Clone(d.envoyReq).(*authv3.CheckRequest)
+	for i := 0; proto.Size(largest) < MaxCheckRequestSize-16; i++ {
+		largest.Attributes.Request.Http.Headers[fmt.Sprintf("h%d", i)] = ""
+	}
 	decode := []struct {
 		name string
 		msg  proto.Message // encoded, then decoded into new()
@@ -52,6 +60,8 @@ func BenchmarkWire(b *testing.B) {
 		{"ExtAuthzReceived", d.envoyReq, func() proto.Message { return new(extauthzv1.CheckRequest) }},
 		{"ExtAuthzEnvoyShaped", envoy, func() proto.Message { return new(authv3.CheckRequest) }},
 		{"ExtAuthzEnvoyShapedReceived", envoy, func() proto.Message { return new(extauthzv1.CheckRequest) }},
+		{"ExtAuthzLargest", largest, func() proto.Message { return new(authv3.CheckRequest) }},
+		{"ExtAuthzLargestReceived", largest, func() proto.Message { return new(extauthzv1.CheckRequest) }},
 		{"HeadersMap", &authv3.AttributeContext_HttpRequest{Headers: headers}, func() proto.Message { return new(authv3.AttributeContext_HttpRequest) }},
 		{"HeadersEntries", entries, func() proto.Message { return new(corev3.HeaderMap) }},
 	}
