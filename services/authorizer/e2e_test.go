@@ -458,9 +458,9 @@ var (
 // reference server per round and the medians, then ext_authz's to
 // CheckPermission, by rps and by the server's CPU per call, and the
 // ceiling ghz's own CPU puts on the rps ratio. With -ghz.rps, ghz sends at
-// that fixed rate and only the CPU per call is compared. ghz: 50 callers on one connection, binary request data,
-// template data and functions disabled (else ghz itself is the bottleneck
-// on two cores). A benchmark, not a test: run it with
+// that fixed rate and only the CPU per call is compared. ghz: 50 callers
+// on one connection, binary request data, template data and functions
+// disabled (else ghz itself is the bottleneck on two cores). A benchmark, not a test: run it with
 // `go tool task bench:limit` or -args -ghz=N; it asserts only that every
 // call succeeded.
 func TestGhz(t *testing.T) {

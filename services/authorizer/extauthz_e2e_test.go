@@ -390,7 +390,7 @@ func BenchmarkExtAuthzVsCheckPermission(b *testing.B) {
 			return nil
 		}))
 	}
-	for i, name := range []string{"", "ext_authz", "ext_authz (Envoy-shaped)"} {
+	for i, name := range []string{1: "ext_authz", 2: "ext_authz (Envoy-shaped)"} {
 		if i > 0 && wall[i] > 0 && server[i] > 0 {
 			fmt.Printf("%s / CheckPermission throughput: wall (Go client on the same cores) %.2f, per server CPU %.2f\n",
 				name, wall[0]/wall[i], server[0]/server[i])
